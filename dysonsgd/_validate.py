@@ -1,0 +1,89 @@
+"""Argument checks shared by the numerical modules.
+
+Every public function checks its inputs before doing work and raises ``ValueError``
+naming the parameter and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _finite_array(name: str, value) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a real number or array of real numbers") from exc
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (got NaN or infinity)")
+    return arr
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False):
+    """Return ``value`` (float or array) after checking that it is finite and > 0 (or >= 0)."""
+    arr = _finite_array(name, value)
+    bad = arr < 0 if allow_zero else arr <= 0
+    if np.any(bad):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return float(arr) if arr.ndim == 0 else arr
+
+
+def check_in_range(
+    name: str,
+    value,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """Check ``low <(=) value <(=) high`` element-wise and return the value as float/array."""
+    arr = _finite_array(name, value)
+    below = arr <= low if low_open else arr < low
+    above = arr >= high if high_open else arr > high
+    if np.any(below | above):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+    return float(arr) if arr.ndim == 0 else arr
+
+
+def check_int(name: str, value, *, minimum: int = 1) -> int:
+    """Check that ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_array(
+    name: str,
+    value,
+    *,
+    min_ndim: int = 1,
+    shape_tail: Sequence[int | None] | None = None,
+) -> np.ndarray:
+    """Convert to a finite float array and check its dimensionality and trailing shape.
+
+    ``shape_tail`` gives the required trailing dimensions; ``None`` entries match any size.
+    """
+    arr = _finite_array(name, value)
+    if arr.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}")
+    if shape_tail is not None:
+        tail = arr.shape[arr.ndim - len(shape_tail) :] if len(shape_tail) else ()
+        ok = arr.ndim >= len(shape_tail) and all(
+            want is None or got == want for got, want in zip(tail, shape_tail, strict=True)
+        )
+        if not ok:
+            want = "(..., " + ", ".join("*" if w is None else str(w) for w in shape_tail) + ")"
+            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+    return arr
