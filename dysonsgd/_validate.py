@@ -77,7 +77,9 @@ def check_array(
     """
     arr = _finite_array(name, value)
     if arr.ndim < min_ndim:
-        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}"
+        )
     if shape_tail is not None:
         tail = arr.shape[arr.ndim - len(shape_tail) :] if len(shape_tail) else ()
         ok = arr.ndim >= len(shape_tail) and all(
