@@ -71,26 +71,50 @@ def marchenko_pastur_edges(ratio: float, sigma2: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _mp_unit_cdf(u, ratio):
-    """CDF of the unit-scale law (sigma2 = 1) for u strictly inside the support.
+def _mp_unit_tail(u, ratio, upper: bool):
+    """Lower tail F(u) (or, with ``upper``, 1 - F(u)) of the unit-scale law inside the support.
 
     With R(u) = (b - u)(u - a), m = (a + b)/2 = 1 + r, h = (b - a)/2 = 2 sqrt(r), the
     antiderivative of sqrt(R)/u is
 
         G(u) = sqrt(R) + m arcsin((u - m)/h) - sqrt(ab) arcsin((m u - ab)/(h u)),
 
-    and sqrt(ab) = 1 - r, G(b) - G(a) = 2 pi r, so F(u) = (G(u) - G(a)) / (2 pi r).
+    with sqrt(ab) = 1 - r and G(b) - G(a) = 2 pi r, so F(u) = (G(u) - G(a)) / (2 pi r).
+    Both arcsin arguments tend to -1 at u = a and to +1 at u = b, where arcsin is
+    ill-conditioned; the half-angle forms arcsin(y) + pi/2 = 2 arcsin(sqrt((1 + y)/2)) and
+    pi/2 - arcsin(y) = 2 arcsin(sqrt((1 - y)/2)) use 1 + y = (u - a)/h, b (u - a)/(h u) and
+    1 - y = (b - u)/h, a (b - u)/(h u), which carry no cancellation. This keeps full relative
+    accuracy in the tail it measures, including the hard edge x_- = 0 of ratio = 1.
     """
     a, b = _edges(ratio, 1.0)
     m = 1.0 + ratio
     h = 2.0 * np.sqrt(ratio)
-    ab = a * b
     rad = np.sqrt(np.clip((b - u) * (u - a), 0.0, None))
-    t1 = np.arcsin(np.clip((u - m) / h, -1.0, 1.0))
-    t2 = np.arcsin(np.clip((m * u - ab) / (h * u), -1.0, 1.0))
-    g = rad + m * t1 - (1.0 - ratio) * t2
-    g_a = -0.5 * np.pi * m + 0.5 * np.pi * (1.0 - ratio)
-    return np.clip((g - g_a) / (2.0 * np.pi * ratio), 0.0, 1.0)
+    if upper:
+        gap, end = b - u, a
+        sign = -1.0
+    else:
+        gap, end = u - a, b
+        sign = 1.0
+    gap = np.clip(gap, 0.0, None)
+    t1 = 2.0 * np.arcsin(np.clip(np.sqrt(gap / (2.0 * h)), 0.0, 1.0))
+    t2 = 2.0 * np.arcsin(np.clip(np.sqrt(end * gap / (2.0 * h * u)), 0.0, 1.0))
+    g = sign * rad + m * t1 - (1.0 - ratio) * t2
+    return np.clip(g / (2.0 * np.pi * ratio), 0.0, 1.0)
+
+
+def _mp_unit_cdf(u, ratio, upper: bool = False):
+    """CDF (or survival function) of the unit-scale law: each tail from its own formula.
+
+    The lower form is exact near x_-, the upper near x_+; each side of the centre 1 + r uses
+    the form of its own tail, so the cdf and the sf keep full relative accuracy in the tail
+    where they are small, and 1 - cdf = sf to rounding everywhere.
+    """
+    lower_side = u < 1.0 + ratio
+    near = _mp_unit_tail(u, ratio, upper=upper)
+    far = 1.0 - _mp_unit_tail(u, ratio, upper=not upper)
+    own_side = ~lower_side if upper else lower_side
+    return np.where(own_side, near, far)
 
 
 def _narayana_moment(n: int, ratio):
@@ -121,10 +145,12 @@ class marchenko_pastur_gen(stats.rv_continuous):
 
     Notes
     -----
-    The cdf is closed form (see :func:`_mp_unit_cdf`); the raw moments are the Narayana
+    The cdf and sf are closed form with full relative accuracy in both tails (see
+    :func:`_mp_unit_cdf`); the raw moments are the Narayana
     polynomials, E[x^n] = sigma2^n sum_{k=0}^{n-1} r^k/(k+1) C(n,k) C(n-1,k), so that
     mean = sigma2, var = sigma2^2 r, skewness = sqrt(r) and excess kurtosis = r - 1.
-    The ppf inverts the closed-form cdf by vectorised bisection (to machine precision) and
+    The ppf inverts the closed-form cdf by vectorised bisection in sqrt(x - x_-) (to
+    machine precision, also at the hard edge of ratio = 1) and
     ``rvs`` draws exactly from the limiting law by inversion.
 
     Calling the distribution with invalid shape parameters (``marchenko_pastur(ratio=2, ...)``)
@@ -159,20 +185,23 @@ class marchenko_pastur_gen(stats.rv_continuous):
         return _mp_unit_cdf(x / sigma2, ratio)
 
     def _sf(self, x, ratio, sigma2):
-        return 1.0 - _mp_unit_cdf(x / sigma2, ratio)
+        return _mp_unit_cdf(x / sigma2, ratio, upper=True)
 
     def _ppf(self, q, ratio, sigma2):
         q, ratio, sigma2 = np.broadcast_arrays(q, ratio, sigma2)
-        lo, hi = _edges(ratio, 1.0)
-        lo = np.array(lo, dtype=float)
-        hi = np.array(hi, dtype=float)
-        # 64 halvings shrink the bracket below double-precision resolution of the support.
-        for _ in range(64):
+        a, b = _edges(ratio, 1.0)
+        # bisect in w = sqrt(u - a): near a hard edge (ratio -> 1) the cdf grows like sqrt(u),
+        # and w resolves u there to relative, not absolute, precision; 100 halvings reach
+        # double precision for any q >= 1e-300
+        lo = np.zeros(q.shape)
+        hi = np.array(np.sqrt(b - a), dtype=float)
+        for _ in range(100):
             mid = 0.5 * (lo + hi)
-            below = _mp_unit_cdf(mid, ratio) < q
+            below = _mp_unit_cdf(a + mid * mid, ratio) < q
             lo = np.where(below, mid, lo)
             hi = np.where(below, hi, mid)
-        return sigma2 * 0.5 * (lo + hi)
+        w = 0.5 * (lo + hi)
+        return sigma2 * (a + w * w)
 
     def _munp(self, n, ratio, sigma2):
         return sigma2**n * _narayana_moment(int(n), ratio)

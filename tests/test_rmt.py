@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
@@ -30,8 +30,17 @@ def _mp_expect(ratio, sigma2, func):
         x = lo + 2 * h * math.cos(theta / 2) ** 2
         return h * h * math.sin(theta) ** 2 * func(x) / (2 * np.pi * sigma2 * ratio * x)
 
-    val, _ = integrate.quad(integrand, 0.0, np.pi, epsabs=0, epsrel=1e-12, limit=200)
+    val, _ = integrate.quad(
+        integrand, 0.0, np.pi, epsabs=0, epsrel=1e-12, limit=400, points=_edge_points(lo, h)
+    )
     return val
+
+
+def _edge_points(lo, h):
+    """Break points near theta = pi, where x - x_- ~ x_- and the density has a feature of
+    width sqrt(x_- / h) in theta when x_- << h (ratio close to 1)."""
+    width = math.sqrt(lo / h) if h > 0 else 0.0
+    return [math.pi - c * width for c in (1.0, 10.0, 100.0) if 0 < c * width < math.pi]
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,13 +109,22 @@ def test_battery_rvs_follow_cdf(name, dist, args):
 
 
 @given(ratio=ratios, sigma2=scales)
+@example(ratio=0.99999, sigma2=1.0)  # nearly hard edge: x_- = 2.5e-11
+@example(ratio=1.0, sigma2=1.0)
 def test_mp_pdf_integrates_to_one(ratio, sigma2):
     assert _mp_expect(ratio, sigma2, lambda x: 1.0) == pytest.approx(1.0, abs=1e-9)
-    lo, hi = marchenko_pastur(ratio=ratio, sigma2=sigma2).support()
+    # the implemented pdf itself, in the angle variable where its sqrt edges are smooth
+    mp = marchenko_pastur(ratio=ratio, sigma2=sigma2)
+    lo, hi = mp.support()
+    h = 0.5 * (hi - lo)
+
+    def integrand(theta):
+        return mp.pdf(lo + 2 * h * math.cos(theta / 2) ** 2) * h * math.sin(theta)
+
     total, _ = integrate.quad(
-        marchenko_pastur(ratio=ratio, sigma2=sigma2).pdf, lo, hi, limit=400, epsrel=1e-9
+        integrand, 0.0, np.pi, epsabs=0, epsrel=1e-12, limit=400, points=_edge_points(lo, h)
     )
-    assert total == pytest.approx(1.0, abs=1e-6)
+    assert total == pytest.approx(1.0, abs=1e-9)
 
 
 @given(ratio=ratios, sigma2=scales)
@@ -122,6 +140,9 @@ def test_mp_cdf_monotone_with_edges(ratio, sigma2):
 
 
 @given(ratio=ratios, sigma2=scales, q=st.floats(min_value=1e-8, max_value=1 - 1e-8))
+@example(ratio=1.0, sigma2=1.0, q=1e-8)  # hard edge: cdf ~ sqrt(x)
+@example(ratio=1.0, sigma2=1.0, q=5.960464477539063e-08)
+@example(ratio=0.5, sigma2=1.0, q=1 - 1e-8)
 def test_mp_ppf_inverts_cdf(ratio, sigma2, q):
     mp = marchenko_pastur(ratio=ratio, sigma2=sigma2)
     assert mp.cdf(mp.ppf(q)) == pytest.approx(q, rel=1e-9, abs=1e-12)
@@ -169,6 +190,29 @@ def test_mp_support_matches_paper_numbers():
     assert marchenko_pastur(ratio=0.5, sigma2=256.0**2).support()[1] == pytest.approx(
         1.91e5, rel=5e-3
     )
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5, 0.03])
+def test_mp_tails_have_relative_accuracy(ratio):
+    """cdf near x_- and sf near x_+ against high-precision quadrature (mpmath)."""
+    import mpmath
+
+    mpmath.mp.dps = 40
+    a = (1 - mpmath.sqrt(ratio)) ** 2
+    b = (1 + mpmath.sqrt(ratio)) ** 2
+
+    def density(x):
+        return mpmath.sqrt((b - x) * (x - a)) / (2 * mpmath.pi * ratio * x)
+
+    mp = marchenko_pastur(ratio=ratio, sigma2=1.0)
+    for offset in (1e-12, 1e-6, 1e-2):
+        low = float(a) + offset
+        high = float(b) - offset
+        exact_cdf = mpmath.quad(density, [a, low])
+        exact_sf = mpmath.quad(density, [high, b])
+        assert mp.cdf(low) == pytest.approx(float(exact_cdf), rel=1e-9)
+        assert mp.sf(high) == pytest.approx(float(exact_sf), rel=1e-9)
+        assert mp.cdf(low) + mp.sf(low) == pytest.approx(1.0, abs=4e-16)
 
 
 def test_mp_closed_form_moments():
