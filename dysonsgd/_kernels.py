@@ -667,6 +667,13 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     scratch_bytes = nd * (n1 + n3) * lanes * np.dtype(npdt).itemsize
     max_wave = max(threads, min(8 * threads, int(512e6 // max(scratch_bytes, 1))))
     plan = _wave_plan(nb, threads, max_wave)
+    wmax = max(b1 - b0 for b0, b1 in plan)
+    # scratch reused by every wave (fresh pages per wave would cost a page fault per 4 kB)
+    p_buf = np.empty(wmax * nd * n1 * lanes, npdt)
+    y_buf = np.empty(wmax * nd * n3 * lanes, npdt)
+    ow_buf = np.empty(wmax * lanes * n_snap * n2 * n1, npdt)
+    og_buf = np.empty_like(ow_buf)
+    ol_buf = np.empty(wmax * lanes * n_snap)
     t_compile = time.perf_counter() - t0
     t_eval = t_train = t_fill = 0.0
     bar = progress_bar(progress, m, m * epochs * steps)
@@ -675,8 +682,8 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
         for b0, b1 in plan:
             nbw = b1 - b0
             ls, le = b0 * lanes, b1 * lanes
-            P = np.empty(nbw * nd * n1 * lanes, npdt)
-            Y = np.empty(nbw * nd * n3 * lanes, npdt)
+            P = p_buf[: nbw * nd * n1 * lanes]
+            Y = y_buf[: nbw * nd * n3 * lanes]
             W2 = _to_lanes(w2_all[ls:le], lanes, npdt)
             W3 = _to_lanes(w3_all[ls:le], lanes, npdt)
             G = np.zeros_like(W2)
@@ -685,9 +692,9 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
             lsum = np.zeros(le - ls)
             de = np.full(le - ls, -1, np.int64)
             dst = np.full(le - ls, -1, np.int64)
-            ow = np.empty((le - ls) * n_snap * n2 * n1, npdt)
-            og = np.empty_like(ow)
-            ol = np.empty((le - ls) * n_snap)
+            ow = ow_buf[: (le - ls) * n_snap * n2 * n1]
+            og = og_buf[: (le - ls) * n_snap * n2 * n1]
+            ol = ol_buf[: (le - ls) * n_snap]
             lg = lane_group[ls:le]
 
             def do_fill(order, P=P, Y=Y, lg=lg):

@@ -726,6 +726,10 @@ def _train_torch(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders
     chunk = max(1, min(m, int(budget // per_model_bytes)))
     bar = progress_bar(progress, m, m * epochs * steps)
     t_train = t_eval = 0.0
+    threads = torch.get_num_threads()
+    if dev.type == "cpu" and chunk < 512:
+        # tiny products: an OpenMP team only adds barrier latency (milliseconds on a busy host)
+        torch.set_num_threads(1)
 
     def tt(a):
         return torch.as_tensor(np.ascontiguousarray(a), device=dev)
@@ -802,6 +806,7 @@ def _train_torch(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders
             end_grad[c0:c1] = eg.cpu().numpy()
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     return {"w2": out_w2, "grad": out_g, "loss": out_loss, "div_epoch": div_epoch,
             "div_step": div_step, "end_grad": end_grad,
             "timings": {"initial_gradient_s": t_eval, "train_s": t_train}}

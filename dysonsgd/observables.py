@@ -1,0 +1,257 @@
+"""Observables of section 3.2 and 4 on trained teacher-student ensembles.
+
+Pure array functions, vectorised over any leading (ensemble) axes, plus thin wrappers taking an
+:class:`dysonsgd.training.EnsembleResult`. Shapes use ``...`` for the ensemble axes (for a result:
+``(nT, nS, nR)``), ``P`` for test points, ``n2 x n1`` for ``W2``.
+
+Conventions (see ``reference-notes.md``, Analysis):
+
+- test set: 128 inputs ``x ~ N(0, 1)^3`` drawn once with NumPy seed 42 as in the release, i.e.
+  ``numpy.random.RandomState(42).standard_normal((128, 3))`` (identical to ``np.random.seed(42);
+  np.random.normal(0, 1, (128, 3))``); shared by every model.
+- :func:`test_loss_release` is the figures' test loss, the mean over points of
+  ``sum_i (y_i - yhat_i)^2`` with no 1/2; :func:`test_loss_paper` is (2.6), with the 1/2.
+- :func:`alignment` is (3.5)-(3.6); :func:`alignment_release` additionally divides by the number
+  of test points, as the release's notebook (its colour scale 0.5e-3 .. 2.5e-3 comes from it).
+- eigenvalues of ``X = W2 W2^T`` (4.1) are returned in ascending order (the notebook's SVD gives
+  them largest first).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dysonsgd._validate import check_array, check_int
+
+__all__ = [
+    "alignment",
+    "alignment_release",
+    "eigenvalues",
+    "ensemble_mean",
+    "external_field",
+    "feature_correlation",
+    "features",
+    "gradient_norm",
+    "mean_level_spacing",
+    "release_training_loss",
+    "result_alignment",
+    "result_eigenvalues",
+    "result_feature_correlation",
+    "result_gradient_norm",
+    "result_rate",
+    "result_test_loss",
+    "test_inputs",
+    "test_loss_paper",
+    "test_loss_release",
+    "time_averaged_rate",
+]
+
+
+def _act(name: str, z: np.ndarray) -> np.ndarray:
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.maximum(z, 0.0)
+    if name == "identity":
+        return z
+    raise ValueError(f"activation must be 'tanh', 'relu' or 'identity', got {name!r}")
+
+
+def test_inputs(n_points: int = 128, n0: int = 3, seed: int = 42) -> np.ndarray:
+    """The release's test inputs: ``RandomState(seed).standard_normal((n_points, n0))``.
+
+    Returns
+    -------
+    (n_points, n0) float64
+    """
+    n_points = check_int("n_points", n_points, minimum=1)
+    n0 = check_int("n0", n0, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    return np.random.RandomState(seed).standard_normal((n_points, n0))
+
+
+def features(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, activation: str = "tanh"):
+    """Last-hidden-layer features ``phi_{j alpha}`` (2.5): ``phi(W2 phi(W1 x))``.
+
+    Parameters
+    ----------
+    x : (P, n0) or (..., P, n0)
+    w1 : (..., n1, n0)
+    w2 : (..., n2, n1)
+
+    Returns
+    -------
+    (..., P, n2) float64
+    """
+    phi1 = _act(activation, np.asarray(x, float) @ np.swapaxes(np.asarray(w1, float), -1, -2))
+    return _act(activation, phi1 @ np.swapaxes(np.asarray(w2, float), -1, -2))
+
+
+def _outputs(x, w1, w2, w3, activation):
+    return features(x, w1, w2, activation) @ np.swapaxes(np.asarray(w3, float), -1, -2)
+
+
+def test_loss_release(x, w1, w2, w2_teacher, w3, activation: str = "tanh") -> np.ndarray:
+    """Test loss of figures 2 and 9: ``mean_alpha sum_i (y_i - yhat_i)^2`` (no 1/2).
+
+    Parameters
+    ----------
+    x : (P, n0) test inputs; w1 : (..., n1, n0); w2 : (..., n2, n1) student;
+    w2_teacher : (..., n2, n1); w3 : (..., n3, n2)
+
+    Returns
+    -------
+    (...) float64
+    """
+    err = _outputs(x, w1, w2, w3, activation) - _outputs(x, w1, w2_teacher, w3, activation)
+    return np.mean(np.sum(err * err, axis=-1), axis=-1)
+
+
+def test_loss_paper(x, w1, w2, w2_teacher, w3, activation: str = "tanh") -> np.ndarray:
+    """The loss (2.6) on the test set: ``mean_alpha 1/2 sum_i (y_i - yhat_i)^2``; (...)."""
+    return 0.5 * test_loss_release(x, w1, w2, w2_teacher, w3, activation)
+
+
+def gradient_norm(grad: np.ndarray) -> np.ndarray:
+    """Frobenius norm of the gradient of ``W2``, summand of (3.3): (..., n2, n1) -> (...)."""
+    g = check_array("grad", grad, min_ndim=2)
+    return np.sqrt(np.sum(g * g, axis=(-2, -1)))
+
+
+def feature_correlation(phi_t: np.ndarray, phi_0: np.ndarray) -> np.ndarray:
+    """Per-model summand of ``G(t, t')`` (3.4): mean over points and nodes of ``phi(t) phi(t')``.
+
+    (..., P, n2) x (..., P, n2) -> (...). Average over the ensemble axis for (3.4) itself.
+    """
+    return np.mean(np.asarray(phi_t) * np.asarray(phi_0), axis=(-2, -1))
+
+
+def external_field(y: np.ndarray, w3: np.ndarray) -> np.ndarray:
+    """External field ``h_{j alpha} = sum_i y_i(x_alpha) W3_{ij}`` (section 2.5).
+
+    y : (..., P, n3); w3 : (..., n3, n2) -> (..., P, n2).
+    """
+    return np.asarray(y, float) @ np.asarray(w3, float)
+
+
+def alignment(h: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Alignment summand of (3.5)-(3.6): ``h . phi / (||h|| ||phi||)`` over (points, nodes).
+
+    (..., P, n2) x (..., P, n2) -> (...), in [-1, 1].
+    """
+    h = np.asarray(h, float)
+    phi = np.asarray(phi, float)
+    num = np.sum(h * phi, axis=(-2, -1))
+    return num / (np.sqrt(np.sum(h * h, axis=(-2, -1))) * np.sqrt(np.sum(phi * phi, axis=(-2, -1))))
+
+
+def alignment_release(h: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """The release's alignment: (3.5) further divided by the number of test points ``P``."""
+    return alignment(h, phi) / np.shape(h)[-2]
+
+
+def eigenvalues(w2: np.ndarray) -> np.ndarray:
+    """Eigenvalues ``x_i`` of ``X = W2 W2^T`` (4.1), ascending: (..., n2, n1) -> (..., n2)."""
+    w = np.asarray(w2, float)
+    return np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2))
+
+
+def mean_level_spacing(x: np.ndarray) -> np.ndarray:
+    """Average level spacing (4.5), ``S = (x_max - x_min) / (n2 - 1)``: (..., n2) -> (...)."""
+    x = np.asarray(x, float)
+    if x.shape[-1] < 2:
+        raise ValueError(f"x must hold at least 2 eigenvalues on its last axis, got {x.shape}")
+    return (np.max(x, axis=-1) - np.min(x, axis=-1)) / (x.shape[-1] - 1)
+
+
+def time_averaged_rate(x_t: np.ndarray, x_0: np.ndarray, t) -> np.ndarray:
+    """Time-averaged rate (4.7), ``log(S(t) / S(0)) / t``, with ``t`` in epochs.
+
+    x_t, x_0 : (..., n2) eigenvalues at time t and 0; t > 0 (scalar or broadcastable).
+    """
+    t = np.asarray(t, float)
+    if np.any(~(t > 0)):
+        raise ValueError(f"t must be > 0 (epochs), got {t!r}")
+    return np.log(mean_level_spacing(x_t) / mean_level_spacing(x_0)) / t
+
+
+def ensemble_mean(values: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Ensemble average (3.2) over the seed axis (axis 2 of a result's (nT, nS, nR) arrays)."""
+    return np.mean(values, axis=axis)
+
+
+# ------------------------------------------------------------------------------------------------
+# wrappers on EnsembleResult
+# ------------------------------------------------------------------------------------------------
+
+
+def _snap(result, snapshot: int) -> int:
+    n = len(result.snapshot_epochs)
+    if not -n <= snapshot < n:
+        raise ValueError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
+    return snapshot % n
+
+
+def _test_x(result, x_test):
+    if x_test is None:
+        return test_inputs(128, result.config.widths[0], 42)
+    return check_array("x_test", x_test, min_ndim=2, shape_tail=(None, result.config.widths[0]))
+
+
+def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = "release"):
+    """Test loss per model at ``snapshot``, (nT, nS, nR); ``convention`` 'release' or 'paper'."""
+    if convention not in ("release", "paper"):
+        raise ValueError(f"convention must be 'release' or 'paper', got {convention!r}")
+    k = _snap(result, snapshot)
+    w1, w2t, w3 = result.teacher()
+    fn = test_loss_release if convention == "release" else test_loss_paper
+    return fn(_test_x(result, x_test), w1, result.w2[..., k, :, :], w2t, w3,
+              result.config.activation)
+
+
+def result_gradient_norm(result, snapshot: int = -1) -> np.ndarray:
+    """Norm (3.3) of the recorded gradient at ``snapshot`` (0: full-data gradient at init)."""
+    return gradient_norm(result.grad[..., _snap(result, snapshot), :, :])
+
+
+def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x_test=None):
+    """``G(t_f, 0)`` summand (3.4) per model on the test set, (nT, nS, nR)."""
+    x = _test_x(result, x_test)
+    w1 = result.teacher()[0]
+    act = result.config.activation
+    phi_t = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
+    phi_0 = features(x, w1, result.w2[..., _snap(result, reference), :, :], act)
+    return feature_correlation(phi_t, phi_0)
+
+
+def result_alignment(result, snapshot: int = -1, x_test=None, release: bool = False):
+    """Alignment (3.5) per model, or the release's variant (divided by the number of points)."""
+    x = _test_x(result, x_test)
+    w1, w2t, w3 = result.teacher()
+    act = result.config.activation
+    y = _outputs(x, w1, w2t, w3, act)
+    phi = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
+    fn = alignment_release if release else alignment
+    return fn(external_field(y, w3), phi)
+
+
+def result_eigenvalues(result) -> np.ndarray:
+    """Eigenvalues of ``X`` at every snapshot, ascending: (nT, nS, nR, n_snap, n2)."""
+    return eigenvalues(result.w2)
+
+
+def result_rate(result, snapshot: int = -1) -> np.ndarray:
+    """Time-averaged rate (4.7) per model between snapshot 0 and ``snapshot`` (epochs)."""
+    k = _snap(result, snapshot)
+    t = result.snapshot_epochs[k]
+    if t <= 0:
+        raise ValueError("snapshot must be after the initial state (epoch > 0)")
+    x = eigenvalues(result.w2[..., [0, k], :, :])
+    return time_averaged_rate(x[..., 1, :], x[..., 0, :], t)
+
+
+def release_training_loss(result, fill: float = 100.0) -> np.ndarray:
+    """Recorded training loss with the release's placeholder (100) after a divergence."""
+    loss = np.array(result.loss, copy=True)
+    loss[np.isnan(loss) & result.diverged[..., None]] = fill
+    return loss
