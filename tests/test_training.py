@@ -24,7 +24,7 @@ from dysonsgd.training import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from numpy_baseline import train_single  # noqa: E402
+from numpy_baseline import train_single
 
 F64 = torch.float64
 WIDTHS = (3, 32, 16, 1)
@@ -354,7 +354,7 @@ def _run_cell(sigma_w, temperature, epochs=30, n_seeds=8):
 
 
 def test_phase_sanity_ordered_hot_and_jammed():
-    ordered, s_ord = _run_cell(1 / 8, 2.0**-5)
+    ordered, _ = _run_cell(1 / 8, 2.0**-5)
     hot, s_hot = _run_cell(1 / 8, 4.0)
     jammed, s_jam = _run_cell(2.0**8, 2.0**-5)
     loss_o = ordered.loss[0, 0].mean(0)

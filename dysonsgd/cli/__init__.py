@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dysonsgd import __version__
 
 #: sub-command modules, in the order they appear in ``dysonsgd --help``
-COMMANDS: tuple[str, ...] = ("dysonsgd.cli.theory",)
+COMMANDS: tuple[str, ...] = ("dysonsgd.cli.theory", "dysonsgd.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
