@@ -1,0 +1,779 @@
+"""Stochastic equations of section 4 and appendix B, with interchangeable solvers.
+
+The equation (drift, diffusion, domain), the Brownian path and the solver are separate objects
+that meet in :func:`integrate`, as in diffrax:
+
+    equation  :class:`DysonBrownianMotion` (4.3), :class:`LevelSpacingSDE` (4.8),
+              :class:`LangevinSGD` (2.30)
+    path      :class:`BrownianPath`: the increments of one seeded stream, refined by Brownian
+              bridges when a solver subdivides a step
+    solver    :class:`EulerMaruyama`, :class:`Platen` (derivative-free Milstein, strong order 1
+              for diagonal noise), :class:`DriftImplicit` (Coulomb term implicit) and
+              :class:`Adaptive` (Brownian-bridge refinement; the collision-safe default wraps
+              :class:`DriftImplicit`)
+
+All equations are Itô SDEs with diagonal noise, dy_i = f_i(t, y) dt + g_i(t, y) dB_i, on a state
+of shape (n_paths, N). The discrete Langevin update (2.29) is :func:`langevin_sgd_discrete`.
+
+Collision safety
+----------------
+The Coulomb drift T V_ij/(x_i - x_j) of (4.3) and V_S T/S of (4.8) are singular where levels
+meet. Plain Euler-Maruyama then takes huge steps: it reorders eigenvalues, makes them negative,
+or throws a spacing far out from near S = 0. For beta = 1 noise this is not rare: the gap of two
+neighbours behaves like a two-dimensional Bessel process, which comes arbitrarily close to 0, so
+no fixed refinement depth of an explicit scheme suffices.
+
+The default solver therefore takes the singular drift implicitly (:class:`DriftImplicit`): for
+Dyson Brownian motion the implicit step is the minimiser of the strictly convex function
+|z - c|^2/2 - dt T sum_{i<j} V_ij log(z_j - z_i), whose log-barrier keeps the levels ordered for
+every step size (V_ij > 0); for the spacing it is the positive root of a quadratic. Constraints
+that the implicit step does not enforce (the wall x_1 > 0 of a positive spectrum, a V_ij = 0
+pair) are handled by :class:`Adaptive`: a step that leaves the domain is split in two along the
+Brownian bridge of the same path, recursively. A path that still fails at the maximum depth is
+flagged: :func:`integrate` returns a masked array in which its entries are masked from that time
+on, so ensemble statistics (``np.ma.mean``) exclude it instead of turning into NaN.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy import stats
+
+from dysonsgd import _sde_kernels as _kernels
+from dysonsgd._validate import check_array, check_int, check_positive
+
+__all__ = [
+    "SOLVERS",
+    "Adaptive",
+    "BrownianPath",
+    "DriftImplicit",
+    "DysonBrownianMotion",
+    "Equation",
+    "EulerMaruyama",
+    "LangevinSGD",
+    "LevelSpacingSDE",
+    "Platen",
+    "integrate",
+    "langevin_sgd_discrete",
+    "piecewise_linear",
+]
+
+Coefficient = np.ndarray | Callable[..., np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# coefficients: constants, functions of t, or functions of (t, y)
+# --------------------------------------------------------------------------------------------
+
+
+def piecewise_linear(times, values) -> Callable[[float], np.ndarray]:
+    """Linear interpolation in time of coefficients measured on snapshot times.
+
+    Parameters
+    ----------
+    times : array_like, shape (n_times,)
+        Strictly increasing snapshot times.
+    values : array_like, shape (n_times, ...)
+        The coefficient at each time (e.g. K of shape (n_times, N) or V of shape
+        (n_times, N, N)); held constant outside the time range.
+
+    Returns
+    -------
+    callable
+        ``f(t) -> ndarray`` of shape ``values.shape[1:]``.
+    """
+    times = check_array("times", times)
+    values = check_array("values", values)
+    if times.ndim != 1 or values.shape[0] != times.size:
+        raise ValueError(
+            f"values must have shape (len(times), ...) = ({times.size}, ...), got {values.shape}"
+        )
+    if times.size > 1 and np.any(np.diff(times) <= 0):
+        raise ValueError("times must be strictly increasing")
+
+    def interpolate(t: float) -> np.ndarray:
+        if t <= times[0]:
+            return values[0]
+        if t >= times[-1]:
+            return values[-1]
+        k = int(np.searchsorted(times, t, side="right")) - 1
+        w = (t - times[k]) / (times[k + 1] - times[k])
+        return (1.0 - w) * values[k] + w * values[k + 1]
+
+    return interpolate
+
+
+def _as_coefficient(name: str, value, tail_ndim: int) -> Callable:
+    """Wrap a constant, a callable of t or a callable of (t, y) as ``f(t, y, rows)``.
+
+    A coefficient with more than ``tail_ndim`` dimensions carries a leading path axis (one
+    coefficient per trajectory); ``rows`` then selects the paths being stepped.
+    """
+    if callable(value):
+        try:
+            n_args = len(inspect.signature(value).parameters)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            n_args = 1
+        if n_args >= 2:
+            return lambda t, y, rows: value(t, y)
+        return lambda t, y, rows: _select(np.asarray(value(t), dtype=float), rows, tail_ndim)
+    arr = check_array(name, value, min_ndim=tail_ndim)
+    return lambda t, y, rows: _select(arr, rows, tail_ndim)
+
+
+def _select(arr: np.ndarray, rows, tail_ndim: int) -> np.ndarray:
+    if rows is not None and arr.ndim > tail_ndim:
+        return arr[rows]
+    return arr
+
+
+def _check_noise_matrix(v: np.ndarray) -> None:
+    if v.shape[-1] != v.shape[-2]:
+        raise ValueError(f"noise must have shape (..., N, N), got {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("noise must be finite")
+    if np.any(v < 0):
+        raise ValueError("noise V_ij is a variance and must be >= 0 element-wise")
+    if not np.allclose(v, np.swapaxes(v, -1, -2), rtol=1e-10, atol=0.0):
+        raise ValueError("noise V must be symmetric (V_ij = V_ji)")
+
+
+# --------------------------------------------------------------------------------------------
+# equations
+# --------------------------------------------------------------------------------------------
+
+
+class Equation(Protocol):
+    """What a solver needs from an SDE dy = f dt + g dB (diagonal noise) on states (P, N)."""
+
+    def drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        """f(t, y), shape (P', N), for the paths ``rows`` (all when None) in state y."""
+
+    def diffusion(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        """g(t, y), shape (P', N): the diagonal noise amplitudes."""
+
+    def regular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        """The non-singular part of the drift (all of it for equations without a singularity)."""
+
+    def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
+        """z = c + dt * (singular drift at z): the implicit part of a drift-implicit step."""
+
+    def valid(self, y: np.ndarray) -> np.ndarray:
+        """(P',) bool: whether each state lies in the equation's domain."""
+
+    def length_scale(self, y: np.ndarray) -> np.ndarray:
+        """(P',) the distance to the nearest singularity (gap, wall); inf if none."""
+
+    def check_state(self, y: np.ndarray) -> None:
+        """Raise ValueError if the initial state or the coefficients are unusable."""
+
+
+class DysonBrownianMotion:
+    """Dyson Brownian motion of N eigenvalues with measured drift and noise, eq. (4.3).
+
+        dx_i = [K_i + T sum_{j != i} V_ij / (x_i - x_j)] dt + sqrt(T V_ii) dB_i
+
+    Parameters
+    ----------
+    drift : array_like of shape (N,) or (P, N), or callable
+        K_i in the eigenbasis, eigenvalues ascending; a callable of ``t`` (see
+        :func:`piecewise_linear`) or of ``(t, x)`` for state-dependent coefficients.
+    noise : array_like of shape (N, N) or (P, N, N), or callable
+        V_ij: symmetric with non-negative entries; callables as for ``drift``.
+    temperature : float
+        T = lr / batch size > 0.
+    positive : bool
+        Whether the eigenvalues are those of a positive semi-definite matrix (X = W W^T): the
+        domain then also requires x_1 > 0 and the wall at 0 enters the length scale.
+
+    Notes
+    -----
+    The state is kept in ascending order, (P, N). The Wishart process of X = W W^T for a
+    Brownian W of shape (N, M) is the case K_i = M, V_ij = x_i + x_j, T = 1.
+    """
+
+    def __init__(
+        self, drift: Coefficient, noise: Coefficient, temperature: float, *, positive: bool = False
+    ) -> None:
+        self.temperature = check_positive("temperature", temperature)
+        self.positive = bool(positive)
+        if not callable(noise):
+            _check_noise_matrix(check_array("noise", noise, min_ndim=2))
+        if not callable(drift) and not callable(noise):
+            n_k, n_v = np.shape(drift)[-1], np.shape(noise)[-1]
+            if n_k != n_v:
+                raise ValueError(
+                    f"drift must have shape (..., {n_v}) to match noise, got {np.shape(drift)}"
+                )
+        self._drift = _as_coefficient("drift", drift, 1)
+        self._noise = _as_coefficient("noise", noise, 2)
+
+    def coefficients(self, t: float, x: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
+        """K (P', N) and V (P', N, N) at time t and state x, broadcast to the paths."""
+        k = np.broadcast_to(self._drift(t, x, rows), x.shape)
+        v = np.broadcast_to(self._noise(t, x, rows), (*x.shape, x.shape[-1]))
+        return k, v
+
+    def drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
+        k, v = self.coefficients(t, x, rows)
+        return k + self.temperature * _kernels.coulomb_sum(np.ascontiguousarray(x), v)
+
+    def regular_drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
+        return np.array(np.broadcast_to(self._drift(t, x, rows), x.shape))
+
+    def diffusion(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
+        _, v = self.coefficients(t, x, rows)
+        return np.sqrt(self.temperature * np.einsum("pii->pi", v))
+
+    def solve_singular(self, t, x, c, dt, rows=None, tol: float = 1e-10, max_iter: int = 100):
+        """Implicit Coulomb step: z_i - dt T sum_j V_ij/(z_i - z_j) = c_i, z ordered.
+
+        With V frozen at (t, x), z minimises the strictly convex
+        Phi(z) = |z - c|^2 / 2 - dt T sum_{i<j} V_ij log(z_j - z_i) over the ordered chamber,
+        whose log-barrier keeps the levels ordered for any step and any c. Damped Newton from
+        the old (ordered) state x, path by path in a compiled kernel: Hessian I + dt T L (L the
+        weighted graph Laplacian of V_ij/(z_i - z_j)^2, factorised by Cholesky) and
+        backtracking that never leaves the chamber; a path stops when its residual is below
+        ``tol`` times the size of the terms or at rounding level. A path that does not
+        converge in ``max_iter`` iterations is returned as NaN (and so flagged by ``valid``).
+        """
+        _, v = self.coefficients(t, x, rows)
+        z, ok = _kernels.implicit_coulomb(
+            np.ascontiguousarray(x, dtype=float),
+            np.ascontiguousarray(c, dtype=float),
+            v,
+            dt * self.temperature,
+            tol,
+            max_iter,
+        )
+        z[~ok] = np.nan
+        return z
+
+    def valid(self, x: np.ndarray) -> np.ndarray:
+        ok = np.all(np.isfinite(x), axis=-1) & np.all(np.diff(x, axis=-1) > 0, axis=-1)
+        if self.positive:
+            ok &= x[:, 0] > 0
+        return ok
+
+    def length_scale(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[-1] > 1:
+            scale = np.min(np.diff(x, axis=-1), axis=-1)
+        else:
+            scale = np.full(x.shape[0], np.inf)
+        if self.positive:
+            scale = np.minimum(scale, x[:, 0])
+        return scale
+
+    def check_state(self, x: np.ndarray) -> None:
+        if not np.all(self.valid(x)):
+            wall = " with x_1 > 0" if self.positive else ""
+            raise ValueError(f"y0 must hold strictly increasing eigenvalues{wall}")
+        k, v = self.coefficients(0.0, x)
+        _check_noise_matrix(np.asarray(v))
+        if not np.all(np.isfinite(k)):
+            raise ValueError("drift must be finite")
+
+
+class LevelSpacingSDE:
+    """The one-particle equation for the mean level spacing S, eqs. (4.8) and (B.8).
+
+        dS = (K_S + V_S T / S) dt + sqrt(2 T D_S) dB
+
+    Parameters
+    ----------
+    k_s, v_s, d_s : float, array_like of shape (P,), or callable of t
+        The coefficients of (B.7) and (B.9); V_S >= 0 and D_S >= 0 (D_S = 0 gives the
+        deterministic equation (4.9)).
+    temperature : float
+        T > 0.
+
+    Notes
+    -----
+    For constant K_S < 0 the stationary density solves the zero-flux Fokker-Planck equation,
+    p(S) proportional to S^(V_S/D_S) exp(K_S S / (T D_S)): a Gamma law with shape
+    V_S/D_S + 1 and rate -K_S/(T D_S) (:meth:`stationary_distribution`, derived in
+    :func:`dysonsgd.symbolic.spacing_stationary_density`). Its mode is the fixed point
+    S* = -T V_S/K_S of the deterministic part (4.9). S = 0 is reached only if V_S/D_S < 1
+    (a Bessel process of dimension 1 + V_S/D_S).
+    """
+
+    dimension = 1
+
+    def __init__(self, k_s, v_s, d_s, temperature: float) -> None:
+        self.temperature = check_positive("temperature", temperature)
+        self._k = self._coefficient("k_s", k_s)
+        self._v = self._coefficient("v_s", v_s, non_negative=True)
+        self._d = self._coefficient("d_s", d_s, non_negative=True)
+        self._constant = not any(callable(c) for c in (k_s, v_s, d_s))
+        self._values = (k_s, v_s, d_s)
+
+    @staticmethod
+    def _coefficient(name: str, value, non_negative: bool = False) -> Callable:
+        if not callable(value):
+            arr = check_array(name, value, min_ndim=0)
+            if arr.ndim > 1:
+                raise ValueError(
+                    f"{name} must be a scalar or have shape (n_paths,), got {arr.shape}"
+                )
+            if non_negative and np.any(arr < 0):
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        return _as_coefficient(name, value, 0)
+
+    def _at(self, t: float, y: np.ndarray, rows):
+        shape = y.shape[:1]
+        return (np.broadcast_to(c(t, y, rows), shape) for c in (self._k, self._v, self._d))
+
+    def drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        k, v, _ = self._at(t, y, rows)
+        return (k + v * self.temperature / y[:, 0])[:, None]
+
+    def regular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        k, _, _ = self._at(t, y, rows)
+        return k[:, None] * np.ones_like(y)
+
+    def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
+        """z = c + dt V_S T / z: the positive root (c + sqrt(c^2 + 4 dt V_S T)) / 2."""
+        _, v, _ = self._at(t, y, rows)
+        b = 4.0 * dt * v[:, None] * self.temperature
+        return 0.5 * (c + np.sqrt(c * c + b))
+
+    def diffusion(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        _, _, d = self._at(t, y, rows)
+        return np.sqrt(2.0 * self.temperature * d)[:, None] * np.ones_like(y)
+
+    def valid(self, y: np.ndarray) -> np.ndarray:
+        return np.isfinite(y[:, 0]) & (y[:, 0] > 0)
+
+    def length_scale(self, y: np.ndarray) -> np.ndarray:
+        return y[:, 0]
+
+    def check_state(self, y: np.ndarray) -> None:
+        if not np.all(self.valid(y)):
+            raise ValueError("y0 must be a positive spacing S > 0")
+        _, v, d = self._at(0.0, y, None)
+        if np.any(v < 0) or np.any(d < 0):
+            raise ValueError("v_s and d_s must be >= 0")
+
+    # -- closed-form analysis, eqs. (4.9)-(4.10) ---------------------------------------------
+
+    def _constants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self._constant:
+            raise ValueError("this analysis needs constant k_s, v_s, d_s (not callables)")
+        return tuple(np.asarray(c, dtype=float) for c in self._values)
+
+    def fixed_point(self) -> np.ndarray:
+        """S* = -T V_S / K_S, eq. (4.9); +inf where K_S >= 0 (no restoring force)."""
+        k, v, _ = self._constants()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(k < 0, -self.temperature * v / np.where(k < 0, k, -1.0), np.inf)
+
+    def converges(self, spacing) -> np.ndarray:
+        """The signal-to-noise condition (4.10): T/S <= -K_S/V_S (drift <= 0 at S)."""
+        k, v, _ = self._constants()
+        s = check_positive("spacing", spacing)
+        return k + v * self.temperature / s <= 0
+
+    def stationary_distribution(self):
+        """The stationary law of S as a frozen ``scipy.stats.gamma`` (requires K_S < 0, D_S > 0)."""
+        k, v, d = self._constants()
+        if np.any(k >= 0):
+            raise ValueError("k_s must be < 0 for a stationary density (no restoring force)")
+        if np.any(d <= 0):
+            raise ValueError("d_s must be > 0 for a stationary density")
+        return stats.gamma(a=v / d + 1.0, scale=self.temperature * d / (-k))
+
+
+class LangevinSGD:
+    """Continuous-time Langevin equation of SGD for a weight matrix, eq. (2.30).
+
+        dW_ij = -E[Delta_ij] dt + sqrt(T Var[Delta_ij]) dB_ij,   T = lr / batch size
+
+    Parameters
+    ----------
+    mean_gradient : callable ``(t, w) -> (P, D)`` or array of shape (D,)
+        E[Delta] as a function of the flattened weights (D = rows x cols).
+    gradient_variance : callable ``(t, w) -> (P, D)`` or array of shape (D,)
+        Var[Delta] (element-wise), >= 0.
+    temperature : float
+        T > 0.
+    """
+
+    def __init__(self, mean_gradient, gradient_variance, temperature: float) -> None:
+        self.temperature = check_positive("temperature", temperature)
+        self._mean = _as_coefficient("mean_gradient", mean_gradient, 1)
+        self._var = _as_coefficient("gradient_variance", gradient_variance, 1)
+
+    def drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
+        return -np.broadcast_to(self._mean(t, w, rows), w.shape)
+
+    def regular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
+        return self.drift(t, w, rows)
+
+    def solve_singular(self, t, w, c, dt, rows=None) -> np.ndarray:
+        return c
+
+    def diffusion(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
+        var = np.broadcast_to(self._var(t, w, rows), w.shape)
+        if np.any(var < 0):
+            raise ValueError("gradient_variance must be >= 0")
+        return np.sqrt(self.temperature * var)
+
+    def valid(self, w: np.ndarray) -> np.ndarray:
+        return np.all(np.isfinite(w), axis=-1)
+
+    def length_scale(self, w: np.ndarray) -> np.ndarray:
+        return np.full(w.shape[0], np.inf)
+
+    def check_state(self, w: np.ndarray) -> None:
+        if not np.all(self.valid(w)):
+            raise ValueError("y0 must be finite")
+
+
+def _as_weight_function(name: str, value) -> Callable[[np.ndarray], np.ndarray]:
+    if callable(value):
+        return value
+    constant = check_array(name, value)
+    return lambda w: constant
+
+
+def langevin_sgd_discrete(
+    w0,
+    mean_gradient,
+    gradient_variance,
+    learning_rate: float,
+    batch_size: int,
+    n_steps: int,
+    n_paths: int = 1,
+    seed: int = 0,
+    record_every: int = 1,
+) -> np.ndarray:
+    """The discrete Langevin update of SGD, eq. (2.29).
+
+        W' = W - lr E[Delta] + sqrt(lr^2 / |B| Var[Delta]) eta,   eta ~ N(0, 1)
+
+    Parameters
+    ----------
+    w0 : array_like, shape (D,) or (n_paths, D)
+        Flattened initial weights.
+    mean_gradient, gradient_variance : callable ``w -> (n_paths, D)`` or array (D,)
+    learning_rate : float
+    batch_size : int
+    n_steps : int
+    n_paths : int
+    seed : int
+    record_every : int
+        Keep every ``record_every``-th state.
+
+    Returns
+    -------
+    ndarray, shape (n_steps // record_every + 1, n_paths, D)
+        Step k corresponds to time t = k lr (the time of the continuous equation (2.30)).
+    """
+    lr = check_positive("learning_rate", learning_rate)
+    batch = check_int("batch_size", batch_size)
+    n_steps = check_int("n_steps", n_steps, minimum=0)
+    n_paths = check_int("n_paths", n_paths)
+    record_every = check_int("record_every", record_every)
+    w = np.array(np.broadcast_to(check_array("w0", w0), (n_paths, np.shape(w0)[-1])))
+    mean = _as_weight_function("mean_gradient", mean_gradient)
+    var = _as_weight_function("gradient_variance", gradient_variance)
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    out = [w.copy()]
+    for step in range(1, n_steps + 1):
+        noise = np.sqrt(lr * lr / batch * np.asarray(var(w))) * rng.standard_normal(w.shape)
+        w = w - lr * np.asarray(mean(w)) + noise
+        if step % record_every == 0:
+            out.append(w.copy())
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Brownian path
+# --------------------------------------------------------------------------------------------
+
+
+class BrownianPath:
+    """Brownian increments for (n_paths, dimension) from one seeded stream.
+
+    Increments of the integration grid come from one stream; the midpoints that an adaptive
+    solver asks for come from a second, independent stream through the Brownian bridge, so the
+    grid increments never depend on how often a step was refined.
+
+    Parameters
+    ----------
+    n_paths, dimension : int
+    seed : int or numpy.random.SeedSequence
+    """
+
+    def __init__(self, n_paths: int, dimension: int, seed=0) -> None:
+        self.n_paths = check_int("n_paths", n_paths)
+        self.dimension = check_int("dimension", dimension)
+        sequence = (
+            seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        )
+        self.seed_sequence = sequence
+        grid, bridge = sequence.spawn(2)
+        self._grid = np.random.default_rng(grid)
+        self._bridge = np.random.default_rng(bridge)
+
+    def increment(self, dt: float) -> np.ndarray:
+        """B(t + dt) - B(t) for every path, shape (n_paths, dimension)."""
+        return math.sqrt(dt) * self._grid.standard_normal((self.n_paths, self.dimension))
+
+    def split(self, dw: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """Split increments over dt into two halves, conditioned on their sum (the bridge)."""
+        first = 0.5 * dw + math.sqrt(0.25 * dt) * self._bridge.standard_normal(dw.shape)
+        return first, dw - first
+
+
+# --------------------------------------------------------------------------------------------
+# solvers
+# --------------------------------------------------------------------------------------------
+
+
+class Solver(Protocol):
+    strong_order: float
+
+    def step(
+        self,
+        equation,
+        t: float,
+        y: np.ndarray,
+        dt: float,
+        dw: np.ndarray,
+        path: BrownianPath,
+        rows: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the paths ``rows`` (states y, increments dw); return (y_new, ok)."""
+
+
+class EulerMaruyama:
+    """y' = y + f dt + g dW. Strong order 1/2 (1 for additive noise), weak order 1."""
+
+    strong_order = 0.5
+
+    def step(self, equation, t, y, dt, dw, path, rows):
+        y_new = y + equation.drift(t, y, rows) * dt + equation.diffusion(t, y, rows) * dw
+        return y_new, equation.valid(y_new)
+
+
+class Platen:
+    """Derivative-free Milstein scheme (Platen), strong order 1 for diagonal noise.
+
+    y' = y + f dt + g dW + (g(Y) - g(y)) (dW^2 - dt) / (2 sqrt(dt)),  Y = y + f dt + g sqrt(dt).
+    The correction approximates the Milstein term g g' (dW^2 - dt)/2, which requires each g_i to
+    depend on y_i only (diagonal, commutative noise); it vanishes for additive noise.
+    """
+
+    strong_order = 1.0
+
+    def step(self, equation, t, y, dt, dw, path, rows):
+        f = equation.drift(t, y, rows)
+        g = equation.diffusion(t, y, rows)
+        support = y + f * dt + g * math.sqrt(dt)
+        with np.errstate(invalid="ignore"):
+            g_support = equation.diffusion(t, support, rows)
+        y_new = y + f * dt + g * dw + (g_support - g) * (dw * dw - dt) / (2.0 * math.sqrt(dt))
+        return y_new, equation.valid(y_new)
+
+
+class DriftImplicit:
+    """Euler-Maruyama with the singular (Coulomb) drift taken implicitly near collisions.
+
+    The explicit Euler proposal is kept for a path when it stays in the domain and no
+    coordinate moved by more than ``explicit_fraction`` of the path's length scale (smallest
+    gap, distance to a wall): far from collisions the singular drift is smooth over the step
+    and both schemes agree to the order of the method. Otherwise the step is redone as
+    c = y + f_regular dt + g dW, z = c + dt f_singular(z), solved by the equation
+    (:meth:`DysonBrownianMotion.solve_singular`, :meth:`LevelSpacingSDE.solve_singular`):
+    the implicit Coulomb step minimises a convex function with a log-barrier, so the levels
+    stay ordered and the spacing positive for any step. Strong order 1/2 (1 for additive
+    noise), like Euler-Maruyama. ``explicit_fraction=0`` makes every step implicit.
+    """
+
+    strong_order = 0.5
+
+    def __init__(self, explicit_fraction: float = 0.5) -> None:
+        self.explicit_fraction = check_positive(
+            "explicit_fraction", explicit_fraction, allow_zero=True
+        )
+
+    def step(self, equation, t, y, dt, dw, path, rows):
+        regular = equation.regular_drift(t, y, rows)
+        noise = equation.diffusion(t, y, rows) * dw
+        y_new = y + equation.drift(t, y, rows) * dt + noise
+        with np.errstate(invalid="ignore"):
+            moved = np.max(np.abs(y_new - y), axis=-1)
+        near = ~(
+            equation.valid(y_new) & (moved <= self.explicit_fraction * equation.length_scale(y))
+        )
+        if near.any():
+            idx = np.flatnonzero(near)
+            c = y[idx] + regular[idx] * dt + noise[idx]
+            y_new[idx] = equation.solve_singular(t, y[idx], c, dt, rows[idx])
+        return y_new, equation.valid(y_new)
+
+
+@dataclass
+class Adaptive:
+    """Collision-safe stepping: accept, or split along the Brownian bridge, path by path.
+
+    A step of ``base`` is accepted for a path when the new state is in the equation's domain
+    and (if ``safety`` is set) no coordinate moved by more than ``safety`` times the length
+    scale (smallest gap or distance to a wall) of the old state. Otherwise the step is halved,
+    with the midpoint of the same Brownian path drawn from its bridge, and the halves are taken
+    recursively, down to dt / 2**max_depth; a path that still fails is reported as not ok
+    (flagged). The default, ``Adaptive()``, refines a :class:`DriftImplicit` step only when it
+    leaves the domain (the wall x_1 > 0 of a positive spectrum); with an explicit base such as
+    :class:`EulerMaruyama`, set ``safety`` (e.g. 0.5) to resolve near-collisions.
+    """
+
+    base: Solver | None = None
+    safety: float | None = None
+    max_depth: int = 24
+
+    def __post_init__(self) -> None:
+        self.base = DriftImplicit() if self.base is None else self.base
+        if self.safety is not None:
+            check_positive("safety", self.safety)
+        check_int("max_depth", self.max_depth, minimum=0)
+
+    @property
+    def strong_order(self) -> float:
+        return self.base.strong_order
+
+    def step(self, equation, t, y, dt, dw, path, rows, depth: int = 0):
+        y_new, ok = self.base.step(equation, t, y, dt, dw, path, rows)
+        if self.safety is not None:
+            with np.errstate(invalid="ignore"):
+                moved = np.max(np.abs(y_new - y), axis=-1)
+            ok &= moved <= self.safety * equation.length_scale(y)
+        if ok.all() or depth >= self.max_depth:
+            return y_new, ok
+        bad = np.flatnonzero(~ok)
+        dw1, dw2 = path.split(dw[bad], dt)
+        y_mid, ok1 = self.step(equation, t, y[bad], 0.5 * dt, dw1, path, rows[bad], depth + 1)
+        # only paths whose first half succeeded go on: a failed path is given up at once
+        # (continuing from an invalid midpoint would recurse to max_depth on both halves)
+        cont = np.flatnonzero(ok1)
+        if cont.size:
+            y_end, ok2 = self.step(
+                equation,
+                t + 0.5 * dt,
+                y_mid[cont],
+                0.5 * dt,
+                dw2[cont],
+                path,
+                rows[bad][cont],
+                depth + 1,
+            )
+            y_mid[cont] = y_end
+            ok1[cont] = ok2
+        y_new[bad] = y_mid
+        ok[bad] = ok1
+        return y_new, ok
+
+
+#: solvers by name; ``integrate(..., solver="euler")`` or a solver object
+SOLVERS: dict[str, Callable[[], Solver]] = {
+    "euler": EulerMaruyama,
+    "platen": Platen,
+    "implicit": DriftImplicit,
+    "adaptive": Adaptive,
+}
+
+
+def _resolve_solver(solver) -> Solver:
+    if solver is None:
+        return Adaptive()
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(
+                f"solver must be one of {sorted(SOLVERS)} or a solver object, got {solver!r}"
+            )
+        return SOLVERS[solver]()
+    if not hasattr(solver, "step"):
+        raise ValueError(f"solver must be a name or an object with a step() method, got {solver!r}")
+    return solver
+
+
+# --------------------------------------------------------------------------------------------
+# integrate
+# --------------------------------------------------------------------------------------------
+
+
+def integrate(
+    equation, y0, times, n_paths: int = 1, solver=None, seed=0, dt: float | None = None
+) -> np.ma.MaskedArray:
+    """Integrate an SDE for ``n_paths`` trajectories and record them at ``times``.
+
+    Parameters
+    ----------
+    equation : DysonBrownianMotion, LevelSpacingSDE, LangevinSGD or any :class:`Equation`
+    y0 : float or array_like, shape (N,) or (n_paths, N)
+        Initial state (eigenvalues ascending for Dyson Brownian motion; S > 0 for the spacing).
+    times : array_like, shape (n_times,)
+        Strictly increasing output times; integration starts at ``times[0]``.
+    n_paths : int
+        Number of trajectories.
+    solver : None, str or solver object
+        ``None`` is the collision-safe :class:`Adaptive` scheme; names are the keys of
+        :data:`SOLVERS` (``"euler"`` is plain Euler-Maruyama).
+    seed : int or numpy.random.SeedSequence
+        Seeds the :class:`BrownianPath`.
+    dt : float, optional
+        Largest step of the integration grid; each output interval is divided into equal steps
+        no longer than ``dt``. Default: one step per output interval.
+
+    Returns
+    -------
+    numpy.ma.MaskedArray, shape (n_times, n_paths, N)
+        The trajectories (N = 1 for the spacing). Entries of a path that left the domain are
+        masked from the first output time after it did (and the path is frozen), so
+        ``np.ma.mean(result, axis=1)`` averages over the intact paths only.
+    """
+    times = check_array("times", times)
+    if times.ndim != 1 or times.size < 2:
+        raise ValueError("times must be a 1-d array of at least 2 output times")
+    if np.any(np.diff(times) <= 0):
+        raise ValueError("times must be strictly increasing")
+    n_paths = check_int("n_paths", n_paths)
+    if dt is not None:
+        dt = check_positive("dt", dt)
+    solver = _resolve_solver(solver)
+    y = np.atleast_1d(check_array("y0", y0, min_ndim=0)).astype(float)
+    if y.ndim == 1:
+        y = np.broadcast_to(y, (n_paths, y.size)).copy()
+    elif y.ndim != 2 or y.shape[0] != n_paths:
+        raise ValueError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
+    equation.check_state(y)
+    n = y.shape[1]
+    path = BrownianPath(n_paths, n, seed)
+    out = np.empty((times.size, n_paths, n))
+    broken = np.zeros((times.size, n_paths), dtype=bool)
+    alive = np.ones(n_paths, dtype=bool)
+    out[0] = y
+    t = float(times[0])
+    for k in range(times.size - 1):
+        span = float(times[k + 1] - times[k])
+        n_steps = 1 if dt is None else max(1, math.ceil(span / dt - 1e-9))
+        h = span / n_steps
+        for step in range(n_steps):
+            dw = path.increment(h)  # drawn for every path: the streams stay aligned
+            rows = np.flatnonzero(alive)
+            if rows.size:
+                y_new, ok = solver.step(equation, t, y[rows], h, dw[rows], path, rows)
+                keep = rows[ok]
+                y[keep] = y_new[ok]
+                alive[rows[~ok]] = False
+            t = float(times[k]) + (step + 1) * h
+        out[k + 1] = y
+        broken[k + 1] = ~alive
+    mask = np.broadcast_to(broken[:, :, None], out.shape)
+    return np.ma.MaskedArray(out, mask=mask.copy())
