@@ -619,6 +619,10 @@ def _to_lanes(a: np.ndarray, lanes: int, dtype) -> np.ndarray:
     return np.ascontiguousarray(b, dtype=dtype).reshape(nb * int(np.prod(tail)) * lanes)
 
 
+#: bytes of feature scratch per wave (a typical shared L3 is 16-32 MB)
+_CACHE_BUDGET = 24e6
+
+
 def _wave_plan(n_blocks: int, threads: int, max_wave: int) -> list[tuple[int, int]]:
     n_waves = max(1, math.ceil(n_blocks / max_wave))
     per = math.ceil(n_blocks / n_waves)
@@ -652,7 +656,6 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
         return np.concatenate([a, extra])
 
     lane_group = padded(group.astype(np.int64), 0)
-    w2_all = padded(w2_init)
     w3_all = padded(w3[group])
     cneg_all = padded(-lr / bsz)  # padding lanes never move
     snap_rec = snapshot_record_index(snaps, epochs)
@@ -665,7 +668,9 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     fixed_order = np.arange(nd, dtype=np.int64)[None]
     threads = numba.get_num_threads()
     scratch_bytes = nd * (n1 + n3) * lanes * np.dtype(npdt).itemsize
-    max_wave = max(threads, min(8 * threads, int(512e6 // max(scratch_bytes, 1))))
+    # a wave's feature scratch should stay in the last-level cache between the fill and the
+    # epochs that stream it (about 8.5 MB per block at the paper's sizes): few blocks per wave
+    max_wave = max(threads, min(8 * threads, int(_CACHE_BUDGET // max(scratch_bytes, 1))))
     plan = _wave_plan(nb, threads, max_wave)
     wmax = max(b1 - b0 for b0, b1 in plan)
     # scratch reused by every wave (fresh pages per wave would cost a page fault per 4 kB)
@@ -684,7 +689,10 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
             ls, le = b0 * lanes, b1 * lanes
             P = p_buf[: nbw * nd * n1 * lanes]
             Y = y_buf[: nbw * nd * n3 * lanes]
-            W2 = _to_lanes(w2_all[ls:le], lanes, npdt)
+            rows = w2_init[ls:min(le, m)]
+            if len(rows) < le - ls:
+                rows = np.concatenate([rows, np.zeros((le - ls - len(rows), n2, n1))])
+            W2 = _to_lanes(rows, lanes, npdt)
             W3 = _to_lanes(w3_all[ls:le], lanes, npdt)
             G = np.zeros_like(W2)
             EG = np.zeros_like(W2)
