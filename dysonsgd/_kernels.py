@@ -413,12 +413,18 @@ def _update_rows(batch: int, rows: int, update: bool, accumulate: bool) -> list[
     return out
 
 
-def _row_blocked(make, depth: int) -> list[str]:
-    """Rows in pairs, then a single trailing row when n2 is odd."""
-    out = ["i = 0", "while i + 1 < n2:"]
-    out += _ind(make(2), 1)
-    out += ["    i += 2", "if i < n2:"]
+#: rows of W2 per register block: ROWS * batch accumulators must fit the 32 vector registers
+ROWS = 2
+UROWS = 2
+
+
+def _row_blocked(make, depth: int, rows: int = ROWS) -> list[str]:
+    """Rows in blocks of ``rows``, then the remaining rows one by one."""
+    out = ["i = 0", f"while i + {rows - 1} < n2:"]
+    out += _ind(make(rows), 1)
+    out += [f"    i += {rows}", "while i < n2:"]
     out += _ind(make(1), 1)
+    out += ["    i += 1"]
     return _ind(out, depth)
 
 
@@ -490,11 +496,11 @@ def _step_source(batch: int, act: int, fast: bool) -> list[str]:
         "        vstore(D, q, vwhere(mk, vload(D, q), zero))",
         "if not update:",
     ]
-    s += _row_blocked(lambda r: _update_rows(batch, r, False, True), 1)
+    s += _row_blocked(lambda r: _update_rows(batch, r, False, True), 1, UROWS)
     s += ["elif record:"]
-    s += _row_blocked(lambda r: _update_rows(batch, r, True, True), 1)
+    s += _row_blocked(lambda r: _update_rows(batch, r, True, True), 1, UROWS)
     s += ["else:"]
-    s += _row_blocked(lambda r: _update_rows(batch, r, True, False), 1)
+    s += _row_blocked(lambda r: _update_rows(batch, r, True, False), 1, UROWS)
     return s
 
 
