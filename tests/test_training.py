@@ -402,3 +402,27 @@ def test_other_widths_batch_size_and_several_outputs_match_numpy_loop(backend):
     np.testing.assert_allclose(res.w2[0, 0, 0], ref["w2"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.grad[0, 0, 0], ref["grad"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(res.loss[0, 0, 0], ref["loss"], rtol=1e-11)
+
+
+def test_per_model_teachers_and_thread_count_do_not_change_a_model():
+    import numba
+
+    cfg = TeacherStudentConfig(n_data=40)
+    models = [external_model(s, 40) for s in (1, 2, 3)]
+    w1, w2t, w3 = (np.stack([m[k] for m in models]) for k in (1, 2, 3))
+    kw = dict(temperature=[0.05, 0.1, 0.2], sigma_w=0.5, n_seeds=1, epochs=3, seed=8,
+              progress=False)
+    together = train_ensemble(cfg, teacher_weights=(w1[:, None, None], w2t, w3), **kw)
+    assert together.teacher_w2.shape == (3, 16, 32)
+    np.testing.assert_array_equal(together.group[:, 0, 0], [0, 1, 2])
+    for t in range(3):
+        alone = train_ensemble(cfg, **{**kw, "temperature": kw["temperature"][t]},
+                               teacher_weights=(w1[t], w2t[t], w3[t]))
+        np.testing.assert_array_equal(alone.w2[0, 0, 0], together.w2[t, 0, 0])
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = train_ensemble(cfg, teacher_weights=(w1[:, None, None], w2t, w3), **kw)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(single.w2, together.w2)
