@@ -17,12 +17,15 @@ alias). The step kernel is generated from a template with the batch loop unrolle
 
 Each block keeps its ``W2`` hot in L1 for a whole call (many epochs), and streams the layer-1
 features ``phi1 = act(W1 x)`` of its lanes from a per-block scratch array (``n_data x n1 x L``,
-8 MB at the paper's sizes) filled once per call by :func:`fill_kernel`.
+8 MB at the paper's sizes) gathered once per call by :func:`fill_kernel` from features computed
+once per teacher (:func:`group_features`, float64, then rounded). Waves of few blocks keep that
+scratch in the last-level cache.
 
-Activation accuracy: float64 kernels use ``math.tanh`` (libm), exact to rounding. float32 kernels
-use a clamped rational approximation of ``tanh`` (odd degree-13 over even degree-6 polynomial,
-the form used by Eigen/XLA) whose maximum absolute and relative error on the real line is
-4.0e-7 (about 3.3 float32 epsilons): below the rounding noise of a float32 SGD trajectory.
+Activation accuracy: ``phi1`` is exact (float64, rounded to the working precision). In the step,
+float64 kernels use ``math.tanh`` (libm), exact to rounding; float32 kernels use a clamped
+rational approximation of ``tanh`` (odd degree-13 over even degree-6 polynomial, the form used
+by Eigen/XLA) whose maximum absolute and relative error on the real line is 4.0e-7 (about 3.3
+float32 epsilons): below the rounding noise of a float32 SGD trajectory.
 
 All kernels are pure functions of their array arguments; which block runs on which thread has no
 effect on any number, so results do not depend on the number of threads.
@@ -274,8 +277,9 @@ def _vtanh_fast(x, ref):
 # ------------------------------------------------------------------------------------------------
 
 _FILL_SRC = '''
-def fill(P, Y, xg, w1g, yg, lane_group, order, n_data, n0, n1, n3):
-    """phi1 = act(W1 x) and targets, lane-interleaved, in the epoch's data order."""
+def fill(P, Y, phig, yg, lane_group, order, n_data, n1, n3):
+    """Gather phi1 = act(W1 x) and targets of each lane's group, lane-interleaved, in the
+    epoch's data order (order: one row shared by all lanes, or one row per lane)."""
     nbw = lane_group.shape[0] // L
     psz = n_data * n1 * L
     ysz = n_data * n3 * L
@@ -283,40 +287,14 @@ def fill(P, Y, xg, w1g, yg, lane_group, order, n_data, n0, n1, n3):
     for blk in prange(nbw):
         po = blk * psz
         yo = blk * ysz
-        if FAST:
-            xs = np.empty(n_data * n0 * L, P.dtype)
-            ws = np.empty(n1 * n0 * L, P.dtype)
+        for a in range(n_data):
             for l in range(L):
                 g = lane_group[blk * L + l]
-                og = blk * L + l if per_lane_order else 0
-                for a in range(n_data):
-                    row = order[og, a]
-                    for k in range(n0):
-                        xs[(a * n0 + k) * L + l] = xg[g, row, k]
-                    for k in range(n3):
-                        Y[yo + (a * n3 + k) * L + l] = yg[g, row, k]
+                row = order[blk * L + l if per_lane_order else 0, a]
                 for j in range(n1):
-                    for k in range(n0):
-                        ws[(j * n0 + k) * L + l] = w1g[g, j, k]
-            for a in range(n_data):
-                for j in range(n1):
-                    acc = vsplat(P, 0.0)
-                    for k in range(n0):
-                        acc = vfma(vload(ws, (j * n0 + k) * L), vload(xs, (a * n0 + k) * L), acc)
-                    vstore(P, po + (a * n1 + j) * L, ACT_VEC(acc, P))
-        else:
-            for l in range(L):
-                g = lane_group[blk * L + l]
-                og = blk * L + l if per_lane_order else 0
-                for a in range(n_data):
-                    row = order[og, a]
-                    for k in range(n3):
-                        Y[yo + (a * n3 + k) * L + l] = yg[g, row, k]
-                    for j in range(n1):
-                        z = 0.0
-                        for k in range(n0):
-                            z += w1g[g, j, k] * xg[g, row, k]
-                        P[po + (a * n1 + j) * L + l] = ACT_SCALAR(z)
+                    P[po + (a * n1 + j) * L + l] = phig[g, row, j]
+                for k in range(n3):
+                    Y[yo + (a * n3 + k) * L + l] = yg[g, row, k]
 '''
 
 _TRAIN_HEAD = '''
@@ -344,6 +322,8 @@ def train(W2, G, P, Y, W3, cneg, mask, lsum, div_epoch, div_step, end_grad,
         zero = vsplat(W2, 0.0)
         mk = vload(mask, lo)
         cn = vwhere(mk, vload(cneg, lo), zero)
+        if not update:  # evaluation: W2 + 0 * g leaves W2 exactly as it is
+            cn = zero
         any_off = False
         for l in range(L):
             if mask[lo + l] == 0.0:
@@ -494,28 +474,12 @@ def _step_source(batch: int, act: int, fast: bool) -> list[str]:
         "if any_off:",
         "    for q in range(0, B * n2 * L, L):",
         "        vstore(D, q, vwhere(mk, vload(D, q), zero))",
-        "if not update:",
+        "if record:",
     ]
-    s += _row_blocked(lambda r: _update_rows(batch, r, False, True), 1, UROWS)
-    s += ["elif record:"]
     s += _row_blocked(lambda r: _update_rows(batch, r, True, True), 1, UROWS)
     s += ["else:"]
     s += _row_blocked(lambda r: _update_rows(batch, r, True, False), 1, UROWS)
     return s
-
-
-def _act_scalar_src(act: int) -> str:
-    return {0: "math.tanh", 1: "_relu_scalar", 2: "_identity_scalar"}[act]
-
-
-@njit(inline="always")
-def _relu_scalar(z):
-    return z if z > 0.0 else 0.0 * z
-
-
-@njit(inline="always")
-def _identity_scalar(z):
-    return z
 
 
 @njit(inline="always")
@@ -535,7 +499,7 @@ import numpy as np
 from numba import njit, prange
 
 from dysonsgd._kernels import (
-    _FASTMATH, _identity_scalar, _identity_vec, _relu_scalar, _relu_vec, _vtanh_fast, vadd,
+    _FASTMATH, _identity_vec, _relu_vec, _vtanh_fast, vadd,
     vfma, vload, vmul, vpos, vsplat, vstore, vsub, vwhere,
 )
 
@@ -603,13 +567,26 @@ def train_kernel(dtype: str, batch: int, activation: str):
 
 
 @cache
-def fill_kernel(dtype: str, activation: str):
-    """Compiled kernel filling the per-block feature scratch ``phi1 = act(W1 x)`` and targets."""
-    act = ACTIVATION_CODES[activation]
-    fast = np.dtype(dtype) == np.float32
-    body = _FILL_SRC.replace("ACT_SCALAR", _act_scalar_src(act))
-    return _build(body, "fill", lanes_for(dtype), 1, fast, act,
-                  f"fill_{activation}_{np.dtype(dtype).name}")
+def fill_kernel(dtype: str):
+    """Compiled kernel gathering per-group features and targets into the lane layout."""
+    return _build(_FILL_SRC, "fill", lanes_for(dtype), 1, False, 2, f"fill_{np.dtype(dtype).name}")
+
+
+def group_features(x: np.ndarray, w1: np.ndarray, activation: str, dtype) -> np.ndarray:
+    """Layer-1 features ``phi(W1 x)`` per group, (G, n_data, n1), computed in float64 (torch's
+    vectorised tanh, within an ulp of libm) and rounded to ``dtype``."""
+    import torch
+
+    out = np.empty((x.shape[0], x.shape[1], w1.shape[1]), dtype)
+    for a in range(0, x.shape[0], 16):
+        z = torch.from_numpy(np.ascontiguousarray(x[a:a + 16])) @ torch.from_numpy(
+            np.ascontiguousarray(w1[a:a + 16])).transpose(1, 2)
+        if activation == "tanh":
+            z.tanh_()
+        elif activation == "relu":
+            z.relu_()
+        out[a:a + 16] = z.numpy()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,6 +601,9 @@ def _to_lanes(a: np.ndarray, lanes: int, dtype) -> np.ndarray:
     b = a.reshape(nb, lanes, -1).transpose(0, 2, 1)
     return np.ascontiguousarray(b, dtype=dtype).reshape(nb * int(np.prod(tail)) * lanes)
 
+
+#: bytes of per-group features precomputed for the whole run (else per wave)
+_FEATURE_BUDGET = 1e9
 
 #: bytes of feature scratch per wave (a typical shared L3 is 16-32 MB)
 _CACHE_BUDGET = 24e6
@@ -643,7 +623,7 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     npdt = np.float32 if str(tdtype) == "torch.float32" else np.float64
     dname = np.dtype(npdt).name
     lanes = lanes_for(npdt)
-    n0, n1, n2, n3 = config.widths
+    _, n1, n2, n3 = config.widths
     nd, bsz = config.n_data, config.batch_size
     steps = config.steps_per_epoch
     m = w2_init.shape[0]
@@ -652,7 +632,7 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     pad = mp - m
     n_snap = len(snaps)
     t0 = time.perf_counter()
-    fill = fill_kernel(dname, config.activation)
+    fill = fill_kernel(dname)
     train = train_kernel(dname, bsz, config.activation)
 
     def padded(a, fill_value=0.0):
@@ -686,7 +666,12 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     og_buf = np.empty_like(ow_buf)
     ol_buf = np.empty(wmax * lanes * n_snap)
     t_compile = time.perf_counter() - t0
-    t_eval = t_train = t_fill = 0.0
+    t = time.perf_counter()
+    # features of all groups at once when they fit (teachers shared across cells: few groups)
+    fits = x.shape[0] * nd * n1 * np.dtype(npdt).itemsize <= _FEATURE_BUDGET
+    phig_all = group_features(x, w1, config.activation, npdt) if fits else None
+    t_fill = time.perf_counter() - t
+    t_eval = t_train = 0.0
     bar = progress_bar(progress, m, m * epochs * steps)
     est_epoch = None
     try:
@@ -711,10 +696,17 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
             ol = ol_buf[: (le - ls) * n_snap]
             lg = lane_group[ls:le]
 
-            def do_fill(order, P=P, Y=Y, lg=lg):
+            if phig_all is None:  # features of this wave's groups only
+                uniq, lg = np.unique(lg, return_inverse=True)
+                lg = lg.astype(np.int64)
+                phig, yg = group_features(x[uniq], w1[uniq], config.activation, npdt), y[uniq]
+            else:
+                phig, yg = phig_all, y
+
+            def do_fill(order, P=P, Y=Y, lg=lg, phig=phig, yg=yg):
                 nonlocal t_fill
                 t = time.perf_counter()
-                fill(P, Y, x, w1, y, lg, order, nd, n0, n1, n3)
+                fill(P, Y, phig, yg, lg, order, nd, n1, n3)
                 t_fill += time.perf_counter() - t
 
             def call(mask, rec, e0, ne, mode, *, P=P, Y=Y, W2=W2, W3=W3, G=G, EG=EG, cneg=cneg,

@@ -769,9 +769,13 @@ def _train_torch(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders
         for c0 in range(0, m, chunk):
             c1 = min(m, c0 + chunk)
             g = group[c0:c1]
-            # layer-1 features in float64, then cast (as the numba fill kernel)
-            phi1_all, _ = activation_fn(act, tt(x[g]) @ tt(w1[g]).transpose(1, 2))
-            phi1_all = phi1_all.to(tdtype)
+            # layer-1 features in float64, then cast (as the numba fill kernel); in slices, so
+            # that no float64 copy of the whole chunk is ever paged in
+            phi1_all = torch.empty((c1 - c0, nd, n1), dtype=tdtype, device=dev)
+            for a in range(0, c1 - c0, 64):
+                ga = g[a:a + 64]
+                z1 = tt(x[ga]) @ tt(w1[ga]).transpose(1, 2)
+                phi1_all[a:a + 64] = activation_fn(act, z1)[0].to(tdtype)
             y_all = tt(y[g]).to(tdtype)
             W3 = tt(w3[g]).to(tdtype)
             W3t = W3.transpose(1, 2)

@@ -387,16 +387,21 @@ def test_cuda_matches_cpu():
     np.testing.assert_allclose(gpu.w2, cpu.w2, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_other_widths_batch_size_and_several_outputs_match_numpy_loop(backend):
-    # odd n2 (the kernel's trailing row), n3 = 2 outputs (general output layer), batch of 2
+@pytest.mark.parametrize(
+    ("backend", "batch"),
+    [("numba", 4), ("torch", 4), pytest.param("numba", 2, marks=pytest.mark.slow),
+     pytest.param("numba", 1, marks=pytest.mark.slow)],
+)
+def test_other_widths_batch_size_and_several_outputs_match_numpy_loop(backend, batch):
+    # odd n2 (the kernel's trailing row), n3 = 2 outputs (general output layer); other batch
+    # sizes compile other kernels (slow)
     widths = (3, 8, 5, 2)
     x, w1, w2t, w3, w2_init = external_model(5, 60, widths=widths)
-    cfg = TeacherStudentConfig(widths=widths, n_data=60, batch_size=2)
+    cfg = TeacherStudentConfig(widths=widths, n_data=60, batch_size=batch)
     res = train_ensemble(cfg, temperature=2.0**-3, sigma_w=0.5, epochs=4, snapshots=3, seed=0,
                          dtype=F64, progress=False, teacher_weights=(w1, w2t, w3), inputs=x,
                          student_init=w2_init, backend=backend)
-    ref = train_single(x, w1, w2t, w3, w2_init, lr=2.0**-3 * 2, epochs=4, batch_size=2,
+    ref = train_single(x, w1, w2t, w3, w2_init, lr=2.0**-3 * batch, epochs=4, batch_size=batch,
                        snapshot_epochs=res.snapshot_epochs)
     assert res.w2.shape == (1, 1, 1, 3, 5, 8)
     np.testing.assert_allclose(res.w2[0, 0, 0], ref["w2"], rtol=0, atol=1e-12)
