@@ -284,17 +284,27 @@ def fill(P, Y, phig, yg, lane_group, order, n_data, n1, n3):
     psz = n_data * n1 * L
     ysz = n_data * n3 * L
     per_lane_order = order.shape[0] > 1
+    flat = phig.reshape(-1)
+    yflat = yg.reshape(-1)
     for blk in prange(nbw):
         po = blk * psz
         yo = blk * ysz
+        base = np.empty(L, np.int64)
+        ybase = np.empty(L, np.int64)
         for a in range(n_data):
             for l in range(L):
                 g = lane_group[blk * L + l]
                 row = order[blk * L + l if per_lane_order else 0, a]
-                for j in range(n1):
-                    P[po + (a * n1 + j) * L + l] = phig[g, row, j]
-                for k in range(n3):
-                    Y[yo + (a * n3 + k) * L + l] = yg[g, row, k]
+                base[l] = (g * n_data + row) * n1
+                ybase[l] = (g * n_data + row) * n3
+            for j in range(n1):
+                out = po + (a * n1 + j) * L
+                for l in range(L):
+                    P[out + l] = flat[base[l] + j]
+            for k in range(n3):
+                out = yo + (a * n3 + k) * L
+                for l in range(L):
+                    Y[out + l] = yflat[ybase[l] + k]
 '''
 
 _TRAIN_HEAD = '''
@@ -641,16 +651,19 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
         extra = np.full((pad, *a.shape[1:]), fill_value, dtype=a.dtype)
         return np.concatenate([a, extra])
 
-    lane_group = padded(group.astype(np.int64), 0)
-    w3_all = padded(w3[group])
-    cneg_all = padded(-lr / bsz)  # padding lanes never move
+    # lanes sorted by teacher group (models sharing a teacher are adjacent in a block, so the
+    # feature gather streams one group's rows); any lane assignment gives the same numbers
+    lane_model = np.argsort(group, kind="stable")
+    lane_group = padded(group[lane_model].astype(np.int64), 0)
+    w3_all = padded(w3[group[lane_model]])
+    cneg_all = padded(-lr[lane_model] / bsz)  # padding lanes never move
     snap_rec = snapshot_record_index(snaps, epochs)
-    out_w2 = np.empty((mp, n_snap, n2, n1), npdt)
-    out_g = np.empty((mp, n_snap, n2, n1), npdt)
-    out_loss = np.empty((mp, n_snap))
-    div_epoch = np.full(mp, -1, np.int64)
-    div_step = np.full(mp, -1, np.int64)
-    end_grad = np.zeros((mp, n2, n1), npdt)
+    out_w2 = np.empty((m, n_snap, n2, n1), npdt)
+    out_g = np.empty((m, n_snap, n2, n1), npdt)
+    out_loss = np.empty((m, n_snap))
+    div_epoch = np.full(m, -1, np.int64)
+    div_step = np.full(m, -1, np.int64)
+    end_grad = np.zeros((m, n2, n1), npdt)
     fixed_order = np.arange(nd, dtype=np.int64)[None]
     threads = numba.get_num_threads()
     scratch_bytes = nd * (n1 + n3) * lanes * np.dtype(npdt).itemsize
@@ -680,7 +693,7 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
             ls, le = b0 * lanes, b1 * lanes
             P = p_buf[: nbw * nd * n1 * lanes]
             Y = y_buf[: nbw * nd * n3 * lanes]
-            rows = w2_init[ls:min(le, m)]
+            rows = w2_init[lane_model[ls:min(le, m)]]
             if len(rows) < le - ls:
                 rows = np.concatenate([rows, np.zeros((le - ls - len(rows), n2, n1))])
             W2 = _to_lanes(rows, lanes, npdt)
@@ -738,13 +751,14 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
                 est_epoch = dt / ne
                 e += ne
                 bar.update(n_real * ne * steps)
-            sl = slice(ls, le)
-            out_w2[sl] = ow.reshape(-1, n_snap, n2, n1)
-            out_g[sl] = og.reshape(-1, n_snap, n2, n1)
-            out_loss[sl] = ol.reshape(-1, n_snap)
-            div_epoch[sl] = de
-            div_step[sl] = dst
-            end_grad[sl] = EG.reshape(nbw, n2, n1, lanes).transpose(0, 3, 1, 2).reshape(-1, n2, n1)
+            idx = lane_model[ls:ls + n_real]
+            out_w2[idx] = ow.reshape(-1, n_snap, n2, n1)[:n_real]
+            out_g[idx] = og.reshape(-1, n_snap, n2, n1)[:n_real]
+            out_loss[idx] = ol.reshape(-1, n_snap)[:n_real]
+            div_epoch[idx] = de[:n_real]
+            div_step[idx] = dst[:n_real]
+            eg = EG.reshape(nbw, n2, n1, lanes).transpose(0, 3, 1, 2).reshape(-1, n2, n1)
+            end_grad[idx] = eg[:n_real]
     finally:
         bar.close()
     return {
