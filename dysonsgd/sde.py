@@ -438,7 +438,7 @@ class LangevinSGD:
 def _as_weight_function(name: str, value) -> Callable[[np.ndarray], np.ndarray]:
     if callable(value):
         return value
-    constant = check_array(name, value)
+    constant = check_array(name, value, min_ndim=0)
     return lambda w: constant
 
 

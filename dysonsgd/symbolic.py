@@ -15,6 +15,8 @@ mse_expansion
 level_spacing_equation
     Appendix B: the equation for S = (x_N - x_1)/(N - 1) under the ansatz (B.5), giving K_S,
     V_S, D_S of (B.7)-(B.9).
+spacing_stationary_density
+    The stationary solution of the Fokker-Planck equation of the spacing SDE (4.8).
 marchenko_pastur_moments, marchenko_pastur_density
     The Marchenko-Pastur law (4.2) from its Stieltjes-transform equation.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "mse_expansion",
     "potential_series",
     "soft_spin_potential",
+    "spacing_stationary_density",
 ]
 
 #: the symbols shared by the soft-spin derivations
@@ -256,6 +259,55 @@ def level_spacing_equation(n: int) -> SpacingEquation:
     variance = sum(sp.diff(noise, eta) ** 2 for eta in etas)
     d_s = sp.simplify(variance / (2 * T))
     return SpacingEquation(n, tuple(k), v, k_s, v_s, d_s, k_s + v_s * T / S)
+
+
+@dataclass(frozen=True)
+class StationaryDensity:
+    """Stationary density of dS = (K_S + V_S T/S) dt + sqrt(2 T D_S) dB for K_S = -kappa < 0.
+
+    Attributes
+    ----------
+    density : sympy.Expr
+        Normalised p(S) in ``S``, ``kappa``, ``v``, ``d`` and ``T``.
+    shape, rate : sympy.Expr
+        Its Gamma-law parameters.
+    symbols : dict
+        ``{"kappa": ..., "v": ..., "d": ...}`` (K_S = -kappa).
+    flux : sympy.Expr
+        The probability flux of ``density``, simplified (zero).
+    """
+
+    density: sp.Expr
+    shape: sp.Expr
+    rate: sp.Expr
+    symbols: dict
+    flux: sp.Expr
+
+
+def spacing_stationary_density() -> StationaryDensity:
+    """Solve the stationary Fokker-Planck equation of the spacing SDE (4.8).
+
+    With drift a(S) = K_S + V_S T/S and diffusion b^2 = 2 T D_S, a stationary density on S > 0
+    with zero flux J = a p - (1/2) d(b^2 p)/dS solves (b^2/2) p' = a p, so
+    p = C exp(int 2a/b^2 dS) = C S^(V_S/D_S) exp(K_S S/(T D_S)); normalisable iff K_S < 0. The
+    normalisation is computed by sympy, and the result is matched to a Gamma law.
+    """
+    kappa, v, d = sp.symbols("kappa V_S D_S", positive=True)
+    drift = -kappa + v * T / S
+    b2 = 2 * T * d
+    exponent = sp.expand(sp.integrate(sp.expand(2 * drift / b2), S))
+    power = exponent.coeff(sp.log(S))  # exp(c log S) = S^c
+    rest = sp.simplify(exponent - power * sp.log(S))
+    unnormalised = S**power * sp.exp(rest)
+    norm = sp.integrate(unnormalised, (S, 0, sp.oo), conds="none")
+    density = sp.simplify(unnormalised / norm)
+    flux = sp.simplify(drift * density - sp.diff(b2 * density, S) / 2)
+    shape = sp.simplify(power + 1)
+    rate = sp.simplify(-sp.diff(rest, S))
+    gamma_pdf = rate**shape * S ** (shape - 1) * sp.exp(-rate * S) / sp.gamma(shape)
+    if sp.simplify(density / gamma_pdf) != 1:  # pragma: no cover
+        raise RuntimeError("the stationary density is not of Gamma form")
+    return StationaryDensity(density, shape, rate, {"kappa": kappa, "v": v, "d": d}, flux)
 
 
 # --------------------------------------------------------------------------------------------

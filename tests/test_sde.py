@@ -1,0 +1,261 @@
+"""Tests of dysonsgd.sde against direct matrix simulation, sdeint and exact solutions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import sdeint
+import sympy as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from dysonsgd import _sde_kernels, symbolic
+from dysonsgd.sde import (
+    DysonBrownianMotion,
+    LangevinSGD,
+    LevelSpacingSDE,
+    integrate,
+    langevin_sgd_discrete,
+    piecewise_linear,
+)
+
+
+def _random_index_sample(eigs, rng):
+    """One eigenvalue per matrix, at a random index: i.i.d. draws of the mean spectral law."""
+    idx = rng.integers(0, eigs.shape[1], eigs.shape[0])
+    return eigs[np.arange(eigs.shape[0]), idx]
+
+
+# --------------------------------------------------------------------------------------------
+# against direct matrix simulation
+# --------------------------------------------------------------------------------------------
+
+
+def test_dbm_reproduces_symmetric_matrix_brownian_motion():
+    """beta = 1: V_ii = 2 V_ij = 2, K = 0, T = 1 is the spectrum of H0 + GOE Brownian motion."""
+    n, paths, t = 6, 1000, 0.5
+    x0 = np.linspace(-1.0, 1.0, n)
+    eq = DysonBrownianMotion(np.zeros(n), np.ones((n, n)) + np.eye(n), temperature=1.0)
+    result = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-3, seed=1)
+    assert result.mask.sum() == 0
+    rng = np.random.default_rng(2)
+    a = rng.normal(scale=math.sqrt(t), size=(paths, n, n))
+    direct = np.linalg.eigvalsh(np.diag(x0) + (a + np.swapaxes(a, 1, 2)) / math.sqrt(2))
+    sample_rng = np.random.default_rng(3)
+    p = stats.ks_2samp(
+        _random_index_sample(result[-1].data, sample_rng), _random_index_sample(direct, sample_rng)
+    ).pvalue
+    assert p > 0.01
+
+
+def test_dbm_reproduces_wishart_process():
+    """X = W W^T, W Brownian (N x M): K_i = M, V_ij = x_i + x_j, V_ii = 4 x_i, T = 1."""
+    n, m, t, paths = 4, 8, 0.5, 1000
+    rng = np.random.default_rng(5)
+    w0 = 0.5 * rng.normal(size=(n, m))
+    x0 = np.linalg.eigvalsh(w0 @ w0.T)
+
+    def noise(time, x):
+        v = x[:, :, None] + x[:, None, :]
+        return v + np.einsum("pi,ij->pij", 2 * x, np.eye(x.shape[1]))
+
+    eq = DysonBrownianMotion(lambda time: np.full(n, float(m)), noise, 1.0, positive=True)
+    result = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-3, seed=7)
+    assert result.mask.sum() == 0
+    w = w0 + math.sqrt(t) * rng.normal(size=(paths, n, m))
+    direct = np.linalg.eigvalsh(w @ np.swapaxes(w, 1, 2))
+    for k in (0, n - 1):  # smallest (near the wall) and largest eigenvalue
+        assert stats.ks_2samp(result[-1].data[:, k], direct[:, k]).pvalue > 0.01 / 2
+
+
+def test_plain_euler_breaks_paths_and_they_are_masked():
+    n = 6
+    eq = DysonBrownianMotion(np.zeros(n), np.ones((n, n)) + np.eye(n), temperature=1.0)
+    result = integrate(eq, np.linspace(-1, 1, n), [0.0, 0.5], n_paths=300, dt=1e-3, solver="euler")
+    broken = result.mask[-1, :, 0]
+    assert broken.sum() > 30  # crossings at this step size are common
+    mean = np.ma.mean(result[-1], axis=0)
+    assert np.all(np.isfinite(mean.data)) and not np.ma.is_masked(mean)
+
+
+# --------------------------------------------------------------------------------------------
+# against sdeint
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["itoEuler", "itoSRI2"])
+def test_dbm_moments_match_sdeint(method):
+    paths, t_end, steps, temperature = 300, 0.2, 20, 0.3
+    x0 = np.array([-1.0, 0.2, 1.5])
+    k = np.array([0.5, -0.3, 0.1])
+    v = np.array([[2.0, 0.8, 0.5], [0.8, 1.5, 0.6], [0.5, 0.6, 1.0]])
+    eq = DysonBrownianMotion(k, v, temperature)
+    ours = integrate(eq, x0, np.linspace(0, t_end, steps + 1), n_paths=paths, seed=11)[-1].data
+
+    def f(x, t):
+        gaps = x[:, None] - x[None, :]
+        np.fill_diagonal(gaps, np.inf)
+        return k + temperature * np.sum(v / gaps, axis=1)
+
+    def g(x, t):
+        return np.diag(np.sqrt(temperature * np.diag(v)))
+
+    tspan = np.linspace(0, t_end, steps + 1)
+    rng = np.random.default_rng(12)
+    integrator = getattr(sdeint, method)
+    theirs = np.array([integrator(f, g, x0, tspan, generator=rng)[-1] for _ in range(paths)])
+    se_mean = np.sqrt(ours.var(0) / paths + theirs.var(0) / paths)
+    assert np.all(np.abs(ours.mean(0) - theirs.mean(0)) < 4 * se_mean)
+
+    def var_se(sample):
+        c = sample - sample.mean(0)
+        return np.sqrt((np.mean(c**4, 0) - np.var(sample, 0) ** 2) / paths)
+
+    se_var = np.sqrt(var_se(ours) ** 2 + var_se(theirs) ** 2)
+    assert np.all(np.abs(ours.var(0) - theirs.var(0)) < 4 * se_var)
+
+
+# --------------------------------------------------------------------------------------------
+# level-spacing SDE (4.8)
+# --------------------------------------------------------------------------------------------
+
+
+def test_spacing_stationary_density_default_solver_passes_euler_fails():
+    eq = LevelSpacingSDE(-1.0, 0.5, 1.0, temperature=1.0)
+    law = eq.stationary_distribution()
+    assert law.mean() == pytest.approx(1.5)  # T (V_S + D_S) / (-K_S)
+    good = integrate(eq, 1.0, [0.0, 8.0], n_paths=1000, dt=1e-3, seed=3)[-1, :, 0]
+    assert good.mask.sum() == 0
+    assert stats.kstest(good.compressed(), law.cdf).pvalue > 0.01
+    euler = integrate(eq, 1.0, [0.0, 8.0], n_paths=1000, dt=1e-3, seed=3, solver="euler")[-1, :, 0]
+    survivors = euler.compressed()
+    fails = survivors.size < 500 or stats.kstest(survivors, law.cdf).pvalue < 0.01
+    assert fails
+
+
+def test_stationary_density_derivation_matches_gamma():
+    derived = symbolic.spacing_stationary_density()
+    assert derived.flux == 0
+    kappa, v, d = (derived.symbols[name] for name in ("kappa", "v", "d"))
+    f = sp.lambdify((symbolic.S, kappa, v, d, symbolic.T), derived.density, "numpy")
+    eq = LevelSpacingSDE(-0.7, 0.4, 0.9, temperature=1.3)
+    grid = np.linspace(0.01, 8, 50)
+    np.testing.assert_allclose(
+        f(grid, 0.7, 0.4, 0.9, 1.3), eq.stationary_distribution().pdf(grid), rtol=1e-12
+    )
+
+
+def test_deterministic_part_converges_or_diverges():
+    k_s, v_s, temperature = -1.0, 0.5, 1.0
+    eq = LevelSpacingSDE(k_s, v_s, 0.0, temperature)
+    s_star = eq.fixed_point()
+    assert s_star == pytest.approx(0.5)
+    for s0 in (0.05, 3.0):
+        path = integrate(eq, s0, [0.0, 30.0], dt=1e-2, solver="implicit")[-1, 0, 0]
+        assert path == pytest.approx(s_star, rel=1e-6)
+    # (4.10): the drift is <= 0 exactly when T/S <= -K_S/V_S
+    for s in np.geomspace(0.05, 5, 21):
+        assert eq.converges(s) == (temperature / s <= -k_s / v_s)
+    grow = LevelSpacingSDE(0.5, 0.5, 0.0, temperature)
+    assert grow.fixed_point() == np.inf
+    end = integrate(grow, 1.0, [0.0, 20.0], dt=1e-2)[-1, 0, 0]
+    assert end > 1.0 + 0.5 * 20  # diverges at least linearly
+    with pytest.raises(ValueError, match="k_s"):
+        grow.stationary_distribution()
+
+
+# --------------------------------------------------------------------------------------------
+# Langevin SGD (2.29), (2.30): the linear scaling rule
+# --------------------------------------------------------------------------------------------
+
+
+def test_langevin_linear_scaling_rule():
+    a, var, paths = 1.0, 1.0, 4000
+
+    def stationary_variance(lr, batch):
+        w = langevin_sgd_discrete(
+            np.zeros(1),
+            lambda w: a * w,
+            var,
+            lr,
+            batch,
+            n_steps=int(8 / lr),
+            n_paths=paths,
+            seed=int(lr * 1e4) + batch,
+        )
+        return w[-1, :, 0].var(), lr / batch
+
+    for lr, batch in ((0.01, 1), (0.04, 4), (0.16, 16)):
+        got, temperature = stationary_variance(lr, batch)
+        exact = temperature * var / (a * (2 - lr * a))  # AR(1) of (2.29)
+        assert abs(got - exact) < 4 * exact * math.sqrt(2 / paths)
+        assert temperature == pytest.approx(0.01)
+    hot, _ = stationary_variance(0.04, 1)  # 4x the temperature: 4x the variance
+    assert abs(hot / 0.04 - 1 / 1.98) < 4 * math.sqrt(2 / paths) / 1.98
+    eq = LangevinSGD(lambda t, w: a * w, np.array([var]), temperature=0.01)
+    cont = integrate(eq, 0.0, [0.0, 8.0], n_paths=paths, dt=1e-2, solver="euler")[-1, :, 0]
+    assert abs(cont.var() - 0.005) < 4 * 0.005 * math.sqrt(2 / paths)
+
+
+# --------------------------------------------------------------------------------------------
+# kernels, interpolation, per-path coefficients, bad input
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=30)
+@given(n=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
+def test_kernels_against_numpy(n, seed):
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.normal(size=(5, n)), axis=1)
+    a = rng.uniform(0.1, 1, size=(5, n, n))
+    v = a + np.swapaxes(a, 1, 2)
+    gaps = x[:, :, None] - x[:, None, :]
+    np.einsum("pii->pi", gaps)[...] = np.inf
+    np.testing.assert_allclose(_sde_kernels.coulomb_sum(x, v), np.sum(v / gaps, -1), rtol=1e-12)
+    c = x + rng.normal(scale=0.3, size=x.shape)  # crossings in c are allowed
+    z, ok = _sde_kernels.implicit_coulomb(x, c, v, 0.01, 1e-10, 100)
+    assert ok.all() and np.all(np.diff(z, axis=1) > 0)
+    zg = z[:, :, None] - z[:, None, :]
+    np.einsum("pii->pi", zg)[...] = np.inf
+    residual = z - c - 0.01 * np.sum(v / zg, -1)
+    assert np.max(np.abs(residual)) < 1e-8
+
+
+def test_piecewise_linear_and_per_path_drift():
+    f = piecewise_linear([0.0, 1.0, 3.0], np.array([[0.0, 2.0], [1.0, 2.0], [3.0, 0.0]]))
+    np.testing.assert_allclose(f(0.5), [0.5, 2.0])
+    np.testing.assert_allclose(f(2.0), [2.0, 1.0])
+    np.testing.assert_allclose(f(9.0), [3.0, 0.0])
+    k = np.array([[1.0, 1.0], [-1.0, -1.0]])  # one drift per path
+    eq = DysonBrownianMotion(k, np.full((2, 2), 1e-12), temperature=1e-6)
+    out = integrate(eq, [0.0, 10.0], [0.0, 2.0], n_paths=2, dt=0.1)[-1].data
+    np.testing.assert_allclose(out, [[2.0, 12.0], [-2.0, 8.0]], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: DysonBrownianMotion(np.zeros(2), np.eye(2), temperature=-1.0), "temperature"),
+        (lambda: DysonBrownianMotion(np.zeros(2), [[1.0, 0.5], [0.2, 1.0]], 1.0), "symmetric"),
+        (lambda: DysonBrownianMotion(np.zeros(2), [[1.0, -0.5], [-0.5, 1.0]], 1.0), ">= 0"),
+        (lambda: DysonBrownianMotion(np.zeros(3), np.eye(2), 1.0), "drift"),
+        (lambda: LevelSpacingSDE(-1.0, -0.5, 1.0, 1.0), "v_s"),
+        (lambda: LevelSpacingSDE(-1.0, 0.5, 1.0, 0.0), "temperature"),
+        (
+            lambda: integrate(LevelSpacingSDE(-1, 1, 1, 1), 1.0, [0.0, 1.0, 0.5]),
+            "times",
+        ),
+        (lambda: integrate(LevelSpacingSDE(-1, 1, 1, 1), -1.0, [0.0, 1.0]), "y0"),
+        (
+            lambda: integrate(DysonBrownianMotion(np.zeros(2), np.eye(2), 1.0), [1.0, 0.0], [0, 1]),
+            "y0",
+        ),
+        (lambda: integrate(LevelSpacingSDE(-1, 1, 1, 1), 1.0, [0, 1], solver="rk45"), "solver"),
+    ],
+)
+def test_bad_input_names_parameter(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
