@@ -1,0 +1,179 @@
+"""Drift K and noise V of the eigenvalues of X = W2 W2^T from per-sample gradients, eq. (4.4).
+
+For a model and a data set, the per-sample gradient Delta_a of W2 (2.28) moves X by
+Delta^X_a = W2 Delta_a^T + Delta_a W2^T (4.4); K_ij = -E_a[Delta^X_ij] and
+V_ij = Var_a[Delta^X_ij] (element-wise, population variance over the data). Rotated into the
+eigenbasis of X (eigenvalues ascending), their diagonal and full matrix give the coefficients of
+Dyson Brownian motion (4.3), and through (B.7), (B.9) the K_S, V_S, D_S of the spacing SDE (4.8).
+
+Conventions
+-----------
+- :func:`spacing_coefficients` is (B.7) as printed (via :func:`dysonsgd.rmt.spacing_coefficients`).
+- :func:`spacing_coefficients_release` is the release notebook's variant, for comparison: its
+  Coulomb sum takes V[N, N-k+1] where (B.7) has V[N, N-k] (so the k = 1 term is the diagonal
+  V_NN), and its K_S is the difference of the *absolute* diagonal entries of the rotated K;
+  :func:`measure` feeds it the release's rotation U^T V U.
+- V in the eigenbasis is the variance of the rotated update U^T Delta^X U (non-negative, as a
+  noise must be), not U^T V U as in appendix B and the release, which can be negative on the
+  diagonal; the latter is kept as ``v_paper_rotation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dysonsgd import rmt
+from dysonsgd._validate import check_array, check_int
+
+__all__ = [
+    "GradientStatistics",
+    "drift_and_noise",
+    "measure",
+    "rotate_to_eigenbasis",
+    "spacing_coefficients",
+    "spacing_coefficients_release",
+]
+
+
+def drift_and_noise(w2, grads, basis=None) -> tuple[np.ndarray, np.ndarray]:
+    """K and V of eq. (4.4) from per-sample gradients, optionally in a rotated basis.
+
+    Parameters
+    ----------
+    w2 : array_like, shape (..., n2, n1)
+    grads : array_like, shape (..., D, n2, n1)
+        Per-sample gradients Delta_a of the loss with respect to W2.
+    basis : array_like, shape (..., n2, n2), optional
+        Orthogonal U (columns: eigenvectors of X); each Delta^X_a is rotated to U^T Delta^X_a U
+        before the mean and variance are taken, so V holds true variances in that basis.
+
+    Returns
+    -------
+    K, V : ndarray, shape (..., n2, n2)
+        K = -mean_a Delta^X_a, V = var_a Delta^X_a (element-wise, ddof = 0); symmetric, V >= 0.
+    """
+    w2 = check_array("w2", w2, min_ndim=2)
+    grads = check_array("grads", grads, min_ndim=3)
+    if grads.shape[-2:] != w2.shape[-2:]:
+        raise ValueError(
+            f"grads must have shape (..., D, {w2.shape[-2]}, {w2.shape[-1]}), got {grads.shape}"
+        )
+    half = np.einsum("...ik,...ajk->...aij", w2, grads)  # W2 Delta^T
+    dx = half + np.swapaxes(half, -1, -2)
+    if basis is not None:
+        u = check_array("basis", basis, min_ndim=2)[..., None, :, :]
+        dx = np.swapaxes(u, -1, -2) @ dx @ u
+    return -dx.mean(axis=-3), dx.var(axis=-3)
+
+
+def rotate_to_eigenbasis(w2, k, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenvalues of X = W2 W2^T (ascending) and U^T K U, U^T V U: the paper's rotation.
+
+    For K this is exact (the mean commutes with the rotation). For V it is what appendix B and
+    the release do, but U^T V U of an element-wise variance is not the variance of the rotated
+    update and can be negative on the diagonal (negative D_S); :func:`measure` therefore takes
+    V as the variance of U^T Delta^X U and keeps this rotation as ``v_paper_rotation``.
+
+    Returns
+    -------
+    x : (..., n2); k_rot, v_rot : (..., n2, n2)
+    """
+    w2 = check_array("w2", w2, min_ndim=2)
+    x, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
+    ut = np.swapaxes(u, -1, -2)
+    return x, ut @ k @ u, ut @ v @ u
+
+
+def spacing_coefficients(k_rot, v_rot):
+    """K_S, V_S, D_S of (B.7) and (B.9) as printed, from the rotated K and V (ascending basis)."""
+    return rmt.spacing_coefficients(k_rot, v_rot)
+
+
+def spacing_coefficients_release(k_rot, v_rot):
+    """The release notebook's K_S, V_S, D_S (see the module docstring), for comparison.
+
+    K_S = (|K_NN| - |K_11|)/(N - 1); V_S = 2 V_N1/(N - 1)^2 + 1/(N - 1) sum_{k=1}^{N-2}
+    (V_{N,N-k+1} + V_{1,k+1})/k (1-based); D_S as (B.9).
+    """
+    k_rot = check_array("k_rot", k_rot, min_ndim=2)
+    v_rot = check_array("v_rot", v_rot, min_ndim=2)
+    n = v_rot.shape[-1]
+    diag = np.abs(np.diagonal(k_rot, axis1=-2, axis2=-1))
+    k_s = (diag[..., -1] - diag[..., 0]) / (n - 1)
+    d_s = (v_rot[..., 0, 0] + v_rot[..., -1, -1]) / (2.0 * (n - 1) ** 2)
+    k = np.arange(1, n - 1)
+    coulomb = np.sum((v_rot[..., n - 1, n - k] + v_rot[..., 0, k]) / k, axis=-1)
+    v_s = 2.0 * v_rot[..., n - 1, 0] / (n - 1) ** 2 + coulomb / (n - 1)
+    return k_s, v_s, d_s
+
+
+@dataclass(frozen=True)
+class GradientStatistics:
+    """K, V and the spacing coefficients of every model of a run at one snapshot.
+
+    Arrays carry the run's grid axes (temperature, sigma_w, seed) first.
+    """
+
+    snapshot: int
+    eigenvalues: np.ndarray  # (..., n2) ascending
+    k: np.ndarray  # (..., n2, n2) in the eigenbasis of X
+    v: np.ndarray  # (..., n2, n2) variance of the rotated update: symmetric, >= 0
+    v_paper_rotation: np.ndarray  # U^T V U of the unrotated variance (appendix B, release)
+    k_s: np.ndarray
+    v_s: np.ndarray
+    d_s: np.ndarray
+    k_s_release: np.ndarray
+    v_s_release: np.ndarray
+
+
+def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientStatistics:
+    """Measure K and V (4.4) on a trained ensemble at one snapshot, vectorised over models.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    snapshot : int
+        Snapshot index (negative counts from the end).
+    x : array_like, shape (D, n0), optional
+        Data for the expectation; default the release's 128 test inputs (numpy seed 42).
+    chunk : int
+        Models per batch (bounds the memory of the per-sample gradients).
+    """
+    from dysonsgd import observables, training  # measurement layer, imported lazily
+
+    chunk = check_int("chunk", chunk)
+    n = len(result.snapshot_epochs)
+    if not -n <= snapshot < n:
+        raise ValueError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
+    snapshot %= n
+    widths = result.config.widths
+    x = (
+        observables.test_inputs(128, widths[0], 42)
+        if x is None
+        else check_array("x", x, min_ndim=2, shape_tail=(None, widths[0]))
+    )
+    w1, w2t, w3 = (np.asarray(a, dtype=float) for a in result.teacher())
+    w2 = np.asarray(result.w2[..., snapshot, :, :], dtype=float)
+    grid = w2.shape[:-2]
+    flat = [a.reshape(-1, *a.shape[len(grid) :]) for a in (w1, w2t, w3, w2)]
+    n_models = flat[0].shape[0]
+    n2 = w2.shape[-2]
+    eig, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
+    u_flat = u.reshape(-1, n2, n2)
+    k_all, v_all, v_plain = (np.empty((n_models, n2, n2)) for _ in range(3))
+    for a in range(0, n_models, chunk):
+        b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
+        y = training.teacher_forward(x, b1, bt, b3, result.config.activation)
+        grads, _ = training.per_sample_gradients(x, y, b1, bs, b3, result.config.activation)
+        k_all[a : a + chunk], v_all[a : a + chunk] = drift_and_noise(
+            bs, grads, u_flat[a : a + chunk]
+        )
+        _, v_plain[a : a + chunk] = drift_and_noise(bs, grads)
+    k_rot, v_rot = k_all.reshape(*grid, n2, n2), v_all.reshape(*grid, n2, n2)
+    ut = np.swapaxes(u, -1, -2)
+    v_paper = ut @ v_plain.reshape(*grid, n2, n2) @ u
+    k_s, v_s, d_s = spacing_coefficients(k_rot, v_rot)
+    k_s_rel, v_s_rel, _ = spacing_coefficients_release(k_rot, v_paper)
+    return GradientStatistics(snapshot, eig, k_rot, v_rot, v_paper, k_s, v_s, d_s, k_s_rel, v_s_rel)
