@@ -628,7 +628,7 @@ def _wave_plan(n_blocks: int, threads: int, max_wave: int) -> list[tuple[int, in
 
 def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, dev, tdtype,
                  progress) -> dict[str, Any]:
-    from dysonsgd.training import progress_bar, snapshot_record_index
+    from dysonsgd.training import allocate_outputs, progress_bar, snapshot_record_index
 
     npdt = np.float32 if str(tdtype) == "torch.float32" else np.float64
     dname = np.dtype(npdt).name
@@ -658,12 +658,9 @@ def run_numba(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, d
     w3_all = padded(w3[group[lane_model]])
     cneg_all = padded(-lr[lane_model] / bsz)  # padding lanes never move
     snap_rec = snapshot_record_index(snaps, epochs)
-    out_w2 = np.empty((m, n_snap, n2, n1), npdt)
-    out_g = np.empty((m, n_snap, n2, n1), npdt)
-    out_loss = np.empty((m, n_snap))
-    div_epoch = np.full(m, -1, np.int64)
-    div_step = np.full(m, -1, np.int64)
-    end_grad = np.zeros((m, n2, n1), npdt)
+    out_w2, out_g, out_loss, div_epoch, div_step, end_grad = allocate_outputs(
+        m, n_snap, n2, n1, npdt
+    )
     fixed_order = np.arange(nd, dtype=np.int64)[None]
     threads = numba.get_num_threads()
     scratch_bytes = nd * (n1 + n3) * lanes * np.dtype(npdt).itemsize

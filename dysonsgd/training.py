@@ -715,6 +715,19 @@ def _apply_divergence(res: EnsembleResult, end_grad: np.ndarray) -> None:
         res.loss[t, s, r, later] = np.nan
 
 
+def allocate_outputs(m: int, n_snap: int, n2: int, n1: int, npdt):
+    """Per-model outputs of a training backend: W2 and gradient per snapshot, losses,
+    divergence epoch and step (-1: none), and the gradient of the last batch."""
+    return (
+        np.empty((m, n_snap, n2, n1), npdt),
+        np.empty((m, n_snap, n2, n1), npdt),
+        np.empty((m, n_snap)),
+        np.full(m, -1, np.int64),
+        np.full(m, -1, np.int64),
+        np.zeros((m, n2, n1), npdt),
+    )
+
+
 def snapshot_record_index(snaps: np.ndarray, epochs: int) -> np.ndarray:
     """Per epoch (0-based): the snapshot recorded at its end, or -1."""
     rec = np.full(epochs, -1, np.int64)
@@ -746,12 +759,9 @@ def _train_torch(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders
     n_snap = len(snaps)
     npdt = np.float32 if tdtype == torch.float32 else np.float64
     snap_rec = snapshot_record_index(snaps, epochs)
-    out_w2 = np.empty((m, n_snap, n2, n1), npdt)
-    out_g = np.empty((m, n_snap, n2, n1), npdt)
-    out_loss = np.empty((m, n_snap))
-    div_epoch = np.full(m, -1, np.int64)
-    div_step = np.full(m, -1, np.int64)
-    end_grad = np.zeros((m, n2, n1), npdt)
+    out_w2, out_g, out_loss, div_epoch, div_step, end_grad = allocate_outputs(
+        m, n_snap, n2, n1, npdt
+    )
     per_model_bytes = nd * (n1 + n3) * np.dtype(npdt).itemsize
     budget = 2e9
     chunk = max(1, min(m, int(budget // per_model_bytes)))
