@@ -54,6 +54,14 @@ def drift_and_noise(w2, grads, basis=None) -> tuple[np.ndarray, np.ndarray]:
     K, V : ndarray, shape (..., n2, n2)
         K = -mean_a Delta^X_a, V = var_a Delta^X_a (element-wise, ddof = 0); symmetric, V >= 0.
     """
+    dx = _delta_x(w2, grads)
+    if basis is not None:
+        dx = _rotate(dx, check_array("basis", basis, min_ndim=2))
+    return -dx.mean(axis=-3), dx.var(axis=-3)
+
+
+def _delta_x(w2, grads) -> np.ndarray:
+    """Delta^X_a = W2 Delta_a^T + Delta_a W2^T (4.4), shape (..., D, n2, n2)."""
     w2 = check_array("w2", w2, min_ndim=2)
     grads = check_array("grads", grads, min_ndim=3)
     if grads.shape[-2:] != w2.shape[-2:]:
@@ -61,11 +69,13 @@ def drift_and_noise(w2, grads, basis=None) -> tuple[np.ndarray, np.ndarray]:
             f"grads must have shape (..., D, {w2.shape[-2]}, {w2.shape[-1]}), got {grads.shape}"
         )
     half = np.einsum("...ik,...ajk->...aij", w2, grads)  # W2 Delta^T
-    dx = half + np.swapaxes(half, -1, -2)
-    if basis is not None:
-        u = check_array("basis", basis, min_ndim=2)[..., None, :, :]
-        dx = np.swapaxes(u, -1, -2) @ dx @ u
-    return -dx.mean(axis=-3), dx.var(axis=-3)
+    return half + np.swapaxes(half, -1, -2)
+
+
+def _rotate(dx: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """U^T Delta^X_a U for every sample a; u has shape (..., n2, n2)."""
+    u = u[..., None, :, :]
+    return np.swapaxes(u, -1, -2) @ dx @ u
 
 
 def rotate_to_eigenbasis(w2, k, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,10 +177,10 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
         b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
         y = training.teacher_forward(x, b1, bt, b3, result.config.activation)
         grads, _ = training.per_sample_gradients(x, y, b1, bs, b3, result.config.activation)
-        k_all[a : a + chunk], v_all[a : a + chunk] = drift_and_noise(
-            bs, grads, u_flat[a : a + chunk]
-        )
-        _, v_plain[a : a + chunk] = drift_and_noise(bs, grads)
+        dx = _delta_x(bs, grads)  # once per chunk: the plain variance, then the rotated moments
+        v_plain[a : a + chunk] = dx.var(axis=-3)
+        dx = _rotate(dx, u_flat[a : a + chunk])
+        k_all[a : a + chunk], v_all[a : a + chunk] = -dx.mean(axis=-3), dx.var(axis=-3)
     k_rot, v_rot = k_all.reshape(*grid, n2, n2), v_all.reshape(*grid, n2, n2)
     ut = np.swapaxes(u, -1, -2)
     v_paper = ut @ v_plain.reshape(*grid, n2, n2) @ u

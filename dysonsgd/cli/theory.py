@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd import disorder, rmt, symbolic
+from dysonsgd._validate import check_positive
 from dysonsgd.cli._output import emit_json, emit_table
 
 #: the paper's set-up (section 3.1): widths (n0, n1, n2, n3) and the grid of 1/sigma_W
@@ -59,8 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def mp_summary(ratio: float, sigma_w: float, n2: int) -> dict[str, Any]:
     """Edges, moments and the initial spacing bound for one (ratio, sigma_W, n2)."""
-    if not (math.isfinite(sigma_w) and sigma_w > 0):
-        raise ValueError(f"--sigma-w must be a finite number > 0, got {sigma_w}")
+    check_positive("--sigma-w", sigma_w)
     sigma2 = sigma_w**2
     lo, hi = rmt.marchenko_pastur_edges(ratio, sigma2)
     dist = rmt.marchenko_pastur(ratio=ratio, sigma2=sigma2)
