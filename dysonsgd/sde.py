@@ -161,6 +161,9 @@ class Equation(Protocol):
     def regular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
         """The non-singular part of the drift (all of it for equations without a singularity)."""
 
+    def singular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        """The singular (Coulomb) part of the drift; drift = regular_drift + singular_drift."""
+
     def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
         """z = c + dt * (singular drift at z): the implicit part of a drift-implicit step."""
 
@@ -174,7 +177,14 @@ class Equation(Protocol):
         """Raise ValueError if the initial state or the coefficients are unusable."""
 
 
-class DysonBrownianMotion:
+class _SplitDrift:
+    """drift = regular_drift + singular_drift, so solvers can reuse either part."""
+
+    def drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        return self.regular_drift(t, y, rows) + self.singular_drift(t, y, rows)
+
+
+class DysonBrownianMotion(_SplitDrift):
     """Dyson Brownian motion of N eigenvalues with measured drift and noise, eq. (4.3).
 
         dx_i = [K_i + T sum_{j != i} V_ij / (x_i - x_j)] dt + sqrt(T V_ii) dB_i
@@ -220,12 +230,12 @@ class DysonBrownianMotion:
         v = np.broadcast_to(self._noise(t, x, rows), (*x.shape, x.shape[-1]))
         return k, v
 
-    def drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
-        k, v = self.coefficients(t, x, rows)
-        return k + self.temperature * _kernels.coulomb_sum(np.ascontiguousarray(x), v)
-
     def regular_drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
         return np.array(np.broadcast_to(self._drift(t, x, rows), x.shape))
+
+    def singular_drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
+        v = np.broadcast_to(self._noise(t, x, rows), (*x.shape, x.shape[-1]))
+        return self.temperature * _kernels.coulomb_sum(np.ascontiguousarray(x), v)
 
     def diffusion(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
         _, v = self.coefficients(t, x, rows)
@@ -280,7 +290,7 @@ class DysonBrownianMotion:
             raise ValueError("drift must be finite")
 
 
-class LevelSpacingSDE:
+class LevelSpacingSDE(_SplitDrift):
     """The one-particle equation for the mean level spacing S, eqs. (4.8) and (B.8).
 
         dS = (K_S + V_S T / S) dt + sqrt(2 T D_S) dB
@@ -329,13 +339,13 @@ class LevelSpacingSDE:
         shape = y.shape[:1]
         return (np.broadcast_to(c(t, y, rows), shape) for c in (self._k, self._v, self._d))
 
-    def drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
-        k, v, _ = self._at(t, y, rows)
-        return (k + v * self.temperature / y[:, 0])[:, None]
-
     def regular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
         k, _, _ = self._at(t, y, rows)
         return k[:, None] * np.ones_like(y)
+
+    def singular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
+        _, v, _ = self._at(t, y, rows)
+        return (v * self.temperature / y[:, 0])[:, None]
 
     def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
         """z = c + dt V_S T / z: the positive root (c + sqrt(c^2 + 4 dt V_S T)) / 2."""
@@ -389,7 +399,7 @@ class LevelSpacingSDE:
         return stats.gamma(a=v / d + 1.0, scale=self.temperature * d / (-k))
 
 
-class LangevinSGD:
+class LangevinSGD(_SplitDrift):
     """Continuous-time Langevin equation of SGD for a weight matrix, eq. (2.30).
 
         dW_ij = -E[Delta_ij] dt + sqrt(T Var[Delta_ij]) dB_ij,   T = lr / batch size
@@ -409,11 +419,11 @@ class LangevinSGD:
         self._mean = _as_coefficient("mean_gradient", mean_gradient, 1)
         self._var = _as_coefficient("gradient_variance", gradient_variance, 1)
 
-    def drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
+    def regular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
         return -np.broadcast_to(self._mean(t, w, rows), w.shape)
 
-    def regular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
-        return self.drift(t, w, rows)
+    def singular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
+        return np.zeros_like(w)
 
     def solve_singular(self, t, w, c, dt, rows=None) -> np.ndarray:
         return c
@@ -607,7 +617,7 @@ class DriftImplicit:
     def step(self, equation, t, y, dt, dw, path, rows):
         regular = equation.regular_drift(t, y, rows)
         noise = equation.diffusion(t, y, rows) * dw
-        y_new = y + equation.drift(t, y, rows) * dt + noise
+        y_new = y + (regular + equation.singular_drift(t, y, rows)) * dt + noise
         with np.errstate(invalid="ignore"):
             moved = np.max(np.abs(y_new - y), axis=-1)
         near = ~(
