@@ -78,3 +78,19 @@ def test_bad_output_suffix(tmp_path, capsys):
             str(tmp_path / "x.csv")]
     assert main(argv) == 2
     assert "out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".npz"])
+def test_load_result_roundtrip(tmp_path, suffix):
+    from dysonsgd.store import load_result, save_result
+    from dysonsgd.training import TeacherStudentConfig, train_ensemble
+
+    res = train_ensemble(TeacherStudentConfig(n_data=40, batch_size=4), temperature=[0.5],
+                         sigma_w=[1.0, 2.0], n_seeds=2, epochs=2, snapshots=3, progress=False)
+    back = load_result(save_result(res, tmp_path / f"run{suffix}"))
+    np.testing.assert_array_equal(back.w2, res.w2)
+    np.testing.assert_array_equal(back.loss, res.loss)
+    np.testing.assert_array_equal(back.teacher_w2, res.teacher_w2)
+    assert back.config == res.config
+    with pytest.raises(ValueError, match="run"):
+        load_result(tmp_path / "missing.nc")

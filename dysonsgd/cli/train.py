@@ -7,20 +7,20 @@ dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E 
 
 ``--paper-grid`` fills in the paper's 12 x 12 grid (T = 2^-5..2^6, 1/sigma_W = 2^-8..2^3) for
 whichever of --temperature / --sigma-w is not given. The result is written as netCDF
-(``.nc``, xarray's scipy engine; read back with ``EnsembleResult.from_xarray(xarray.load_dataset
-(path))``) or as ``.npz`` (the same variables, attributes in a JSON string ``attrs``).
+(``.nc``, xarray's scipy engine) or as ``.npz`` (the same variables, attributes in a JSON string
+``attrs``); read either back with :func:`dysonsgd.store.load_result`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dysonsgd.cli._output import emit_json, emit_table
+from dysonsgd.store import save_result
 
 PAPER_TEMPERATURES = tuple(2.0**k for k in range(-5, 7))
 PAPER_SIGMA_W = tuple(2.0**k for k in range(-3, 9))
@@ -49,19 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(handler=_run)
-
-
-def save_result(result, path: Path) -> Path:
-    """Write ``result`` to ``path`` (.nc: netCDF via xarray/scipy; .npz: numpy archive)."""
-    ds = result.to_xarray()
-    path = Path(path)
-    if path.suffix == ".npz":
-        arrays = {name: ds[name].values for name in ds.variables}
-        arrays["attrs"] = np.array(json.dumps(ds.attrs))
-        np.savez_compressed(path, **arrays)
-    else:
-        ds.to_netcdf(path, engine="scipy")
-    return path
 
 
 def summarise(result, path: Path | None = None) -> dict[str, Any]:
