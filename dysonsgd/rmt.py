@@ -442,8 +442,8 @@ def spacing_coefficients(drift, noise) -> tuple[np.ndarray, np.ndarray, np.ndarr
     Parameters
     ----------
     drift : array_like, shape (..., N) or (..., N, N)
-        K_i in the eigenbasis of X, in ascending order of the eigenvalues; a matrix is
-        replaced by its diagonal.
+        K_i in the eigenbasis of X, in ascending order of the eigenvalues; a matrix (same
+        shape as ``noise``) is replaced by its diagonal.
     noise : array_like, shape (..., N, N)
         V_ij in the same basis and order (symmetric).
 
@@ -456,10 +456,13 @@ def spacing_coefficients(drift, noise) -> tuple[np.ndarray, np.ndarray, np.ndarr
     if noise.shape[-2] != n or n < 2:
         raise ValueError(f"noise must have shape (..., N, N) with N >= 2, got {noise.shape}")
     drift = check_array("drift", drift)
-    if drift.ndim >= 2 and drift.shape[-2:] == (n, n):
+    # a matrix K has the shape of V; a vector K_i that of V without its last axis (deciding by
+    # the trailing (N, N) alone would misread K_i of shape (n_snap, N) with n_snap = N)
+    if drift.shape == noise.shape:
         drift = np.diagonal(drift, axis1=-2, axis2=-1)
-    if drift.shape[-1] != n:
-        raise ValueError(f"drift must have shape (..., {n}) or (..., {n}, {n}), got {drift.shape}")
+    elif drift.shape != noise.shape[:-1]:
+        raise ValueError(f"drift must have shape {noise.shape[:-1]} (K_i) or {noise.shape} "
+                         f"(K_ij) to match noise, got {drift.shape}")
     k_s = (drift[..., -1] - drift[..., 0]) / (n - 1)
     d_s = (noise[..., 0, 0] + noise[..., -1, -1]) / (2.0 * (n - 1) ** 2)
     k = np.arange(1, n - 1)  # k = 1 .. N-2

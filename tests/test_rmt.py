@@ -349,6 +349,10 @@ def test_spacing_coefficients_by_hand_n3():
     # a matrix drift is reduced to its diagonal; leading axes broadcast
     out = rmt.spacing_coefficients(np.stack([np.diag(k)] * 2), np.stack([v] * 2))
     np.testing.assert_allclose(out[1], [v_s, v_s])
+    # K_i over N snapshots has the trailing shape (N, N) too: the shape of V decides
+    k_rows = np.stack([k, 2 * k, 3 * k])
+    out = rmt.spacing_coefficients(k_rows, np.stack([v] * 3))
+    np.testing.assert_allclose(out[0], [k_s, 2 * k_s, 3 * k_s])
 
 
 @pytest.mark.parametrize(

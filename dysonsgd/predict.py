@@ -1,0 +1,246 @@
+"""SDE predictions from a trained run: Dyson Brownian motion and the level-spacing SDE.
+
+This module joins measurement (:mod:`dysonsgd.gradstats`) and integration (:mod:`dysonsgd.sde`):
+it measures K and V along a run, one grid cell at a time, and integrates (4.3) and (4.8) with
+those coefficients from the run's own eigenvalues.
+
+Time
+----
+The continuous time of (2.30) and (4.3) is ``t = lr * (SGD steps)``: one step of (2.29) is an
+Euler step of length ``dt = lr`` with noise variance ``lr**2 V / |B| = dt T V``. A snapshot at
+epoch ``e`` therefore sits at ``t = lr * e * n_data / |B|``.
+
+The drift K
+-----------
+Two sources (``drift=``):
+
+``'training'`` (default)
+    K = -(W2 G^T + G W2^T) from the run's recorded epoch-mean minibatch gradient G of the
+    training data: the drift the weights actually followed, rotated into the eigenbasis of X.
+``'test'``
+    K = -E[Delta^X] over the release's 128 test inputs (4.4), as in the paper's appendix B.
+
+On a trained network the test-set mean of Delta^X is dominated by the generalisation gap (in
+the ordered cell it is ~40x the training drift), and integrating it moves the eigenvalues the
+wrong way; the training drift reproduces the observed increments. V is always the variance of
+the rotated per-sample update on the test inputs (:func:`dysonsgd.gradstats.measure`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dysonsgd import gradstats, rmt
+from dysonsgd._validate import check_int, check_positive
+from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
+
+__all__ = [
+    "DRIFT_SOURCES",
+    "MeasuredCoefficients",
+    "measure_run",
+    "predict_eigenvalues",
+    "predict_spacing",
+    "snapshot_times",
+    "training_drift",
+]
+
+#: where the drift K comes from (see the module docstring)
+DRIFT_SOURCES = ("training", "test")
+
+
+def snapshot_times(result, temperature_index: int | None = None) -> np.ndarray:
+    """Continuous times ``t = lr * steps`` of the snapshots.
+
+    Returns
+    -------
+    ndarray, shape (nT, n_snap), or (n_snap,) for one ``temperature_index``.
+    """
+    steps = np.asarray(result.snapshot_epochs, dtype=float) * result.config.steps_per_epoch
+    t = np.asarray(result.learning_rate, dtype=float)[:, None] * steps[None, :]
+    return t if temperature_index is None else t[temperature_index]
+
+
+def training_drift(w2: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues of X and the drift K_i of (4.3) from recorded minibatch gradients.
+
+    K = -(W2 G^T + G W2^T) (the first-order change of X = W2 W2^T under W2 -> W2 - lr G, per
+    unit time ``t = lr * steps``), rotated into the eigenbasis of X.
+
+    Parameters
+    ----------
+    w2, grad : array_like, shape (..., n2, n1)
+
+    Returns
+    -------
+    eigenvalues : ndarray, shape (..., n2), ascending
+    drift : ndarray, shape (..., n2), the diagonal of U^T K U in the same order
+    """
+    w2 = np.asarray(w2, dtype=float)
+    grad = np.asarray(grad, dtype=float)
+    if w2.shape != grad.shape or w2.ndim < 2:
+        raise ValueError(f"w2 and grad must have the same shape (..., n2, n1), got "
+                         f"{w2.shape} and {grad.shape}")
+    eig, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
+    a = np.swapaxes(u, -1, -2) @ w2  # U^T W2
+    b = np.swapaxes(u, -1, -2) @ grad  # U^T G
+    drift = -2.0 * np.einsum("...ij,...ij->...i", a, b)
+    return eig, drift
+
+
+@dataclass(frozen=True)
+class MeasuredCoefficients:
+    """K and V along a run, for every model of the grid.
+
+    Arrays carry (temperature, sigma_w, seed) first; ``n_snap`` counts the measured snapshots.
+
+    Attributes
+    ----------
+    snapshots : (n_snap,) snapshot indices; ``times`` : (nT, n_snap) continuous times
+    temperature : (nT,); sigma_w : (nS,)
+    eigenvalues : (nT, nS, nR, n_snap, N) ascending
+    drift : (nT, nS, nR, n_snap, N) K_i; noise : (nT, nS, nR, n_snap, N, N) V_ij
+    k_s, v_s, d_s : (nT, nS, nR, n_snap) of (B.7), (B.9) from ``drift`` and ``noise``
+    diverged : (nT, nS, nR)
+    drift_source : 'training' or 'test'
+    """
+
+    snapshots: np.ndarray
+    times: np.ndarray
+    temperature: np.ndarray
+    sigma_w: np.ndarray
+    eigenvalues: np.ndarray
+    drift: np.ndarray
+    noise: np.ndarray
+    k_s: np.ndarray
+    v_s: np.ndarray
+    d_s: np.ndarray
+    diverged: np.ndarray
+    drift_source: str
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Mean level spacing S (4.5), shape (nT, nS, nR, n_snap)."""
+        n = self.eigenvalues.shape[-1]
+        return (self.eigenvalues[..., -1] - self.eigenvalues[..., 0]) / (n - 1)
+
+
+def measure_run(result, snapshots=None, drift: str = "training", chunk: int = 256
+                ) -> MeasuredCoefficients:
+    """Measure K and V at several snapshots of a run, vectorised over the grid.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    snapshots : sequence of int, optional
+        Snapshot indices (default: all), increasing.
+    drift : {'training', 'test'}
+        Source of K (module docstring).
+    chunk : int
+        Models per batch in :func:`dysonsgd.gradstats.measure`.
+    """
+    if drift not in DRIFT_SOURCES:
+        raise ValueError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")
+    n_snap = len(result.snapshot_epochs)
+    snaps = np.arange(n_snap) if snapshots is None else np.asarray(snapshots, dtype=int)
+    if snaps.ndim != 1 or snaps.size == 0:
+        raise ValueError("snapshots must be a non-empty sequence of snapshot indices")
+    if np.any(snaps < 0) or np.any(snaps >= n_snap):
+        raise ValueError(f"snapshots must lie in [0, {n_snap - 1}], got {snaps.tolist()}")
+    if snaps.size > 1 and np.any(np.diff(snaps) <= 0):
+        raise ValueError("snapshots must be strictly increasing")
+    stats = [gradstats.measure(result, int(s), chunk=chunk) for s in snaps]
+    eig = np.stack([s.eigenvalues for s in stats], axis=3)
+    noise = np.stack([s.v for s in stats], axis=3)
+    if drift == "test":
+        k = np.stack([np.diagonal(s.k, axis1=-2, axis2=-1) for s in stats], axis=3)
+    else:
+        _, k = training_drift(result.w2[..., snaps, :, :], result.grad[..., snaps, :, :])
+    k_s, v_s, d_s = rmt.spacing_coefficients(k, noise)
+    return MeasuredCoefficients(
+        snapshots=snaps, times=snapshot_times(result)[:, snaps],
+        temperature=np.asarray(result.temperature, dtype=float),
+        sigma_w=np.asarray(result.sigma_w, dtype=float), eigenvalues=eig, drift=k, noise=noise,
+        k_s=k_s, v_s=v_s, d_s=d_s, diverged=np.asarray(result.diverged, dtype=bool),
+        drift_source=drift,
+    )
+
+
+def _cell(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int):
+    i_t, i_s = (int(c) for c in cell)
+    n_t, n_s = coeffs.diverged.shape[:2]
+    if not (0 <= i_t < n_t and 0 <= i_s < n_s):
+        raise ValueError(f"cell must index the ({n_t}, {n_s}) grid, got {cell}")
+    n_snap = coeffs.snapshots.size
+    start = check_int("start", start, minimum=0)
+    if start >= n_snap - 1:
+        raise ValueError(f"start must lie in [0, {n_snap - 2}] (a later snapshot must follow)")
+    keep = ~coeffs.diverged[i_t, i_s]
+    if not keep.any():
+        raise ValueError(f"every model of cell {cell} diverged: nothing to predict")
+    return i_t, i_s, start, keep
+
+
+def _paths(values: np.ndarray, paths_per_model: int) -> np.ndarray:
+    """(R, n_snap, ...) -> (n_snap, R * P, ...), model-major (paths of model r adjacent)."""
+    return np.repeat(np.moveaxis(values, 1, 0), paths_per_model, axis=1)
+
+
+def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
+                        paths_per_model: int = 10, steps_per_interval: int = 100,
+                        solver=None, seed: int = 0):
+    """Integrate Dyson Brownian motion (4.3) for the models of one cell.
+
+    Each model's trajectories start from its eigenvalues at snapshot ``start`` and follow its
+    own K_i(t), V_ij(t), linear in t between the measured snapshots (no wall at x = 0: (4.3)
+    as printed).
+
+    Returns
+    -------
+    times : ndarray, shape (n_times,), the snapshot times from ``start`` on
+    x : numpy.ma.MaskedArray, shape (n_times, R_kept * paths_per_model, N)
+    models : ndarray of int, shape (R_kept * paths_per_model,), the seed index of each path
+    """
+    i_t, i_s, start, keep = _cell(coeffs, cell, start)
+    paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
+    steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
+    times = coeffs.times[i_t, start:]
+    sel = (slice(None), slice(start, None))
+    k = _paths(coeffs.drift[i_t, i_s, keep][sel], paths_per_model)
+    v = _paths(coeffs.noise[i_t, i_s, keep][sel], paths_per_model)
+    x0 = np.repeat(coeffs.eigenvalues[i_t, i_s, keep, start], paths_per_model, axis=0)
+    eq = DysonBrownianMotion(piecewise_linear(times, k), piecewise_linear(times, v),
+                             float(coeffs.temperature[i_t]))
+    dt = float(np.min(np.diff(times))) / steps
+    x = integrate(eq, x0, times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=dt)
+    return times, x, np.repeat(np.flatnonzero(keep), paths_per_model)
+
+
+def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
+                    paths_per_model: int = 10, steps_per_interval: int = 100,
+                    solver=None, seed: int = 0):
+    """Integrate the level-spacing SDE (4.8) for the models of one cell.
+
+    K_S(t), V_S(t), D_S(t) of (B.7), (B.9) per model, linear in t between snapshots; negative
+    V_S (possible for (B.7) as printed) is clipped at 0, since (4.8) needs V_S >= 0.
+
+    Returns
+    -------
+    times, spacing (masked, shape (n_times, R_kept * paths_per_model, 1)), models : as
+    :func:`predict_eigenvalues`.
+    """
+    i_t, i_s, start, keep = _cell(coeffs, cell, start)
+    paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
+    steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
+    times = coeffs.times[i_t, start:]
+    sel = (slice(None), slice(start, None))
+    k_s, v_s, d_s = (_paths(c[i_t, i_s, keep][sel], paths_per_model)
+                     for c in (coeffs.k_s, np.maximum(coeffs.v_s, 0.0), coeffs.d_s))
+    s0 = np.repeat(coeffs.spacing[i_t, i_s, keep, start], paths_per_model)
+    check_positive("initial spacing", s0)
+    eq = LevelSpacingSDE(piecewise_linear(times, k_s), piecewise_linear(times, v_s),
+                         piecewise_linear(times, d_s), float(coeffs.temperature[i_t]))
+    dt = float(np.min(np.diff(times))) / steps
+    s = integrate(eq, s0[:, None], times, n_paths=s0.size, solver=solver, seed=seed, dt=dt)
+    return times, s, np.repeat(np.flatnonzero(keep), paths_per_model)
