@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from dysonsgd import __version__
 
 #: sub-command modules, in the order they appear in ``dysonsgd --help``
-COMMANDS: tuple[str, ...] = ("dysonsgd.cli.theory", "dysonsgd.cli.train")
+COMMANDS: tuple[str, ...] = (
+    "dysonsgd.cli.theory",
+    "dysonsgd.cli.train",
+    "dysonsgd.cli.sde",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
