@@ -13,7 +13,7 @@ NOTEBOOKS = sorted(THEORY.glob("*.ipynb"))
 
 
 def test_notebooks_present():
-    assert len(NOTEBOOKS) >= 3
+    assert len(NOTEBOOKS) >= 4
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
