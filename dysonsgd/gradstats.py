@@ -34,6 +34,7 @@ __all__ = [
     "rotate_to_eigenbasis",
     "spacing_coefficients",
     "spacing_coefficients_release",
+    "training_inputs",
 ]
 
 
@@ -119,6 +120,31 @@ def spacing_coefficients_release(k_rot, v_rot):
     return k_s, v_s, d_s
 
 
+def training_inputs(result, n_points: int | None = None) -> np.ndarray:
+    """Each replica's training inputs, regenerated from its seed stream.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    n_points : int, optional
+        Keep the first ``n_points`` inputs (default all ``n_data``); the inputs are i.i.d., so
+        this is a random subsample.
+
+    Returns
+    -------
+    ndarray, shape (1, 1, nR, n_points, n0): pass as ``x`` to :func:`measure`.
+    """
+    from dysonsgd import training  # measurement layer, imported lazily
+
+    n_data = result.config.n_data
+    n_points = n_data if n_points is None else check_int("n_points", n_points, minimum=1)
+    if n_points > n_data:
+        raise ValueError(f"n_points must be <= n_data = {n_data}, got {n_points}")
+    xs = [training.replica_draws(result.config, result.seed, int(r))["x"][:n_points]
+          for r in result.spawn_keys]
+    return np.stack(xs)[None, None]
+
+
 @dataclass(frozen=True)
 class GradientStatistics:
     """K, V and the spacing coefficients of every model of a run at one snapshot.
@@ -146,8 +172,9 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     result : dysonsgd.training.EnsembleResult
     snapshot : int
         Snapshot index (negative counts from the end).
-    x : array_like, shape (D, n0), optional
-        Data for the expectation; default the release's 128 test inputs (numpy seed 42).
+    x : array_like, shape (D, n0) or (nT, nS, nR, D, n0) (or broadcastable), optional
+        Data for the expectation, shared or per model (e.g. :func:`training_inputs`); default
+        the release's 128 test inputs (numpy seed 42).
     chunk : int
         Models per batch (bounds the memory of the per-sample gradients).
     """
@@ -167,6 +194,13 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     w1, w2t, w3 = (np.asarray(a, dtype=float) for a in result.teacher())
     w2 = np.asarray(result.w2[..., snapshot, :, :], dtype=float)
     grid = w2.shape[:-2]
+    if x.ndim > 2:  # per-model data
+        try:
+            x = np.broadcast_to(x, (*grid, *x.shape[-2:]))
+        except ValueError as exc:
+            raise ValueError(f"x must broadcast to {(*grid, None, widths[0])}, got {x.shape}"
+                             ) from exc
+        x_flat = x.reshape(-1, *x.shape[-2:])
     flat = [a.reshape(-1, *a.shape[len(grid) :]) for a in (w1, w2t, w3, w2)]
     n_models = flat[0].shape[0]
     n2 = w2.shape[-2]
@@ -175,8 +209,9 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     k_all, v_all, v_plain = (np.empty((n_models, n2, n2)) for _ in range(3))
     for a in range(0, n_models, chunk):
         b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
-        y = training.teacher_forward(x, b1, bt, b3, result.config.activation)
-        grads, _ = training.per_sample_gradients(x, y, b1, bs, b3, result.config.activation)
+        bx = x if x.ndim == 2 else x_flat[a : a + chunk]
+        y = training.teacher_forward(bx, b1, bt, b3, result.config.activation)
+        grads, _ = training.per_sample_gradients(bx, y, b1, bs, b3, result.config.activation)
         dx = _delta_x(bs, grads)  # once per chunk: the plain variance, then the rotated moments
         v_plain[a : a + chunk] = dx.var(axis=-3)
         dx = _rotate(dx, u_flat[a : a + chunk])

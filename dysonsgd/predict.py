@@ -103,7 +103,7 @@ class MeasuredCoefficients:
     drift : (nT, nS, nR, n_snap, N) K_i; noise : (nT, nS, nR, n_snap, N, N) V_ij
     k_s, v_s, d_s : (nT, nS, nR, n_snap) of (B.7), (B.9) from ``drift`` and ``noise``
     diverged : (nT, nS, nR)
-    drift_source : 'training' or 'test'
+    drift_source, noise_source : 'training' or 'test': the data behind K and V
     """
 
     snapshots: np.ndarray
@@ -118,6 +118,7 @@ class MeasuredCoefficients:
     d_s: np.ndarray
     diverged: np.ndarray
     drift_source: str
+    noise_source: str = "test"
 
     @property
     def spacing(self) -> np.ndarray:
@@ -126,8 +127,8 @@ class MeasuredCoefficients:
         return (self.eigenvalues[..., -1] - self.eigenvalues[..., 0]) / (n - 1)
 
 
-def measure_run(result, snapshots=None, drift: str = "training", chunk: int = 256
-                ) -> MeasuredCoefficients:
+def measure_run(result, snapshots=None, drift: str = "training", noise: str = "test",
+                noise_points: int = 512, chunk: int = 256) -> MeasuredCoefficients:
     """Measure K and V at several snapshots of a run, vectorised over the grid.
 
     Parameters
@@ -137,11 +138,18 @@ def measure_run(result, snapshots=None, drift: str = "training", chunk: int = 25
         Snapshot indices (default: all), increasing.
     drift : {'training', 'test'}
         Source of K (module docstring).
+    noise : {'test', 'training'}
+        Data for V: the release's 128 test inputs (as the paper), or the first
+        ``noise_points`` of each model's own training inputs (the data SGD samples from).
+    noise_points : int
+        Training inputs per model for ``noise='training'``.
     chunk : int
         Models per batch in :func:`dysonsgd.gradstats.measure`.
     """
     if drift not in DRIFT_SOURCES:
         raise ValueError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")
+    if noise not in DRIFT_SOURCES:
+        raise ValueError(f"noise must be one of {DRIFT_SOURCES}, got {noise!r}")
     n_snap = len(result.snapshot_epochs)
     snaps = np.arange(n_snap) if snapshots is None else np.asarray(snapshots, dtype=int)
     if snaps.ndim != 1 or snaps.size == 0:
@@ -150,7 +158,8 @@ def measure_run(result, snapshots=None, drift: str = "training", chunk: int = 25
         raise ValueError(f"snapshots must lie in [0, {n_snap - 1}], got {snaps.tolist()}")
     if snaps.size > 1 and np.any(np.diff(snaps) <= 0):
         raise ValueError("snapshots must be strictly increasing")
-    stats = [gradstats.measure(result, int(s), chunk=chunk) for s in snaps]
+    x = gradstats.training_inputs(result, noise_points) if noise == "training" else None
+    stats = [gradstats.measure(result, int(s), x=x, chunk=chunk) for s in snaps]
     eig = np.stack([s.eigenvalues for s in stats], axis=3)
     noise = np.stack([s.v for s in stats], axis=3)
     if drift == "test":

@@ -112,3 +112,23 @@ def test_release_variant_differs_as_documented():
 def test_bad_snapshot(small_run):
     with pytest.raises(ValueError, match="snapshot"):
         gradstats.measure(small_run, snapshot=7)
+
+
+def test_per_model_data_equals_one_model_at_a_time():
+    """x per model (the replicas' own training inputs) == measuring each model alone."""
+    from dysonsgd.training import TeacherStudentConfig, train_ensemble
+
+    res = train_ensemble(TeacherStudentConfig(n_data=40, batch_size=4), temperature=[0.5],
+                         sigma_w=[1.0, 2.0], n_seeds=3, epochs=2, snapshots=2, seed=7,
+                         progress=False, dtype="float64")
+    x = gradstats.training_inputs(res, n_points=24)
+    assert x.shape == (1, 1, 3, 24, 3)
+    both = gradstats.measure(res, -1, x=x, chunk=4)
+    for r in range(3):
+        alone = gradstats.measure(res, -1, x=x[0, 0, r])
+        np.testing.assert_allclose(both.v[:, :, r], alone.v[:, :, r], rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(both.k[:, :, r], alone.k[:, :, r], rtol=1e-12, atol=1e-300)
+    with pytest.raises(ValueError, match="n_points"):
+        gradstats.training_inputs(res, n_points=41)
+    with pytest.raises(ValueError, match="x must broadcast"):
+        gradstats.measure(res, -1, x=np.zeros((2, 24, 3)))
