@@ -1,0 +1,102 @@
+"""The Markdown report and figures of ``dysonsgd validate`` (I/O at the edge: matplotlib, files).
+
+:func:`write_report` takes the dict of :func:`dysonsgd.validation.evaluate` plus the per-cell
+trajectories and writes ``report.md`` with PNG and PDF figures into a directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _figure_spacing(cells: Sequence[Mapping[str, Any]], traces: Mapping[tuple[float, float], Any],
+                    path: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in traces if traces[k] is not None]
+    if not keys:
+        return []
+    ncol = min(4, len(keys))
+    nrow = -(-len(keys) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        tr = traces[key]
+        t = tr["epochs"]
+        for name, colour in (("observed", "k"), ("dbm", "C0"), ("sde", "C3")):
+            mean, sd = tr[name]
+            ax.plot(t, mean, color=colour, label={"observed": "training", "dbm": "DBM (4.3)",
+                                                   "sde": "spacing SDE (4.8)"}[name])
+            ax.fill_between(t, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
+        ax.set_title(f"T = {key[0]:g}, 1/$\\sigma_W$ = {key[1]:g}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("S", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for p in out:
+        fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_report(outcome: Mapping[str, Any], traces: Mapping[tuple[float, float], Any],
+                 out_dir: str | Path, title: str, wall_time: float) -> Path:
+    """Write ``report.md`` and ``spacing.png``/``.pdf`` into ``out_dir``; return the report path.
+
+    Parameters
+    ----------
+    outcome : the dict of :func:`dysonsgd.validation.evaluate`
+    traces : {(T, 1/sigma_W): {"epochs": (n_t,), "observed"/"dbm"/"sde": (mean, sd)}}
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = _figure_spacing(outcome["cells"], traces, out_dir / "spacing")
+    checks = outcome["checks"]
+    n_fail = sum(not c.passed for c in checks)
+    lines = [f"# dysonsgd validate: {title}", "",
+             f"{len(checks) - n_fail} of {len(checks)} checks PASS"
+             + (f", {n_fail} FAIL" if n_fail else "") + f"; wall time {wall_time:.1f} s.", "",
+             "## Checks", "", "| check | T | 1/sigma_W | metric | tolerance | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in checks:
+        lines.append(f"| {c.name} | {c.temperature:g} | {c.inv_sigma_w:g} | {c.metric:.4g} | "
+                     f"{c.tolerance} | {'PASS' if c.passed else '**FAIL**'} |")
+    lines += ["", "## Cells", "",
+              "| T | 1/sigma_W | expected | phase | test loss | G(t_f,0) | S observed | "
+              "S DBM | S (4.8) | KS p | (4.15) conv. | observed conv. |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def f(c, key, fmt=".3g"):
+        v = c.get(key)
+        return "-" if v is None else format(v, fmt)
+
+    for c in outcome["cells"]:
+        lines.append(
+            f"| {c['temperature']:g} | {c['inv_sigma_w']:g} | {c['expected_phase']} | "
+            f"{c['phase']} | {f(c, 'test_loss_median')} | {f(c, 'feature_correlation_median')} "
+            f"| {f(c, 'spacing_observed_mean')} | {f(c, 'spacing_dbm_mean')} | "
+            f"{f(c, 'spacing_sde_mean')} | {f(c, 'spacing_ks_pvalue', '.2g')} | "
+            f"{f(c, 'converged_415_fraction', '.2f')} | "
+            f"{f(c, 'observed_converged_fraction', '.2f')} |")
+    opts = outcome["options"]
+    lines += ["", "## Method", "",
+              f"Predictions start at snapshot {opts['start_snapshot']} from each model's own "
+              f"eigenvalues, with {opts['paths_per_model']} Brownian paths per model and "
+              f"{opts['steps_per_interval']} steps between snapshots; the drift K comes from the "
+              f"{opts['drift']} data, the (4.15) verdict uses the {opts['convention']} "
+              "convention. Tolerances: "
+              + ", ".join(f"{k} = {v:g}" for k, v in outcome["tolerances"].items()) + ".", ""]
+    if figs:
+        lines += ["## Mean level spacing: training against the SDEs", "",
+                  f"![S(t): mean and one standard deviation]({figs[0].name})", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

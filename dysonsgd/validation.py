@@ -1,0 +1,389 @@
+"""Does the stochastic theory predict what training does? The checks behind ``dysonsgd validate``.
+
+Given a trained run, :func:`evaluate` measures K and V along training, integrates Dyson Brownian
+motion (4.3) and the spacing SDE (4.8) per model from the measured coefficients
+(:mod:`dysonsgd.predict`), and compares prediction with observation, cell by cell:
+
+``spacing_ks``
+    KS test (two-sample) of the predicted against the observed distribution of the mean level
+    spacing S (4.5) at the last snapshot (DBM prediction); PASS when p >= ``ks_alpha``.
+``spacing_mean``
+    Ratio of predicted to observed mean S at the last snapshot, for DBM and for (4.8); PASS
+    when within [1/r, r], ``r = spacing_mean_ratio_max``.
+``eigenvalue_mean``, ``eigenvalue_spread``
+    For every eigenvalue index i and snapshot: |mean_pred - mean_obs| / sd_obs <=
+    ``trajectory_z_max``, and sd_pred / sd_obs within [1/r, r], ``r = spread_ratio_max``.
+``convergence_verdict``
+    Per model, (4.15) against the observed behaviour of S: observed converged when S grew by
+    at most ``growth_threshold`` over the second half of training. PASS when the fraction of
+    models on which the two agree is >= ``verdict_agreement_min``.
+``phase``
+    The label of :func:`dysonsgd.phase.classify_phases` against the expected one.
+
+Every check and its tolerance comes from the config's ``[validate]`` table (defaults in
+:data:`DEFAULT_TOLERANCES`); which cells each check applies to is configurable by phase
+(``[validate.applies]``), because the theory is not claimed to be equally accurate in every
+phase: see docs/validate.md for what was measured. Numbers only: reading configs, training and
+writing reports live in :mod:`dysonsgd.cli.validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from dysonsgd import predict
+
+__all__ = [
+    "CHECKS",
+    "DEFAULT_APPLIES",
+    "DEFAULT_TOLERANCES",
+    "Check",
+    "evaluate",
+    "observed_convergence",
+    "parse_expect_phases",
+    "parse_validate_table",
+    "spacing_traces",
+]
+
+#: every tolerance of the checks, with its default
+DEFAULT_TOLERANCES: dict[str, float] = {
+    "ks_alpha": 0.01,
+    "spacing_mean_ratio_max": 2.0,
+    "trajectory_z_max": 1.5,
+    "spread_ratio_max": 2.0,
+    "growth_threshold": 0.15,
+    "verdict_agreement_min": 0.6,
+}
+
+#: the checks, in report order
+CHECKS = ("phase", "spacing_ks", "spacing_mean", "eigenvalue_mean", "eigenvalue_spread",
+          "convergence_verdict")
+
+PHASES = ("ordered", "high-temperature", "jamming")
+
+#: phases whose cells each check applies to, unless the config says otherwise
+DEFAULT_APPLIES: dict[str, tuple[str, ...]] = {
+    "phase": PHASES,
+    "spacing_ks": ("ordered", "jamming"),
+    "spacing_mean": PHASES,
+    "eigenvalue_mean": PHASES,
+    "eigenvalue_spread": PHASES,
+    "convergence_verdict": ("ordered", "high-temperature"),
+}
+
+#: options of the prediction, with defaults
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "start_snapshot": 1,
+    "paths_per_model": 5,
+    "steps_per_interval": 50,
+    "convention": "release",
+    "drift": "training",
+    "seed": 0,
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check on one cell: its metric, the tolerance and the verdict."""
+
+    name: str
+    temperature: float
+    inv_sigma_w: float
+    metric: float
+    tolerance: str
+    passed: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.name, "temperature": self.temperature,
+                "inv_sigma_w": self.inv_sigma_w, "metric": self.metric,
+                "tolerance": self.tolerance, "verdict": "PASS" if self.passed else "FAIL",
+                **self.details}
+
+
+def parse_validate_table(table: Mapping[str, Any] | None, where: str = "[validate]"
+                         ) -> tuple[dict[str, float], dict[str, tuple[str, ...]], dict[str, Any]]:
+    """Tolerances, per-check phases and prediction options from a ``[validate]`` table.
+
+    Raises
+    ------
+    ValueError
+        Naming the key and the reason, for unknown keys, wrong types or out-of-range values.
+    """
+    table = dict(table or {})
+    tol = dict(DEFAULT_TOLERANCES)
+    applies = dict(DEFAULT_APPLIES)
+    options = dict(DEFAULT_OPTIONS)
+    for key, value in table.items():
+        if key == "applies":
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{where} applies: must be a table of check = [phases]")
+            for check, phases in value.items():
+                if check not in CHECKS:
+                    raise ValueError(f"{where}.applies {check}: unknown check (allowed: "
+                                     f"{', '.join(CHECKS)})")
+                if not isinstance(phases, list) or any(p not in PHASES for p in phases):
+                    raise ValueError(f"{where}.applies {check}: must be a list of phases from "
+                                     f"{PHASES}, got {phases!r}")
+                applies[check] = tuple(phases)
+        elif key in DEFAULT_TOLERANCES:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{where} {key}: must be a number, got {value!r}")
+            value = float(value)
+            if key == "ks_alpha" and not 0 < value < 1:
+                raise ValueError(f"{where} {key}: must lie in (0, 1), got {value}")
+            if key in ("spacing_mean_ratio_max", "spread_ratio_max") and value < 1:
+                raise ValueError(f"{where} {key}: must be >= 1, got {value}")
+            if key == "verdict_agreement_min" and not 0 <= value <= 1:
+                raise ValueError(f"{where} {key}: must lie in [0, 1], got {value}")
+            if key in ("trajectory_z_max", "growth_threshold") and value <= 0:
+                raise ValueError(f"{where} {key}: must be > 0, got {value}")
+            tol[key] = value
+        elif key in DEFAULT_OPTIONS:
+            expected = type(DEFAULT_OPTIONS[key])
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ValueError(f"{where} {key}: must be of type {expected.__name__}, "
+                                 f"got {value!r}")
+            if key == "convention" and value not in ("paper", "release"):
+                raise ValueError(f"{where} {key}: must be 'paper' or 'release', got {value!r}")
+            if key == "drift" and value not in predict.DRIFT_SOURCES:
+                raise ValueError(f"{where} {key}: must be one of {predict.DRIFT_SOURCES}, "
+                                 f"got {value!r}")
+            if key in ("paths_per_model", "steps_per_interval") and value < 1:
+                raise ValueError(f"{where} {key}: must be >= 1, got {value}")
+            if key == "start_snapshot" and value < 0:
+                raise ValueError(f"{where} {key}: must be >= 0, got {value}")
+            options[key] = value
+        else:
+            allowed = ", ".join([*DEFAULT_TOLERANCES, *DEFAULT_OPTIONS, "applies"])
+            raise ValueError(f"{where} {key}: unknown key (allowed: {allowed})")
+    return tol, applies, options
+
+
+def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w,
+                        where: str = "[expect]") -> dict[tuple[int, int], str]:
+    """The expected phase of each checked cell from an ``[expect]`` table.
+
+    ``phases = [{temperature = T, inv_sigma_w = v, phase = "ordered"}, ...]``; each
+    (T, 1/sigma_W) must be a cell of the grid (``sigma_w = s`` may replace ``inv_sigma_w``).
+
+    Returns
+    -------
+    dict (i_T, i_S) -> phase label
+    """
+    expect = dict(expect or {})
+    unknown = set(expect) - {"phases", "diagram"}
+    if unknown:
+        raise ValueError(f"{where} {sorted(unknown)[0]}: unknown key (allowed: phases, diagram)")
+    entries = expect.get("phases", [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{where} phases: must be an array of tables")
+    temperature = np.asarray(temperature, dtype=float)
+    sigma_w = np.asarray(sigma_w, dtype=float)
+    out: dict[tuple[int, int], str] = {}
+    for k, entry in enumerate(entries):
+        here = f"{where} phases[{k}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{here}: must be a table {{temperature, inv_sigma_w, phase}}")
+        extra = set(entry) - {"temperature", "inv_sigma_w", "sigma_w", "phase"}
+        if extra:
+            raise ValueError(f"{here} {sorted(extra)[0]}: unknown key (allowed: temperature, "
+                             "inv_sigma_w, sigma_w, phase)")
+        if entry.get("phase") not in PHASES:
+            raise ValueError(f"{here} phase: must be one of {PHASES}, got "
+                             f"{entry.get('phase')!r}")
+        if ("inv_sigma_w" in entry) == ("sigma_w" in entry):
+            raise ValueError(f"{here}: give exactly one of inv_sigma_w and sigma_w")
+        try:
+            t = float(entry["temperature"])
+            s = (1.0 / float(entry["inv_sigma_w"]) if "inv_sigma_w" in entry
+                 else float(entry["sigma_w"]))
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"{here}: temperature and inv_sigma_w must be numbers ({exc})"
+                             ) from None
+        i_t = np.flatnonzero(np.isclose(temperature, t, rtol=1e-9))
+        i_s = np.flatnonzero(np.isclose(sigma_w, s, rtol=1e-9))
+        if i_t.size == 0:
+            raise ValueError(f"{here} temperature: {t:g} is not in the grid "
+                             f"{temperature.tolist()}")
+        if i_s.size == 0:
+            raise ValueError(f"{here} inv_sigma_w: {1 / s:g} is not in the grid "
+                             f"{(1 / sigma_w).tolist()}")
+        out[(int(i_t[0]), int(i_s[0]))] = str(entry["phase"])
+    return out
+
+
+def observed_convergence(spacing: np.ndarray, growth_threshold: float) -> np.ndarray:
+    """Per model: did S (4.5) stop growing? S(t_f) / S(t_half) - 1 <= ``growth_threshold``.
+
+    Parameters
+    ----------
+    spacing : ndarray, shape (..., n_snap)
+        S at the snapshots; the middle snapshot is ``n_snap // 2``.
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    half = spacing.shape[-1] // 2
+    return spacing[..., -1] / spacing[..., half] - 1.0 <= growth_threshold
+
+
+def _ks(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float]:
+    res = stats.ks_2samp(pred, obs)
+    return float(res.statistic), float(res.pvalue)
+
+
+def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_table=None,
+             progress=None) -> dict[str, Any]:
+    """Run every check of the module docstring on ``result``.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    expected_phases : mapping (i_T, i_S) -> phase label
+        The cells to check and the phase each should be in (cells absent are not checked).
+    validate_table : mapping, optional
+        The config's ``[validate]`` table (:func:`parse_validate_table`).
+    progress : callable, optional
+        Called with a short message before each stage (the CLI prints it).
+
+    Returns
+    -------
+    dict with ``checks`` (list of :class:`Check`), ``cells`` (per-cell metrics: phases,
+    fractions, spacing statistics), ``options`` and ``tolerances``.
+    """
+    from dysonsgd import phase  # above the SDE layer, imported lazily
+
+    tol, applies, options = parse_validate_table(validate_table)
+    say = progress or (lambda msg: None)
+    n_snap = len(result.snapshot_epochs)
+    if not options["start_snapshot"] < n_snap - 1:
+        raise ValueError(f"[validate] start_snapshot: must be < {n_snap - 1} (the run has "
+                         f"{n_snap} snapshots), got {options['start_snapshot']}")
+    for cell, label in expected_phases.items():
+        if label not in PHASES:
+            raise ValueError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
+                             f"{label!r}")
+    say("measuring K and V along training")
+    coeffs = predict.measure_run(result, drift=options["drift"])
+    say("classifying phases")
+    summary = phase.phase_summary(result)
+    labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
+                                   summary["diverged"])
+    final = gradstats_final(result, options["convention"])
+    converged_415 = phase.convergence_criterion(
+        final["k_s"], final["v_s"], result.temperature[:, None, None],
+        result.sigma_w[None, :, None], widths=result.config.widths,
+        convention=options["convention"])
+    observed = observed_convergence(coeffs.spacing, tol["growth_threshold"])
+    checks: list[Check] = []
+    cells: list[dict[str, Any]] = []
+    traces: dict[tuple[float, float], dict[str, Any]] = {}
+    for (i_t, i_s), expected in expected_phases.items():
+        temp, inv = float(result.temperature[i_t]), float(1.0 / result.sigma_w[i_s])
+        keep = ~coeffs.diverged[i_t, i_s]
+        cell_info: dict[str, Any] = {
+            "temperature": temp, "inv_sigma_w": inv, "expected_phase": expected,
+            "phase": str(labels[i_t, i_s]), "diverged_fraction": float(1 - keep.mean()),
+            "test_loss_median": float(np.nanmedian(summary["test_loss"][i_t, i_s])),
+            "feature_correlation_median":
+                float(np.nanmedian(summary["feature_correlation"][i_t, i_s])),
+        }
+        cells.append(cell_info)
+
+        def add(name: str, metric: float, tolerance: str, passed: bool, _cell=cell_info,
+                _expected=expected, **details) -> None:
+            if _expected in applies[name]:
+                checks.append(Check(name, _cell["temperature"], _cell["inv_sigma_w"],
+                                    float(metric), tolerance, bool(passed), details))
+
+        add("phase", float(labels[i_t, i_s] == expected), f"== {expected}",
+            labels[i_t, i_s] == expected, observed=str(labels[i_t, i_s]))
+        if not keep.any():
+            continue
+        say(f"integrating (4.3) and (4.8) at T = {temp:g}, 1/sigma_W = {inv:g}")
+        kw = {"start": options["start_snapshot"], "paths_per_model": options["paths_per_model"],
+              "steps_per_interval": options["steps_per_interval"], "seed": options["seed"]}
+        _, x_pred, _ = predict.predict_eigenvalues(coeffs, (i_t, i_s), **kw)
+        _, s_pred, _ = predict.predict_spacing(coeffs, (i_t, i_s), **kw)
+        n = x_pred.shape[-1]
+        s_dbm = np.ma.compressed((x_pred[-1, :, -1] - x_pred[-1, :, 0]) / (n - 1))
+        s_sde = np.ma.compressed(s_pred[-1, :, 0])
+        s_obs = coeffs.spacing[i_t, i_s, keep, -1]
+        ks_d, ks_p = _ks(s_dbm, s_obs)
+        ratio_dbm = float(s_dbm.mean() / s_obs.mean())
+        ratio_sde = float(s_sde.mean() / s_obs.mean())
+        wass = float(stats.wasserstein_distance(s_dbm, s_obs) / max(s_obs.std(), 1e-300))
+        cell_info.update({
+            "spacing_observed_mean": float(s_obs.mean()),
+            "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
+            "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
+            "spacing_wasserstein_over_sd": wass,
+            "broken_paths": int(np.ma.getmaskarray(x_pred)[-1].any(-1).sum()),
+        })
+        add("spacing_ks", ks_p, f"p >= {tol['ks_alpha']:g}", ks_p >= tol["ks_alpha"],
+            ks_distance=ks_d, wasserstein_over_sd=wass)
+        r = tol["spacing_mean_ratio_max"]
+        worst = max(ratio_dbm, 1 / ratio_dbm, ratio_sde, 1 / ratio_sde)
+        add("spacing_mean", worst, f"<= {r:g}", worst <= r, dbm_ratio=ratio_dbm,
+            sde_ratio=ratio_sde)
+        # eigenvalue trajectories: ensemble mean and spread per level and snapshot
+        obs = coeffs.eigenvalues[i_t, i_s, keep, options["start_snapshot"]:]  # (R, n_t, N)
+        mean_obs, sd_obs = obs.mean(axis=0), obs.std(axis=0)
+        mean_pred, sd_pred = x_pred.mean(axis=1).filled(np.nan), x_pred.std(axis=1).filled(np.nan)
+        later = slice(1, None)  # the start snapshot is shared by construction
+        floor = 1e-12 * np.abs(mean_obs[later]).max()
+        z = np.abs(mean_pred[later] - mean_obs[later]) / np.maximum(sd_obs[later], floor)
+        spread = sd_pred[later] / np.maximum(sd_obs[later], floor)
+        z_max = float(np.nanmax(z))
+        spread_worst = float(np.nanmax(np.maximum(spread, 1 / spread)))
+        cell_info.update({"trajectory_z_max": z_max, "trajectory_spread_worst": spread_worst})
+        traces[(temp, inv)] = spacing_traces(
+            result.snapshot_epochs[options["start_snapshot"]:],
+            coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:],
+            (x_pred[..., -1] - x_pred[..., 0]) / (n - 1), s_pred[..., 0])
+        add("eigenvalue_mean", z_max, f"<= {tol['trajectory_z_max']:g}",
+            z_max <= tol["trajectory_z_max"])
+        add("eigenvalue_spread", spread_worst, f"<= {tol['spread_ratio_max']:g}",
+            spread_worst <= tol["spread_ratio_max"])
+        verdict = converged_415[i_t, i_s, keep]
+        seen = observed[i_t, i_s, keep]
+        agree = float(np.mean(verdict == seen))
+        cell_info.update({"converged_415_fraction": float(verdict.mean()),
+                          "observed_converged_fraction": float(seen.mean()),
+                          "verdict_agreement": agree})
+        add("convergence_verdict", agree, f">= {tol['verdict_agreement_min']:g}",
+            agree >= tol["verdict_agreement_min"], converged_415=float(verdict.mean()),
+            observed_converged=float(seen.mean()))
+    return {"checks": checks, "cells": cells, "traces": traces, "options": options,
+            "tolerances": tol,
+            "applies": {k: list(v) for k, v in applies.items()},
+            "passed": all(c.passed for c in checks)}
+
+
+def gradstats_final(result, convention: str) -> dict[str, np.ndarray]:
+    """K_S and V_S at the last snapshot on the test inputs, in the paper's or release's form."""
+    from dysonsgd import gradstats
+
+    st = gradstats.measure(result, -1)
+    if convention == "release":
+        return {"k_s": st.k_s_release, "v_s": st.v_s_release}
+    return {"k_s": st.k_s, "v_s": st.v_s}
+
+
+def spacing_traces(epochs, observed: np.ndarray, dbm, sde) -> dict[str, Any]:
+    """Mean and standard deviation of S(t) over models (observed) and paths (predictions).
+
+    Parameters
+    ----------
+    epochs : (n_t,); observed : (R, n_t); dbm, sde : masked arrays (n_t, P)
+    """
+    return {
+        "epochs": np.asarray(epochs, dtype=float),
+        "observed": (observed.mean(axis=0), observed.std(axis=0)),
+        "dbm": (np.ma.filled(dbm.mean(axis=1), np.nan), np.ma.filled(dbm.std(axis=1), np.nan)),
+        "sde": (np.ma.filled(sde.mean(axis=1), np.nan), np.ma.filled(sde.std(axis=1), np.nan)),
+    }

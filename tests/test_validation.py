@@ -1,0 +1,74 @@
+"""dysonsgd.validation: config tables, the observed-convergence rule, the checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dysonsgd import validation
+
+
+def test_defaults_and_overrides():
+    tol, applies, options = validation.parse_validate_table(
+        {"ks_alpha": 0.05, "paths_per_model": 3, "applies": {"spacing_ks": ["ordered"]}})
+    assert tol["ks_alpha"] == 0.05 and tol["growth_threshold"] == 0.15
+    assert applies["spacing_ks"] == ("ordered",)
+    assert applies["phase"] == validation.DEFAULT_APPLIES["phase"]
+    assert options["paths_per_model"] == 3 and options["convention"] == "release"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"ks_alpa": 0.01}, "ks_alpa: unknown key"),
+        ({"ks_alpha": 1.5}, r"ks_alpha: must lie in \(0, 1\)"),
+        ({"ks_alpha": "x"}, "ks_alpha: must be a number"),
+        ({"spread_ratio_max": 0.5}, "spread_ratio_max: must be >= 1"),
+        ({"convention": "mine"}, "convention: must be 'paper' or 'release'"),
+        ({"paths_per_model": 0}, "paths_per_model: must be >= 1"),
+        ({"paths_per_model": 2.5}, "paths_per_model: must be of type int"),
+        ({"applies": {"nothing": ["ordered"]}}, "nothing: unknown check"),
+        ({"applies": {"phase": ["liquid"]}}, "phase: must be a list of phases"),
+    ],
+)
+def test_bad_validate_table_is_refused(table, message):
+    with pytest.raises(ValueError, match=message):
+        validation.parse_validate_table(table, where="q.toml: [validate]")
+
+
+def test_expect_phases_index_the_grid():
+    t, s = [0.5, 2.0], [0.125, 256.0]
+    got = validation.parse_expect_phases(
+        {"phases": [{"temperature": 2.0, "inv_sigma_w": 8.0, "phase": "high-temperature"},
+                    {"temperature": 0.5, "sigma_w": 256.0, "phase": "jamming"}]}, t, s)
+    assert got == {(1, 0): "high-temperature", (0, 1): "jamming"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"temperature": 3.0, "inv_sigma_w": 8.0, "phase": "ordered"}, "temperature: 3 is not"),
+        ({"temperature": 2.0, "inv_sigma_w": 4.0, "phase": "ordered"}, "inv_sigma_w: 4 is not"),
+        ({"temperature": 2.0, "inv_sigma_w": 8.0, "phase": "gas"}, "phase: must be one of"),
+        ({"temperature": 2.0, "phase": "ordered"}, "exactly one of inv_sigma_w and sigma_w"),
+        ({"temperature": 2.0, "inv_sigma_w": 8.0, "phase": "ordered", "x": 1}, "x: unknown"),
+    ],
+)
+def test_bad_expect_is_refused(entry, message):
+    with pytest.raises(ValueError, match=message):
+        validation.parse_expect_phases({"phases": [entry]}, [0.5, 2.0], [0.125, 256.0],
+                                       where="q.toml: [expect]")
+
+
+def test_observed_convergence_is_growth_over_the_second_half():
+    s = np.array([[1.0, 5.0, 2.0, 2.1, 2.2],    # grows 10% after the middle: converged
+                  [1.0, 1.0, 1.0, 1.5, 2.0]])   # doubles: not converged
+    np.testing.assert_array_equal(validation.observed_convergence(s, 0.15), [True, False])
+    np.testing.assert_array_equal(validation.observed_convergence(s, 1.0), [True, True])
+
+
+def test_spacing_traces_ignore_broken_paths():
+    dbm = np.ma.masked_invalid(np.array([[1.0, 3.0, np.nan], [2.0, 4.0, 100.0]]))
+    tr = validation.spacing_traces([0, 5], np.array([[1.0, 2.0], [3.0, 4.0]]), dbm, dbm)
+    np.testing.assert_allclose(tr["observed"][0], [2.0, 3.0])
+    np.testing.assert_allclose(tr["dbm"][0], [2.0, 106 / 3])
