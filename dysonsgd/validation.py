@@ -43,8 +43,10 @@ __all__ = [
     "DEFAULT_APPLIES",
     "DEFAULT_TOLERANCES",
     "Check",
+    "diagram_checks",
     "evaluate",
     "observed_convergence",
+    "parse_diagram_table",
     "parse_expect_phases",
     "parse_validate_table",
     "spacing_traces",
@@ -237,7 +239,7 @@ def _ks(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_table=None,
-             progress=None) -> dict[str, Any]:
+             progress=None, diagram: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run every check of the module docstring on ``result``.
 
     Parameters
@@ -249,6 +251,9 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
         The config's ``[validate]`` table (:func:`parse_validate_table`).
     progress : callable, optional
         Called with a short message before each stage (the CLI prints it).
+    diagram : mapping, optional
+        The config's ``[expect.diagram]`` table: checks of the whole phase diagram
+        (:func:`diagram_checks`).
 
     Returns
     -------
@@ -358,10 +363,123 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
         add("convergence_verdict", agree, f">= {tol['verdict_agreement_min']:g}",
             agree >= tol["verdict_agreement_min"], converged_415=float(verdict.mean()),
             observed_converged=float(seen.mean()))
+    if diagram:
+        fraction = np.where(coeffs.diverged.all(axis=-1), np.nan,
+                            np.mean(converged_415 & ~coeffs.diverged, axis=-1))
+        checks.extend(diagram_checks(diagram, result.temperature, 1.0 / result.sigma_w, labels,
+                                     summary["test_loss"], summary["feature_correlation"],
+                                     fraction))
     return {"checks": checks, "cells": cells, "traces": traces, "options": options,
             "tolerances": tol,
             "applies": {k: list(v) for k, v in applies.items()},
             "passed": all(c.passed for c in checks)}
+
+
+DIAGRAM_KEYS = ("ordered_corner", "loss_ratio_min", "transition", "jamming_region",
+                "feature_correlation_min", "signal_to_noise_level", "separation_min")
+
+
+def parse_diagram_table(table: Mapping[str, Any], where: str = "[expect.diagram]"
+                        ) -> dict[str, Any]:
+    """Check an ``[expect.diagram]`` table (keys of :func:`diagram_checks`)."""
+    table = dict(table)
+    for key in table:
+        if key not in DIAGRAM_KEYS:
+            raise ValueError(f"{where} {key}: unknown key (allowed: {', '.join(DIAGRAM_KEYS)})")
+    for key in ("ordered_corner", "jamming_region"):
+        box = table.get(key)
+        if box is not None and (not isinstance(box, Mapping) or set(box) - {
+                "temperature_max", "temperature_min", "inv_sigma_w_max", "inv_sigma_w_min"}):
+            raise ValueError(f"{where} {key}: must be a table of temperature_min/max, "
+                             "inv_sigma_w_min/max")
+    tr = table.get("transition")
+    if tr is not None:
+        between = tr.get("between") if isinstance(tr, Mapping) else None
+        if (not isinstance(between, list) or len(between) != 2 or not between[0] < between[1]
+                or "inv_sigma_w" not in tr):
+            raise ValueError(f"{where} transition: must be {{inv_sigma_w = v, between = [T_lo, "
+                             "T_hi]}} with T_lo < T_hi")
+    for key in ("loss_ratio_min", "feature_correlation_min", "signal_to_noise_level",
+                "separation_min"):
+        if key in table and (isinstance(table[key], bool)
+                             or not isinstance(table[key], int | float) or table[key] <= 0):
+            raise ValueError(f"{where} {key}: must be a positive number, got {table[key]!r}")
+    return table
+
+
+def _box(box: Mapping[str, float], temperature: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    t, v = temperature[:, None], inv[None, :]
+    lo_t, hi_t = box.get("temperature_min", -np.inf), box.get("temperature_max", np.inf)
+    lo_v, hi_v = box.get("inv_sigma_w_min", -np.inf), box.get("inv_sigma_w_max", np.inf)
+    return (t >= lo_t) & (t <= hi_t) & (v >= lo_v) & (v <= hi_v)
+
+
+def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: np.ndarray,
+                   test_loss: np.ndarray, feature_correlation: np.ndarray,
+                   converged_fraction: np.ndarray) -> list[Check]:
+    """Qualitative checks of a whole (T, 1/sigma_W) diagram, as stated in the paper.
+
+    ``loss_ratio_min`` with ``ordered_corner``: the median test loss of the corner's cells is at
+    least this factor below that of every cell labelled high-temperature or jamming (cell
+    medians over the ensemble). ``transition = {inv_sigma_w, between = [lo, hi]}``: along that
+    row every cell with T <= lo is ordered and every cell with T >= hi is high-temperature.
+    ``jamming_region`` with ``feature_correlation_min``: G(t_f, 0) stays high there.
+    ``signal_to_noise_level`` with ``separation_min``: on rows with an ordered cell, the (4.15)
+    converged fraction is >= the level on ordered cells and < it on high-temperature cells, for
+    at least the fraction ``separation_min`` of those cells.
+
+    Arrays are (nT, nS) cell values, except ``test_loss`` and ``feature_correlation`` (nT, nS,
+    nR) per model. Checks are reported at T = 1/sigma_W = NaN (they concern the whole grid).
+    """
+    table = parse_diagram_table(table)
+    temperature = np.asarray(temperature, dtype=float)
+    inv = np.asarray(inv_sigma_w, dtype=float)
+    loss = np.nanmedian(test_loss, axis=-1)
+    g = np.nanmedian(feature_correlation, axis=-1)
+    out: list[Check] = []
+    nan = float("nan")
+    if "loss_ratio_min" in table and "ordered_corner" in table:
+        corner = _box(table["ordered_corner"], temperature, inv)
+        others = (labels == "high-temperature") | (labels == "jamming")
+        if corner.any() and others.any():
+            ratio = float(np.nanmin(loss[others]) / np.nanmedian(loss[corner]))
+            out.append(Check("diagram_loss_ratio", nan, nan, ratio,
+                             f">= {table['loss_ratio_min']:g}",
+                             ratio >= table["loss_ratio_min"],
+                             {"corner_cells": int(corner.sum())}))
+    if "transition" in table:
+        tr = table["transition"]
+        row = np.flatnonzero(np.isclose(inv, tr["inv_sigma_w"], rtol=1e-9))
+        lo, hi = tr["between"]
+        if row.size:
+            col = labels[:, row[0]]
+            ok = bool(np.all(col[temperature <= lo] == "ordered")
+                      and np.all(col[temperature >= hi] == "high-temperature"))
+            out.append(Check("diagram_transition", nan, float(tr["inv_sigma_w"]), float(ok),
+                             f"ordered at T <= {lo:g}, high-temperature at T >= {hi:g}", ok,
+                             {"labels": [str(x) for x in col]}))
+    if "jamming_region" in table and "feature_correlation_min" in table:
+        box = _box(table["jamming_region"], temperature, inv)
+        if box.any():
+            low = float(np.nanmin(g[box]))
+            out.append(Check("diagram_jamming_memory", nan, nan, low,
+                             f">= {table['feature_correlation_min']:g}",
+                             low >= table["feature_correlation_min"],
+                             {"cells": int(box.sum())}))
+    if "signal_to_noise_level" in table:
+        level = table["signal_to_noise_level"]
+        rows = np.any(labels == "ordered", axis=0)
+        ordered = (labels == "ordered") & rows[None, :]
+        hot = (labels == "high-temperature") & rows[None, :]
+        right = np.sum(converged_fraction[ordered] >= level) + np.sum(
+            converged_fraction[hot] < level)
+        total = int(ordered.sum() + hot.sum())
+        if total:
+            frac = float(right / total)
+            need = table.get("separation_min", 1.0)
+            out.append(Check("diagram_signal_to_noise", nan, nan, frac, f">= {need:g}",
+                             frac >= need, {"level": level, "cells": total}))
+    return out
 
 
 def gradstats_final(result, convention: str) -> dict[str, np.ndarray]:

@@ -72,3 +72,39 @@ def test_spacing_traces_ignore_broken_paths():
     tr = validation.spacing_traces([0, 5], np.array([[1.0, 2.0], [3.0, 4.0]]), dbm, dbm)
     np.testing.assert_allclose(tr["observed"][0], [2.0, 3.0])
     np.testing.assert_allclose(tr["dbm"][0], [2.0, 106 / 3])
+
+
+def test_diagram_checks_on_a_synthetic_grid():
+    """A 3 x 2 grid with known labels, losses, G and (4.15) fractions."""
+    temperature = np.array([0.25, 1.0, 4.0])
+    inv = np.array([8.0, 1 / 256])
+    labels = np.array([["ordered", "jamming"], ["ordered", "jamming"],
+                       ["high-temperature", "jamming"]])
+    loss = np.broadcast_to(np.array([[1e-5, 0.1], [2e-5, 0.1], [1e-2, 0.1]])[..., None],
+                           (3, 2, 4))
+    g = np.broadcast_to(np.array([[0.0, 0.8], [0.0, 0.7], [0.0, 0.9]])[..., None], (3, 2, 4))
+    fraction = np.array([[0.9, 0.5], [0.7, 0.5], [0.0, 0.5]])
+    table = {"ordered_corner": {"temperature_max": 1.0, "inv_sigma_w_min": 1.0},
+             "loss_ratio_min": 100, "transition": {"inv_sigma_w": 8.0, "between": [1.0, 4.0]},
+             "jamming_region": {"inv_sigma_w_max": 0.01}, "feature_correlation_min": 0.5,
+             "signal_to_noise_level": 0.68, "separation_min": 1.0}
+    checks = {c.name: c for c in validation.diagram_checks(table, temperature, inv, labels, loss,
+                                                           g, fraction)}
+    # 1e-2 / median(1e-5, 2e-5) = 666.7
+    assert checks["diagram_loss_ratio"].metric == pytest.approx(1e-2 / 1.5e-5)
+    assert checks["diagram_loss_ratio"].passed
+    assert checks["diagram_transition"].passed
+    assert checks["diagram_jamming_memory"].metric == pytest.approx(0.7)
+    assert checks["diagram_signal_to_noise"].metric == 1.0
+    # move the transition: T = 1 would have to be high-temperature -> FAIL
+    table["transition"] = {"inv_sigma_w": 8.0, "between": [0.25, 1.0]}
+    fraction[1, 0] = 0.5  # an ordered cell below the level -> 2 of 3 separated
+    checks = {c.name: c for c in validation.diagram_checks(table, temperature, inv, labels, loss,
+                                                           g, fraction)}
+    assert not checks["diagram_transition"].passed
+    assert checks["diagram_signal_to_noise"].metric == pytest.approx(2 / 3)
+    assert not checks["diagram_signal_to_noise"].passed
+    with pytest.raises(ValueError, match="loss_ratio: unknown key"):
+        validation.parse_diagram_table({"loss_ratio": 100})
+    with pytest.raises(ValueError, match="transition: must be"):
+        validation.parse_diagram_table({"transition": {"inv_sigma_w": 8, "between": [2, 1]}})
