@@ -1,0 +1,368 @@
+"""Sweep and validation configs: one TOML schema for ``dysonsgd sweep`` and ``dysonsgd validate``.
+
+A config names a grid of teacher-student ensembles (section 3.1 of the paper) and how to train
+it; a *validation* config is a sweep config plus its expectations (the free-form ``[expect]`` and
+``[validate]`` tables, which :mod:`dysonsgd.validation` reads and the sweep ignores)::
+
+    name = "quick"                      # optional
+    description = "..."                 # optional
+
+    [grid]
+    temperature = [0.03125, 0.25, 1.0]  # T = lr/|B| (2.30), each > 0, no duplicates
+    inv_sigma_w = [8.0, 0.00390625]     # 1/sigma_W (the paper's axis) ... or sigma_w = [...]
+    seeds = 10                          # replicas (teachers) per cell
+
+    [training]                          # epochs required, the rest optional
+    epochs = 100
+    snapshots = 21
+    seed = 0
+    activation = "tanh"                 # tanh | relu | identity
+    widths = [3, 32, 16, 1]
+    n_data = 4000
+    batch_size = 4
+    data_order = "fixed"                # fixed | shuffled
+    divergence_threshold = 100.0
+    dtype = "float32"                   # float32 | float64
+
+    [expect]                            # free-form
+    [validate]                          # free-form
+
+Every problem is reported before any training as a :class:`ConfigError` naming the file, the
+table, the key and the reason, e.g.
+``quick.toml: [grid] temprature: unknown key (allowed: temperature, inv_sigma_w, sigma_w, seeds)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from dysonsgd.training import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
+
+__all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config"]
+
+#: top-level keys and tables
+TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
+GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds")
+TRAINING_KEYS = ("epochs", "snapshots", "seed", "activation", "widths", "n_data", "batch_size",
+                 "data_order", "divergence_threshold", "dtype")
+DTYPES = ("float32", "float64")
+#: section label of top-level keys in messages
+TOP = "top level"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: ``"{file}: [{section}] {key}: {reason}"``.
+
+    Attributes ``file``, ``section``, ``key`` and ``reason`` hold the parts of the message.
+    """
+
+    def __init__(self, message: str, *, file: str = "", section: str = "", key: str = "",
+                 reason: str = "") -> None:
+        super().__init__(message)
+        self.file, self.section, self.key, self.reason = file, section, key, reason
+
+    @classmethod
+    def at(cls, file: str | Path | None, section: str, key: str, reason: str) -> ConfigError:
+        """The error for ``key`` in table ``[section]`` of ``file``."""
+        name = _file_label(file)
+        return cls(f"{name}: [{section}] {key}: {reason}", file=name, section=section, key=key,
+                   reason=reason)
+
+
+def _file_label(file: str | Path | None) -> str:
+    if file is None:
+        return "<config>"
+    return Path(file).name if isinstance(file, Path) else str(file)
+
+
+# ------------------------------------------------------------------------------------------------
+# the config
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A parsed sweep (or validation) config.
+
+    Attributes
+    ----------
+    name, description : str
+    temperature : tuple of float
+        The grid's ``T = lr / |B|`` (2.30), in the order given (cell index ``i_T``).
+    sigma_w : tuple of float
+        ``sigma_W`` of ``W2(0) ~ N(0, sigma_W^2 / n1)`` (2.11), not squared (cell index ``i_S``);
+        ``1 / inv_sigma_w`` when the file gives the paper's axis.
+    seeds : int
+        Replicas per cell; replica ``r`` uses ``SeedSequence(seed, spawn_key=(r,))``.
+    epochs, snapshots, seed : int
+        As :func:`dysonsgd.training.train_ensemble`.
+    dtype : {'float32', 'float64'}
+    model : TeacherStudentConfig
+        Widths, activation, data size, batch size, data order, divergence threshold.
+    expect, validate : dict
+        The raw ``[expect]`` and ``[validate]`` tables (not interpreted here).
+    source : Path or None
+        The file read, if any.
+    sigma_axis : {'inv_sigma_w', 'sigma_w'}
+        Which of the two the file gave (kept so that :meth:`to_dict` writes it back).
+    """
+
+    name: str
+    description: str
+    temperature: tuple[float, ...]
+    sigma_w: tuple[float, ...]
+    seeds: int
+    epochs: int
+    snapshots: int = 21
+    seed: int = 0
+    dtype: str = "float32"
+    model: TeacherStudentConfig = field(default_factory=TeacherStudentConfig)
+    expect: dict = field(default_factory=dict, compare=False)
+    validate: dict = field(default_factory=dict, compare=False)
+    source: Path | None = field(default=None, compare=False)
+    sigma_axis: str = "inv_sigma_w"
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        """``(nT, nS, seeds)``."""
+        return len(self.temperature), len(self.sigma_w), self.seeds
+
+    def cells(self) -> list[tuple[int, int]]:
+        """Grid cells ``(i_T, i_S)`` in row-major order (temperature outer)."""
+        return [(i, j) for i in range(len(self.temperature)) for j in range(len(self.sigma_w))]
+
+    def model_steps(self) -> int:
+        """SGD steps over the whole grid (one step of one model counts 1)."""
+        n_t, n_s, n_r = self.grid_shape
+        return n_t * n_s * n_r * self.epochs * self.model.steps_per_epoch
+
+    def numerics(self) -> dict[str, Any]:
+        """Everything that determines the trained numbers (what :meth:`fingerprint` hashes)."""
+        model = asdict(self.model)
+        model["widths"] = list(model["widths"])
+        model["trained_layers"] = list(model["trained_layers"])
+        return {
+            "schema": "dysonsgd-sweep/1",
+            "temperature": [float(t) for t in self.temperature],
+            "sigma_w": [float(s) for s in self.sigma_w],
+            "seeds": self.seeds,
+            "epochs": self.epochs,
+            "snapshots": self.snapshots,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "model": model,
+        }
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex, 16 characters) of :meth:`numerics`.
+
+        Two configs with the same fingerprint train bitwise the same models (on one device and
+        dtype); ``name``, ``description``, ``expect`` and ``validate`` do not enter it, nor
+        whether the grid was given as ``sigma_w`` or ``inv_sigma_w``.
+        """
+        text = json.dumps(self.numerics(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML-equivalent mapping; ``parse_config(c.to_dict())`` equals ``c``."""
+        if self.sigma_axis == "inv_sigma_w":
+            axis = {"inv_sigma_w": [1.0 / s for s in self.sigma_w]}
+        else:
+            axis = {"sigma_w": list(self.sigma_w)}
+        m = self.model
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "grid": {"temperature": list(self.temperature), **axis, "seeds": self.seeds},
+            "training": {
+                "epochs": self.epochs, "snapshots": self.snapshots, "seed": self.seed,
+                "activation": m.activation, "widths": list(m.widths), "n_data": m.n_data,
+                "batch_size": m.batch_size, "data_order": m.data_order,
+                "divergence_threshold": m.divergence_threshold, "dtype": self.dtype,
+            },
+        }
+        if self.expect:
+            out["expect"] = self.expect
+        if self.validate:
+            out["validate"] = self.validate
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# parsing
+# ------------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and check a TOML config (see the module docstring for the schema).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not TOML, or any key is unknown, mistyped or out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError.at(path, TOP, "file", f"{str(path)!r} does not exist or is not a file")
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError.at(path, TOP, "syntax", f"not valid TOML ({exc})") from None
+    return parse_config(data, source=path)
+
+
+def parse_config(mapping: Mapping[str, Any], source: str | Path | None = None) -> SweepConfig:
+    """Check a config mapping (as :func:`tomllib.load` returns) and build a :class:`SweepConfig`.
+
+    Parameters
+    ----------
+    mapping : mapping
+        Top-level keys ``name``, ``description`` and tables ``grid``, ``training``, ``expect``,
+        ``validate``.
+    source : str or Path, optional
+        The file it came from, for messages and :attr:`SweepConfig.source`.
+    """
+    err = _Errors(source)
+    if not isinstance(mapping, Mapping):
+        raise err(TOP, "config", f"must be a table, got {type(mapping).__name__}")
+    _unknown(err, TOP, mapping, TOP_LEVEL)
+    name = mapping.get("name", Path(source).stem if source is not None else "sweep")
+    description = mapping.get("description", "")
+    for key, value in (("name", name), ("description", description)):
+        if not isinstance(value, str):
+            raise err(TOP, key, f"must be a string, got {_kind(value)}")
+    if "grid" not in mapping:
+        raise err(TOP, "grid", "missing table [grid] (temperature, inv_sigma_w or sigma_w, seeds)")
+    if "training" not in mapping:
+        raise err(TOP, "training", "missing table [training] (at least epochs)")
+    for key in ("grid", "training", "expect", "validate"):
+        if key in mapping and not isinstance(mapping[key], Mapping):
+            raise err(TOP, key, f"must be a table, got {_kind(mapping[key])}")
+
+    grid = mapping["grid"]
+    _unknown(err, "grid", grid, GRID_KEYS)
+    temperature = _positive_list(err, "grid", "temperature", grid)
+    has_s, has_inv = "sigma_w" in grid, "inv_sigma_w" in grid
+    if has_s == has_inv:
+        which = "both" if has_s else "neither"
+        raise err("grid", "sigma_w", f"give exactly one of sigma_w and inv_sigma_w ({which} "
+                                     "given)")
+    if has_inv:
+        inv = _positive_list(err, "grid", "inv_sigma_w", grid)
+        sigma_w, axis = tuple(1.0 / v for v in inv), "inv_sigma_w"
+    else:
+        sigma_w, axis = _positive_list(err, "grid", "sigma_w", grid), "sigma_w"
+    if "seeds" not in grid:
+        raise err("grid", "seeds", "missing (replicas per cell, an integer >= 1)")
+    seeds = _integer(err, "grid", "seeds", grid["seeds"], 1)
+
+    tr = mapping["training"]
+    _unknown(err, "training", tr, TRAINING_KEYS)
+    if "epochs" not in tr:
+        raise err("training", "epochs", "missing (an integer >= 1)")
+    epochs = _integer(err, "training", "epochs", tr["epochs"], 1)
+    snapshots = _integer(err, "training", "snapshots", tr.get("snapshots", 21), 2)
+    seed = _integer(err, "training", "seed", tr.get("seed", 0), 0)
+    dtype = _choice(err, "training", "dtype", tr.get("dtype", "float32"), DTYPES)
+    defaults = TeacherStudentConfig()
+    activation = _choice(err, "training", "activation", tr.get("activation", defaults.activation),
+                         ACTIVATIONS)
+    data_order = _choice(err, "training", "data_order", tr.get("data_order", defaults.data_order),
+                         DATA_ORDERS)
+    widths = tr.get("widths", list(defaults.widths))
+    if not isinstance(widths, list) or len(widths) != 4:
+        raise err("training", "widths", f"must be a list of 4 layer sizes [n0, n1, n2, n3], got "
+                                        f"{widths!r}")
+    widths = tuple(_integer(err, "training", f"widths[{k}]", w, 1) for k, w in enumerate(widths))
+    n_data = _integer(err, "training", "n_data", tr.get("n_data", defaults.n_data), 1)
+    batch_size = _integer(err, "training", "batch_size", tr.get("batch_size",
+                                                                defaults.batch_size), 1)
+    if n_data % batch_size:
+        raise err("training", "batch_size", f"must divide n_data ({n_data}), got {batch_size}")
+    thr = tr.get("divergence_threshold", defaults.divergence_threshold)
+    if not _is_number(thr) or math.isnan(thr) or not thr > 0:
+        raise err("training", "divergence_threshold", f"must be a number > 0 (inf allowed), got "
+                                                      f"{thr!r}")
+    try:
+        model = TeacherStudentConfig(widths=widths, activation=activation, n_data=n_data,
+                                     batch_size=batch_size, data_order=data_order,
+                                     divergence_threshold=float(thr))
+    except ValueError as exc:  # pragma: no cover - every field is checked above
+        raise err("training", "model", str(exc)) from None
+    expect = dict(mapping.get("expect", {}))
+    validate = dict(mapping.get("validate", {}))
+    return SweepConfig(name=name, description=description, temperature=temperature,
+                       sigma_w=sigma_w, seeds=seeds, epochs=epochs, snapshots=snapshots,
+                       seed=seed, dtype=dtype, model=model, expect=expect, validate=validate,
+                       source=Path(source) if source is not None else None, sigma_axis=axis)
+
+
+class _Errors:
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def __call__(self, section: str, key: str, reason: str) -> ConfigError:
+        return ConfigError.at(self.source, section, key, reason)
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+             list: "an array", dict: "a table"}
+    for typ, label in names.items():
+        if type(value) is typ:
+            return f"{label} ({value!r})" if typ in (bool, int, float, str) else label
+    return type(value).__name__
+
+
+def _unknown(err: _Errors, section: str, table: Mapping, allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise err(section, str(key), f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_list(err: _Errors, section: str, key: str, table: Mapping) -> tuple[float, ...]:
+    if key not in table:
+        raise err(section, key, "missing (a non-empty array of numbers > 0)")
+    values = table[key]
+    if not isinstance(values, list):
+        raise err(section, key, f"must be an array of numbers > 0, got {_kind(values)}")
+    if not values:
+        raise err(section, key, "empty grid: give at least one value")
+    out = []
+    for k, v in enumerate(values):
+        if not _is_number(v):
+            raise err(section, key, f"entry {k} must be a number, got {_kind(v)}")
+        if not math.isfinite(v) or v <= 0:
+            raise err(section, key, f"entry {k} must be finite and > 0, got {v!r}")
+        out.append(float(v))
+    if len(set(out)) != len(out):
+        dup = next(v for v in out if out.count(v) > 1)
+        raise err(section, key, f"duplicate value {dup!r}")
+    return tuple(out)
+
+
+def _integer(err: _Errors, section: str, key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise err(section, key, f"must be an integer >= {minimum}, got {_kind(value)}")
+    if value < minimum:
+        raise err(section, key, f"must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _choice(err: _Errors, section: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise err(section, key, f"must be one of {', '.join(allowed)}, got {_kind(value)}")
+    return value
