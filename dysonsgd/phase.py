@@ -1,0 +1,669 @@
+"""Phase boundaries and phase labels of the (T, 1/sigma_W) diagram, sections 2.3, 3 and 4.2.
+
+Contents
+--------
+symmetry_breaking_line, preactivation_ratio, measured_preactivation_ratio,
+preactivation_ratio_monte_carlo
+    The jamming / ordered boundary from the soft-spin argument of section 2.3: the feature
+    potential (2.22) turns into a double well at sigma_z^2 = sigma_c^2 = 1/2. The paper assumes
+    sigma_z^2 ~ sigma_W^2 and draws the line at 1/sigma_W = sqrt(2). For the paper's student,
+    sigma_z^2 = rho sigma_W^2 with rho = E[tanh(z1)^2] the mean square of the teacher's first
+    layer features (independent of sigma_W), so the refined line is 1/sigma_W = sqrt(2 rho).
+    rho = 0.344 for three Gaussian inputs (quadrature over the chi-square law of |x|^2),
+    0.394 under the Gaussian approximation (2.19); the assumption overestimates sigma_z^2 by a
+    factor 1/rho = 2.9 and puts the line a factor 1.71 (0.77 octaves of 1/sigma_W) too far right.
+signal_to_noise_threshold, convergence_criterion, converged_fraction, sigma_levels,
+signal_to_noise_boundary
+    The high-temperature boundary (4.15) per model, the converged fraction per cell and its
+    1, 2, 3 sigma contour levels (0.68, 0.95, 0.997), as in figure 8.
+PhaseThresholds, classify_phases, phase_codes
+    A phase label per cell (ordered / high-temperature / jamming / diverged) from ensemble
+    medians of the final test loss and of G(t_f, 0), with every threshold in one place.
+guidance
+    For a given sigma_W, the largest temperature that stays ordered and the paper's
+    recommendation for fast training (just below the transition, small initial variance).
+phase_summary
+    Every per-model observable the above need, from an EnsembleResult.
+
+Layer: above :mod:`dysonsgd.sde`; imports only theory and measurement modules. Pure functions
+take arrays shaped ``(nT, nS, nR)`` (temperature, sigma_W, seed) or anything that broadcasts;
+the ensemble is the last axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dysonsgd import disorder
+from dysonsgd._validate import check_array, check_in_range, check_int, check_positive
+
+__all__ = [
+    "CONVENTIONS",
+    "CRITICAL_FEATURE_CORRELATION",
+    "PHASES",
+    "PhaseThresholds",
+    "SymmetryBreakingLine",
+    "classify_phases",
+    "converged_fraction",
+    "convergence_criterion",
+    "critical_feature_correlation",
+    "guidance",
+    "measured_preactivation_ratio",
+    "phase_codes",
+    "phase_summary",
+    "preactivation_ratio",
+    "preactivation_ratio_for_inputs",
+    "preactivation_ratio_monte_carlo",
+    "sigma_levels",
+    "signal_to_noise_boundary",
+    "signal_to_noise_threshold",
+    "symmetry_breaking_line",
+]
+
+#: phase labels, in the order of :func:`phase_codes`
+PHASES = ("ordered", "high-temperature", "jamming", "diverged")
+
+#: sign conventions of (4.15): the paper's equations, or the release notebook's
+CONVENTIONS = ("paper", "release")
+
+PAPER_WIDTHS = (3, 32, 16, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# symmetry breaking, section 2.3
+# ------------------------------------------------------------------------------------------------
+
+
+def critical_feature_correlation(sigma_z2: float = 0.5, quadrature_order: int = 101) -> float:
+    """``E[tanh(z)^2]`` for ``z ~ N(0, sigma_z2)``: the self-overlap G(0, 0) of features (3.4).
+
+    At the critical variance sigma_c^2 = 1/2 this is 0.2737: a cell whose features at the end
+    of training still overlap their initial values by at least this much keeps the memory of
+    an initialisation on the double-well side of the symmetry-breaking line.
+    """
+    sigma_z2 = check_positive("sigma_z2", sigma_z2)
+    order = check_int("quadrature_order", quadrature_order, minimum=2)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(order)
+    return float(np.sum(weights * np.tanh(math.sqrt(sigma_z2) * nodes) ** 2)
+                 / math.sqrt(2.0 * math.pi))
+
+
+#: G(0, 0) of features at the critical variance sigma_c^2 = 1/2 (0.2737)
+CRITICAL_FEATURE_CORRELATION = critical_feature_correlation(0.5)
+
+
+@dataclass(frozen=True)
+class SymmetryBreakingLine:
+    """Where sigma_z^2 of the last hidden layer crosses sigma_c^2 = 1/2, per estimate of rho.
+
+    Attributes
+    ----------
+    sigma_c2 : float
+        1/2, the critical pre-activation variance (2.22).
+    ratio : dict
+        rho = sigma_z^2 / sigma_W^2 for each estimate: ``'paper'`` (1: the assumption
+        sigma_z^2 ~ sigma_W^2), ``'gaussian'`` (wide-network recursion with Gaussian
+        pre-activations, (2.13)-(2.16)), ``'input_average'`` (the same recursion averaged over
+        the chi-square law of |x|^2 / n0 for n0 Gaussian inputs: exact for the paper's student
+        in expectation over teachers), and ``'measured'`` when a measured ratio was given.
+    inv_sigma_w : dict
+        The line 1/sigma_W = sqrt(2 rho) for each estimate.
+    """
+
+    sigma_c2: float
+    ratio: dict[str, float]
+    inv_sigma_w: dict[str, float]
+
+    def sigma_z2(self, sigma_w, estimate: str = "input_average") -> np.ndarray:
+        """sigma_z^2 = rho sigma_W^2 at initialisation for the chosen estimate."""
+        if estimate not in self.ratio:
+            raise ValueError(f"estimate must be one of {sorted(self.ratio)}, got {estimate!r}")
+        return self.ratio[estimate] * np.asarray(check_positive("sigma_w", sigma_w)) ** 2
+
+    def assumption_error(self, estimate: str = "input_average") -> dict[str, float]:
+        """How far sigma_z^2 ~ sigma_W^2 is off: variance factor, line factor, octaves."""
+        rho = self.ratio[estimate]
+        return {"variance_factor": 1.0 / rho, "line_factor": 1.0 / math.sqrt(rho),
+                "octaves": 0.5 * math.log2(1.0 / rho)}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sigma_c2": self.sigma_c2, "ratio": dict(self.ratio),
+                               "inv_sigma_w": dict(self.inv_sigma_w)}
+        out["assumption_error"] = {k: self.assumption_error(k) for k in self.ratio
+                                   if k != "paper"}
+        return out
+
+
+def symmetry_breaking_line(widths=PAPER_WIDTHS, measured_ratio: float | None = None,
+                           input_variance: float = 1.0) -> SymmetryBreakingLine:
+    """The jamming / ordered boundary sigma_z^2 = sigma_c^2 = 1/2 (section 2.3, figure 9).
+
+    The student's last hidden pre-activations are z = W2 phi(W1 x) with the teacher's W1
+    (variance 1/n0, (3.1)) and W2(0) ~ N(0, sigma_W^2/n1) (2.11); by (2.13)
+    sigma_z^2 = sigma_W^2 E[phi(z1)^2] = rho sigma_W^2 with rho independent of sigma_W. The
+    line is where rho sigma_W^2 = 1/2, i.e. ``1/sigma_W = sqrt(2 rho)``.
+
+    Parameters
+    ----------
+    widths : (n0, n1, n2, n3)
+        Only n0 matters (the input average over |x|^2 / n0).
+    measured_ratio : float, optional
+        rho from a run or a Monte Carlo (:func:`measured_preactivation_ratio`,
+        :func:`preactivation_ratio_monte_carlo`), added as estimate ``'measured'``.
+    input_variance : float
+        Variance of each input component (1 in the paper).
+
+    Returns
+    -------
+    SymmetryBreakingLine
+        ``inv_sigma_w['paper'] = sqrt(2)``; for the paper's widths ``'gaussian'`` 0.888 and
+        ``'input_average'`` 0.829.
+    """
+    widths = tuple(widths)
+    if len(widths) != 4:
+        raise ValueError(f"widths must be (n0, n1, n2, n3), got {widths!r}")
+    n0 = check_int("widths[0]", widths[0])
+    sigma_c2 = disorder.critical_variance()
+    ratio = {
+        "paper": 1.0,
+        "gaussian": float(disorder.preactivation_variances(
+            [1.0, 1.0], input_variance=input_variance)[-1]),
+        "input_average": float(disorder.preactivation_variances(
+            [1.0, 1.0], input_variance=input_variance, input_dim=n0)[-1]),
+    }
+    if measured_ratio is not None:
+        ratio["measured"] = check_positive("measured_ratio", measured_ratio)
+    line = {k: math.sqrt(rho / sigma_c2) for k, rho in ratio.items()}
+    return SymmetryBreakingLine(sigma_c2, ratio, line)
+
+
+def preactivation_ratio(x, w1, w2_init, sigma_w) -> np.ndarray:
+    """Measured rho = E[z^2] / sigma_W^2 of the last hidden pre-activations z = W2 tanh(W1 x).
+
+    E is the mean over data points and nodes of z^2 (the second moment of (2.13); the mean of z
+    is zero in expectation over W2).
+
+    Parameters
+    ----------
+    x : (..., P, n0) inputs; w1 : (..., n1, n0); w2_init : (..., n2, n1) W2 at initialisation;
+    sigma_w : (...) or scalar, sigma_W of each model (> 0)
+
+    Returns
+    -------
+    (...) float64, rho per model
+    """
+    x = check_array("x", x, min_ndim=2)
+    w1 = check_array("w1", w1, min_ndim=2)
+    w2 = check_array("w2_init", w2_init, min_ndim=2)
+    sigma_w = np.asarray(check_positive("sigma_w", sigma_w), dtype=float)
+    if w1.shape[-1] != x.shape[-1] or w2.shape[-1] != w1.shape[-2]:
+        raise ValueError(f"shapes do not chain: x {x.shape}, w1 {w1.shape}, w2_init {w2.shape}")
+    phi1 = np.tanh(x @ np.swapaxes(w1, -1, -2))
+    z = phi1 @ np.swapaxes(w2, -1, -2)
+    return np.mean(z * z, axis=(-2, -1)) / sigma_w**2
+
+
+def preactivation_ratio_for_inputs(x, quadrature_order: int = 101) -> float:
+    """Expected rho over teachers and W2(0) for *fixed* inputs x, (2.13) with (3.1).
+
+    For fixed x, z1 = W1 x ~ N(0, |x|^2 / n0) over the teacher's W1 ~ N(0, 1/n0), so
+    rho = mean over points of E[tanh(z1)^2] (Gauss-Hermite quadrature per point). This is the
+    oracle for :func:`measured_preactivation_ratio` on a run's shared test inputs: the
+    release's 128 test points have mean |x|^2 / 3 = 0.908 and give rho = 0.323, below the
+    input-distribution average 0.344.
+
+    Parameters
+    ----------
+    x : (P, n0)
+    """
+    x = check_array("x", x, min_ndim=2)
+    order = check_int("quadrature_order", quadrature_order, minimum=2)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(order)
+    q = np.sum(x * x, axis=-1) / x.shape[-1]
+    vals = np.tanh(np.sqrt(q)[..., None] * nodes) ** 2 @ weights / math.sqrt(2.0 * math.pi)
+    return float(np.mean(vals))
+
+
+def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.ndarray:
+    """rho per model from a run's W2 at initialisation (snapshot 0), on the test inputs.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    x_test : (P, n0), optional
+        Default the release's 128 test inputs (numpy seed 42).
+
+    Returns
+    -------
+    (nT, nS, nR) float64; the refined line is ``sqrt(2 * mean)``
+    (``symmetry_breaking_line(measured_ratio=mean)``). Cells share each seed's teacher and
+    init noise (common random numbers), so rho depends on the seed only and its standard error
+    is over seeds; its expectation for the given inputs is
+    :func:`preactivation_ratio_for_inputs`.
+    """
+    from dysonsgd import observables
+
+    if result.config.activation != "tanh":
+        raise ValueError("the symmetry-breaking argument needs tanh (the run's activation is "
+                         f"{result.config.activation!r})")
+    x = observables._test_x(result, x_test)
+    k = observables._snap(result, snapshot)
+    w1 = result.teacher()[0]
+    return preactivation_ratio(x, w1, result.w2[..., k, :, :], result.sigma_w[None, :, None])
+
+
+def preactivation_ratio_monte_carlo(n_teachers: int = 2000, n_points: int = 128,
+                                    widths=PAPER_WIDTHS, seed: int = 0) -> dict[str, float]:
+    """rho by direct Monte Carlo over teachers, inputs and W2(0) (section 3.1 draws).
+
+    Draws ``W1 ~ N(0, 1/n0)``, ``W2(0) ~ N(0, 1/n1)`` (sigma_W = 1: rho does not depend on it)
+    and ``x ~ N(0, 1)^n0`` per teacher.
+
+    Returns
+    -------
+    dict with ``ratio`` (mean over teachers), ``stderr`` (standard error of that mean),
+    ``inv_sigma_w`` (the line sqrt(2 rho)) and ``n_teachers``.
+    """
+    n_teachers = check_int("n_teachers", n_teachers, minimum=2)
+    n_points = check_int("n_points", n_points)
+    n0, n1, n2, _ = (check_int(f"widths[{i}]", w) for i, w in enumerate(widths))
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    w1 = rng.standard_normal((n_teachers, n1, n0)) / math.sqrt(n0)
+    w2 = rng.standard_normal((n_teachers, n2, n1)) / math.sqrt(n1)
+    x = rng.standard_normal((n_teachers, n_points, n0))
+    rho = preactivation_ratio(x, w1, w2, 1.0)
+    mean = float(rho.mean())
+    return {"ratio": mean, "stderr": float(rho.std(ddof=1) / math.sqrt(n_teachers)),
+            "inv_sigma_w": math.sqrt(2.0 * mean), "n_teachers": n_teachers}
+
+
+# ------------------------------------------------------------------------------------------------
+# signal to noise, (4.10)-(4.15)
+# ------------------------------------------------------------------------------------------------
+
+
+def signal_to_noise_threshold(temperature, sigma_w, widths=PAPER_WIDTHS) -> np.ndarray:
+    """The left-hand side of (4.15), ``(n2 - 1) T / (4 sqrt(n2/n1) sigma_W^2)``.
+
+    It is ``T / S_0`` with ``S_0 = 4 sigma_W^2 sqrt(r) / (n2 - 1)`` the Marchenko-Pastur bound
+    (4.14) on the initial mean spacing (:func:`dysonsgd.rmt.initial_spacing_bound`).
+    Broadcasts ``temperature`` against ``sigma_w``.
+    """
+    temperature = np.asarray(check_positive("temperature", temperature), dtype=float)
+    sigma_w = np.asarray(check_positive("sigma_w", sigma_w), dtype=float)
+    n1, n2 = check_int("widths[1]", widths[1]), check_int("widths[2]", widths[2], minimum=2)
+    return (n2 - 1) * temperature / (4.0 * math.sqrt(n2 / n1) * sigma_w**2)
+
+
+def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
+                          convention: str = "paper") -> np.ndarray:
+    """Per model: does the mean level spacing converge by (4.15)?
+
+    Parameters
+    ----------
+    k_s, v_s : array_like, broadcastable to [nT, nS, nR]
+        K_S and V_S of (B.7)/(B.9) at the end of training (e.g.
+        :func:`dysonsgd.gradstats.measure` at the last snapshot: ``k_s, v_s`` for
+        ``convention='paper'``, ``k_s_release, v_s_release`` for ``'release'``).
+    temperature, sigma_w : array_like
+        T and sigma_W of each model (e.g. ``T[:, None, None]``, ``sigma_W[None, :, None]``).
+    widths : (n0, n1, n2, n3)
+    convention : {'paper', 'release'}
+        ``'paper'``: K = -E[Delta^X] is the drift of X (4.4), so K_S < 0 is a restoring force
+        near a minimum, and the model converges when the deterministic force (4.9) at the
+        initial spacing bound S_0 of (4.14) is not positive, ``K_S + V_S T / S_0 <= 0``; for
+        V_S > 0 this is the paper's ``-K_S / V_S >= (n2 - 1) T / (4 sqrt(r) sigma_W^2)``
+        (4.13)/(4.15). ``'release'``: the notebook's test ``K_S / V_S >= (n2 - 1) T / (4
+        sqrt(r) sigma_W^2)`` with its K_S = (|K_NN| - |K_11|)/(N - 1) built from absolute
+        values (:func:`dysonsgd.gradstats.spacing_coefficients_release`).
+
+    Returns
+    -------
+    bool ndarray of the broadcast shape; NaN inputs give False.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    k_s = np.asarray(k_s, dtype=float)
+    v_s = np.asarray(v_s, dtype=float)
+    lhs = signal_to_noise_threshold(temperature, sigma_w, widths)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if convention == "paper":
+            out = k_s + v_s * lhs <= 0.0
+        else:
+            out = k_s / v_s >= lhs
+    return np.asarray(out & np.isfinite(k_s) & np.isfinite(v_s))
+
+
+def converged_fraction(converged, diverged=None, axis: int = -1) -> np.ndarray:
+    """Fraction of each cell's ensemble that converged by (4.15): [nT, nS, nR] -> [nT, nS].
+
+    A model that diverged during training (the release's rule, loss > 100) counts as not
+    converged.
+    """
+    c = np.asarray(converged, dtype=bool)
+    if diverged is not None:
+        c = c & ~np.broadcast_to(np.asarray(diverged, dtype=bool), c.shape)
+    return c.mean(axis=axis)
+
+
+def sigma_levels() -> tuple[float, float, float]:
+    """Converged fractions of the 1, 2 and 3 sigma lines of figure 8: (0.68, 0.95, 0.997)."""
+    return (0.68, 0.95, 0.997)
+
+
+def signal_to_noise_boundary(fraction, temperature, level: float = 0.68) -> np.ndarray:
+    """Temperature at which a column's converged fraction first drops below ``level``.
+
+    Scanning each sigma_W column upward in T, the crossing between the last T with fraction
+    >= level and the next one is interpolated linearly in (log2 T, fraction).
+
+    Parameters
+    ----------
+    fraction : (nT, nS); temperature : (nT,) ascending; level in (0, 1)
+
+    Returns
+    -------
+    (nS,) float: the crossing T; ``inf`` if the column never drops below the level, ``nan`` if
+    it starts below it.
+    """
+    frac = check_array("fraction", fraction, min_ndim=2)
+    temps = check_array("temperature", temperature)
+    level = check_in_range("level", level, 0.0, 1.0, low_open=True, high_open=True)
+    if temps.shape != frac.shape[:1] or np.any(np.diff(temps) <= 0) or np.any(temps <= 0):
+        raise ValueError(f"temperature must be positive, ascending, of length {frac.shape[0]}")
+    logt = np.log2(temps)
+    out = np.empty(frac.shape[1])
+    for j in range(frac.shape[1]):
+        col = frac[:, j]
+        below = np.flatnonzero(col < level)
+        if below.size == 0:
+            out[j] = np.inf
+        elif below[0] == 0:
+            out[j] = np.nan
+        else:
+            i = below[0]
+            f0, f1 = col[i - 1], col[i]
+            w = (f0 - level) / (f0 - f1)
+            out[j] = 2.0 ** (logt[i - 1] + w * (logt[i] - logt[i - 1]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# phase labels
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseThresholds:
+    """Every threshold of :func:`classify_phases`, in one place.
+
+    The rule, on each cell's ensemble (last axis), follows how section 3 describes the phases:
+
+    1. ``'diverged'`` if at least ``diverged_fraction_min`` of the models diverged.
+    2. ``'ordered'`` (ferromagnetic) if the median final test loss, diverged models counted as
+       infinite, is at most ``ordered_loss_max``: the models learnt the teacher.
+    3. otherwise ``'jamming'`` (disordered) if the median G(t_f, 0) (3.4) over the models that
+       did not diverge is at least ``jamming_correlation_min``: the features keep the memory
+       of their initialisation, the weights barely moved;
+    4. otherwise ``'high-temperature'`` (paramagnetic): high loss and the memory erased.
+
+    Attributes
+    ----------
+    ordered_loss_max : float
+        1e-3, in the paper's convention (2.6) (with the 1/2) on the release's 128 test inputs.
+        The loss of the zero predictor is about 0.06 for the paper's teacher, so this is about
+        1.6% of the teacher's output variance left unexplained. The paper's ordered corner
+        reaches 1e-7 after 1e5 epochs and about 1e-5 after 100; the high-temperature and
+        jamming cells stay above 1e-3 (their loss does not shrink with training time).
+    jamming_correlation_min : float
+        :data:`CRITICAL_FEATURE_CORRELATION` = E[tanh(z)^2], z ~ N(0, 1/2) = 0.274: the
+        self-overlap G(0, 0) of features exactly at the symmetry-breaking point
+        sigma_z^2 = sigma_c^2. Since G(t_f, 0) <= G(0, 0) up to noise, a cell right of the
+        refined symmetry-breaking line (sigma_z^2 < 1/2) can never be labelled jamming.
+    diverged_fraction_min : float
+        0.5: a cell is 'diverged' when most of its ensemble diverged.
+    """
+
+    ordered_loss_max: float = 1e-3
+    jamming_correlation_min: float = field(default=CRITICAL_FEATURE_CORRELATION)
+    diverged_fraction_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_positive("ordered_loss_max", self.ordered_loss_max)
+        check_in_range("jamming_correlation_min", self.jamming_correlation_min, 0.0, 1.0,
+                       low_open=True)
+        check_in_range("diverged_fraction_min", self.diverged_fraction_min, 0.0, 1.0,
+                       low_open=True)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"ordered_loss_max": self.ordered_loss_max,
+                "jamming_correlation_min": self.jamming_correlation_min,
+                "diverged_fraction_min": self.diverged_fraction_min}
+
+
+def _cell_medians(final_test_loss, feature_correlation, diverged):
+    loss = np.asarray(final_test_loss, dtype=float)
+    corr = np.asarray(feature_correlation, dtype=float)
+    if loss.ndim < 1 or corr.shape != loss.shape:
+        raise ValueError(f"final_test_loss and feature_correlation must have the same shape "
+                         f"(..., nR), got {loss.shape} and {corr.shape}")
+    div = (np.zeros(loss.shape, bool) if diverged is None
+           else np.broadcast_to(np.asarray(diverged, dtype=bool), loss.shape))
+    loss = np.where(div | ~np.isfinite(loss), np.inf, loss)
+    corr = np.where(div, np.nan, corr)
+    med_loss = np.median(loss, axis=-1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med_corr = np.nanmedian(corr, axis=-1)
+    return med_loss, med_corr, div.mean(axis=-1)
+
+
+def classify_phases(final_test_loss, feature_correlation, diverged=None,
+                    thresholds: PhaseThresholds | None = None) -> np.ndarray:
+    """Phase label of each cell from ensemble medians; the rule is :class:`PhaseThresholds`.
+
+    Parameters
+    ----------
+    final_test_loss : (..., nR)
+        Final test loss per model in the paper's convention (2.6) (``phase_summary``'s
+        ``'test_loss'``).
+    feature_correlation : (..., nR)
+        G(t_f, 0) per model (3.4) (``'feature_correlation'``).
+    diverged : (..., nR) bool, optional
+    thresholds : PhaseThresholds, optional
+
+    Returns
+    -------
+    ndarray of str, shape (...): 'ordered', 'high-temperature', 'jamming' or 'diverged'.
+    """
+    th = PhaseThresholds() if thresholds is None else thresholds
+    if not isinstance(th, PhaseThresholds):
+        raise ValueError(f"thresholds must be a PhaseThresholds, got {type(th).__name__}")
+    med_loss, med_corr, div_frac = _cell_medians(final_test_loss, feature_correlation, diverged)
+    labels = np.where(med_corr >= th.jamming_correlation_min, "jamming", "high-temperature")
+    labels = np.where(med_loss <= th.ordered_loss_max, "ordered", labels)
+    labels = np.where(div_frac >= th.diverged_fraction_min, "diverged", labels)
+    return labels.astype("<U16")
+
+
+def phase_codes(labels) -> np.ndarray:
+    """Integer code of each label: its index in :data:`PHASES` (for colour maps)."""
+    labels = np.asarray(labels)
+    codes = np.full(labels.shape, -1, dtype=np.int64)
+    for i, name in enumerate(PHASES):
+        codes[labels == name] = i
+    if np.any(codes < 0):
+        raise ValueError(f"labels must be among {PHASES}, got {sorted(set(labels.ravel()))}")
+    return codes
+
+
+# ------------------------------------------------------------------------------------------------
+# guidance
+# ------------------------------------------------------------------------------------------------
+
+
+def guidance(sigma_w: float, labels=None, temperature=None, sigma_w_grid=None, fraction=None,
+             level: float = 0.68, signal_to_noise: float | None = None,
+             widths=PAPER_WIDTHS) -> dict[str, Any]:
+    """Hyperparameter advice for one sigma_W, as section 5 draws it from the phase diagram.
+
+    Parameters
+    ----------
+    sigma_w : float
+        The initial scale sigma_W of interest.
+    labels : (nT, nS) str, optional
+        A labelled grid (:func:`classify_phases`) on ``temperature`` (nT, ascending) x
+        ``sigma_w_grid`` (nS); the column nearest to ``sigma_w`` in log scale is used.
+    fraction : (nT, nS), optional
+        The (4.15) converged fraction on the same grid; its ``level`` crossing gives a second
+        estimate of the transition temperature (:func:`signal_to_noise_boundary`).
+    signal_to_noise : float, optional
+        A measured -K_S / V_S at the end of training: (4.15) then gives the temperature at
+        which the inequality becomes an equality, ``T* = 4 sqrt(r) sigma_W^2 snr / (n2 - 1)``.
+
+    Returns
+    -------
+    dict with ``sigma_z2`` and ``ordered_side_of_symmetry_line`` (sigma_z^2 < 1/2 with the
+    refined rho), ``max_ordered_temperature`` (largest T labelled ordered below the first
+    high-temperature cell of the column), ``transition_temperature`` (that first
+    high-temperature T), ``signal_to_noise_temperature`` (from ``fraction`` and/or
+    ``signal_to_noise``), ``recommended`` (T just below the transition and the smallest
+    sigma_W of the grid that is ordered there) and ``advice`` (a sentence).
+    """
+    sigma_w = check_positive("sigma_w", sigma_w)
+    line = symmetry_breaking_line(widths)
+    sigma_z2 = float(line.sigma_z2(sigma_w))
+    out: dict[str, Any] = {
+        "sigma_w": sigma_w, "inv_sigma_w": 1.0 / sigma_w, "sigma_z2": sigma_z2,
+        "ordered_side_of_symmetry_line": sigma_z2 < line.sigma_c2,
+        "symmetry_line_inv_sigma_w": line.inv_sigma_w["input_average"],
+        "max_ordered_temperature": None, "transition_temperature": None,
+        "signal_to_noise_temperature": None, "recommended": None,
+    }
+    if signal_to_noise is not None:
+        snr = check_positive("signal_to_noise", signal_to_noise)
+        out["signal_to_noise_temperature"] = float(
+            snr / signal_to_noise_threshold(1.0, sigma_w, widths))
+    if labels is not None:
+        if temperature is None or sigma_w_grid is None:
+            raise ValueError("labels need temperature and sigma_w_grid")
+        labels = np.asarray(labels)
+        temps = check_array("temperature", temperature)
+        grid = check_array("sigma_w_grid", sigma_w_grid)
+        if labels.shape != (temps.size, grid.size):
+            raise ValueError(f"labels must have shape ({temps.size}, {grid.size}), got "
+                             f"{labels.shape}")
+        order = np.argsort(temps)
+        temps, labels = temps[order], labels[order]
+        j = int(np.argmin(np.abs(np.log(grid) - math.log(sigma_w))))
+        col = labels[:, j]
+        out["grid_sigma_w"] = float(grid[j])
+        hot = np.flatnonzero(col == "high-temperature")
+        stop = hot[0] if hot.size else col.size
+        ordered = np.flatnonzero(col[:stop] == "ordered")
+        if hot.size:
+            out["transition_temperature"] = float(temps[hot[0]])
+        if ordered.size:
+            t_best = float(temps[ordered[-1]])
+            out["max_ordered_temperature"] = t_best
+            row = labels[ordered[-1]]
+            ok = np.flatnonzero(row == "ordered")
+            out["recommended"] = {"temperature": t_best,
+                                  "sigma_w": float(np.min(grid[ok])),
+                                  "ordered_sigma_w": sorted(float(s) for s in grid[ok])}
+        if fraction is not None:
+            frac = check_array("fraction", fraction, min_ndim=2)[order]
+            t_snr = float(signal_to_noise_boundary(frac, temps, level)[j])
+            out["signal_to_noise_temperature"] = t_snr
+    out["advice"] = _advice(out)
+    return out
+
+
+def _advice(g: dict[str, Any]) -> str:
+    parts = []
+    if g["ordered_side_of_symmetry_line"]:
+        parts.append(f"sigma_W = {g['sigma_w']:g} keeps sigma_z^2 = {g['sigma_z2']:.3g} below "
+                     "sigma_c^2 = 1/2 (ordered side of the symmetry-breaking line)")
+    else:
+        parts.append(f"sigma_W = {g['sigma_w']:g} gives sigma_z^2 = {g['sigma_z2']:.3g} > 1/2: "
+                     "features start in the double well (jamming side); take 1/sigma_W > "
+                     f"{g['symmetry_line_inv_sigma_w']:.3g}")
+    if g["max_ordered_temperature"] is not None:
+        parts.append(f"largest ordered temperature T = {g['max_ordered_temperature']:g}")
+    if g["transition_temperature"] is not None:
+        parts.append(f"high-temperature from T = {g['transition_temperature']:g}")
+    if g["signal_to_noise_temperature"] is not None:
+        parts.append(f"(4.15) boundary at T = {g['signal_to_noise_temperature']:.3g}")
+    if g["recommended"]:
+        r = g["recommended"]
+        parts.append(f"fastest training: T = {r['temperature']:g} (just below the transition) "
+                     f"with a small initial variance, sigma_W = {r['sigma_w']:g}")
+    return "; ".join(parts) + "."
+
+
+# ------------------------------------------------------------------------------------------------
+# observables of a run
+# ------------------------------------------------------------------------------------------------
+
+
+def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
+    """The per-model observables the phase analysis and the figures need, from a run.
+
+    Parameters
+    ----------
+    result : dysonsgd.training.EnsembleResult
+    x_test : (P, n0), optional
+        Default the release's 128 test inputs (numpy seed 42).
+
+    Returns
+    -------
+    dict of arrays; per model (nT, nS, nR) unless stated:
+        ``temperature`` (nT), ``sigma_w``, ``inv_sigma_w`` (nS), ``epochs`` (n_snap),
+        ``test_loss`` (final, the paper's (2.6) with the 1/2), ``test_loss_release`` (no 1/2,
+        as the release's figures), ``initial_test_loss``, ``zero_predictor_loss`` (the (2.6)
+        loss of predicting 0, for relative losses), ``feature_correlation`` G(t_f, 0) (3.4),
+        ``initial_feature_correlation`` G(0, 0), ``alignment`` (3.5) and
+        ``alignment_release`` (divided by the number of test points, as the release),
+        ``gradient_norm`` (3.3) at the end and ``initial_gradient_norm`` (full data, t = 0),
+        ``rate`` (4.7) per epoch (NaN if the run has no snapshot after 0),
+        ``preactivation_ratio`` rho (tanh only, else NaN), ``diverged`` (bool) and
+        ``diverged_fraction`` (nT, nS).
+    """
+    from dysonsgd import observables as ob
+
+    x = ob._test_x(result, x_test)
+    w1, w2t, w3 = result.teacher()
+    act = result.config.activation
+    y = ob._outputs(x, w1, w2t, w3, act)
+    n_snap = len(result.snapshot_epochs)
+    grid = result.diverged.shape
+    out: dict[str, np.ndarray] = {
+        "temperature": np.asarray(result.temperature, dtype=float),
+        "sigma_w": np.asarray(result.sigma_w, dtype=float),
+        "inv_sigma_w": 1.0 / np.asarray(result.sigma_w, dtype=float),
+        "epochs": np.asarray(result.snapshot_epochs),
+        "test_loss": ob.result_test_loss(result, -1, x, convention="paper"),
+        "test_loss_release": ob.result_test_loss(result, -1, x, convention="release"),
+        "initial_test_loss": ob.result_test_loss(result, 0, x, convention="paper"),
+        "zero_predictor_loss": 0.5 * np.mean(np.sum(y * y, axis=-1), axis=-1),
+        "feature_correlation": ob.result_feature_correlation(result, -1, 0, x),
+        "initial_feature_correlation": ob.result_feature_correlation(result, 0, 0, x),
+        "alignment": ob.result_alignment(result, -1, x),
+        "alignment_release": ob.result_alignment(result, -1, x, release=True),
+        "gradient_norm": ob.result_gradient_norm(result, -1),
+        "initial_gradient_norm": ob.result_gradient_norm(result, 0),
+        "rate": (ob.result_rate(result, -1) if n_snap > 1 and result.snapshot_epochs[-1] > 0
+                 else np.full(grid, np.nan)),
+        "preactivation_ratio": (measured_preactivation_ratio(result, x) if act == "tanh"
+                                else np.full(grid, np.nan)),
+        "diverged": np.asarray(result.diverged, dtype=bool),
+    }
+    out["diverged_fraction"] = out["diverged"].mean(axis=-1)
+    return out
