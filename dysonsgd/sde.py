@@ -45,6 +45,7 @@ from typing import Protocol
 import numpy as np
 from scipy import stats
 
+from dysonsgd import _sde_fused as _fused
 from dysonsgd import _sde_kernels as _kernels
 from dysonsgd._validate import check_array, check_int, check_positive
 
@@ -58,6 +59,7 @@ __all__ = [
     "EulerMaruyama",
     "LangevinSGD",
     "LevelSpacingSDE",
+    "PiecewiseLinear",
     "Platen",
     "integrate",
     "langevin_sgd_discrete",
@@ -72,7 +74,34 @@ Coefficient = np.ndarray | Callable[..., np.ndarray]
 # --------------------------------------------------------------------------------------------
 
 
-def piecewise_linear(times, values) -> Callable[[float], np.ndarray]:
+class PiecewiseLinear:
+    """K(t) or V(t) linear in t between knots (the snapshot times), constant outside.
+
+    Made by :func:`piecewise_linear`; callable as ``f(t)``. :func:`integrate` recognises it and
+    integrates equations whose coefficients are all arrays or ``PiecewiseLinear`` in its fused
+    compiled kernel.
+    """
+
+    def __init__(self, times: np.ndarray, values: np.ndarray) -> None:
+        self.times = times
+        self.values = values
+
+    def __call__(self, t: float) -> np.ndarray:
+        times, values = self.times, self.values
+        if t <= times[0]:
+            return values[0]
+        if t >= times[-1]:
+            return values[-1]
+        k = int(np.searchsorted(times, t, side="right")) - 1
+        w = (t - times[k]) / (times[k + 1] - times[k])
+        return (1.0 - w) * values[k] + w * values[k + 1]
+
+    def at(self, knots: np.ndarray) -> np.ndarray:
+        """The values at each of ``knots``: shape (len(knots), *values.shape[1:])."""
+        return np.stack([self(float(t)) for t in knots])
+
+
+def piecewise_linear(times, values) -> PiecewiseLinear:
     """Linear interpolation in time of coefficients measured on snapshot times.
 
     Parameters
@@ -81,11 +110,12 @@ def piecewise_linear(times, values) -> Callable[[float], np.ndarray]:
         Strictly increasing snapshot times.
     values : array_like, shape (n_times, ...)
         The coefficient at each time (e.g. K of shape (n_times, N) or V of shape
-        (n_times, N, N)); held constant outside the time range.
+        (n_times, N, N), or with a path axis (n_times, P, N, N)); held constant outside the
+        time range.
 
     Returns
     -------
-    callable
+    PiecewiseLinear
         ``f(t) -> ndarray`` of shape ``values.shape[1:]``.
     """
     times = check_array("times", times)
@@ -96,17 +126,7 @@ def piecewise_linear(times, values) -> Callable[[float], np.ndarray]:
         )
     if times.size > 1 and np.any(np.diff(times) <= 0):
         raise ValueError("times must be strictly increasing")
-
-    def interpolate(t: float) -> np.ndarray:
-        if t <= times[0]:
-            return values[0]
-        if t >= times[-1]:
-            return values[-1]
-        k = int(np.searchsorted(times, t, side="right")) - 1
-        w = (t - times[k]) / (times[k + 1] - times[k])
-        return (1.0 - w) * values[k] + w * values[k + 1]
-
-    return interpolate
+    return PiecewiseLinear(times, values)
 
 
 def _as_coefficient(name: str, value, tail_ndim: int) -> Callable:
@@ -223,6 +243,7 @@ class DysonBrownianMotion(_SplitDrift):
                 )
         self._drift = _as_coefficient("drift", drift, 1)
         self._noise = _as_coefficient("noise", noise, 2)
+        self._raw = (drift, noise)
 
     def coefficients(self, t: float, x: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
         """K (P', N) and V (P', N, N) at time t and state x, broadcast to the paths."""
@@ -717,9 +738,121 @@ def _resolve_solver(solver) -> Solver:
 # integrate
 # --------------------------------------------------------------------------------------------
 
+ENGINES = ("auto", "fused", "general")
+
+
+def _knot_values(value, tail_ndim: int):
+    """(knots or None, values with a knot axis) of an array or PiecewiseLinear; None if callable."""
+    if isinstance(value, PiecewiseLinear):
+        return value.times, value
+    if callable(value):
+        return None
+    return None, np.asarray(value, dtype=float)[None]
+
+
+def _on_knots(entries, knots: np.ndarray, tail_ndim: int, n_paths: int):
+    """Evaluate (knots, values) pairs on common knots with a path axis of 1 or n_paths."""
+    arrays = []
+    for own, value in entries:
+        arr = value.at(knots) if own is not None else np.repeat(value, knots.size, axis=0)
+        if arr.ndim == 1 + tail_ndim:
+            arr = arr[:, None]
+        if arr.ndim != 2 + tail_ndim or arr.shape[1] not in (1, n_paths):
+            return None
+        arrays.append(np.ascontiguousarray(arr, dtype=float))
+    return arrays
+
+
+def _fused_scheme(solver):
+    """(scheme, explicit fraction, safety, max depth) of a solver the fused kernel runs."""
+    adaptive = type(solver) is Adaptive
+    base = solver.base if adaptive else solver
+    if type(base) is EulerMaruyama:
+        scheme, fraction = 0, 0.0
+    elif type(base) is DriftImplicit:
+        scheme, fraction = 1, float(base.explicit_fraction)
+    else:
+        return None
+    if not adaptive:
+        return scheme, fraction, -1.0, 0
+    if solver.max_depth > _fused.MAX_DEPTH:
+        return None
+    safety = -1.0 if solver.safety is None else float(solver.safety)
+    return scheme, fraction, safety, int(solver.max_depth)
+
+
+def _fused_plan(equation, solver, y: np.ndarray, total_steps: int):
+    """The arrays for :func:`dysonsgd._sde_fused.integrate_fused`, or None if not fusable.
+
+    Fusable: Dyson Brownian motion or the spacing SDE whose coefficients are arrays or
+    :class:`PiecewiseLinear` (not other callables), solved by Euler-Maruyama, the drift-implicit
+    step or :class:`Adaptive` around either.
+    """
+    scheme = _fused_scheme(solver)
+    if scheme is None or total_steps >= _fused.MAX_STEPS:
+        return None
+    n_paths, n = y.shape
+    if type(equation) is DysonBrownianMotion:
+        raw, tails, spacing = equation._raw, (1, 2), 0
+    elif type(equation) is LevelSpacingSDE:
+        raw, tails, spacing = equation._values, (0, 0, 0), 1
+    else:
+        return None
+    entries = [_knot_values(value, tail) for value, tail in zip(raw, tails, strict=True)]
+    if any(entry is None for entry in entries):
+        return None
+    own = [knots for knots, _ in entries if knots is not None]
+    knots = np.unique(np.concatenate(own)) if own else np.zeros(1)
+    temperature = equation.temperature
+    if spacing:
+        arrays = _on_knots(entries, knots, 0, n_paths)
+        if arrays is None:
+            return None
+        k_s, v_s, d_s = np.broadcast_arrays(*arrays)
+        if np.any(v_s < 0) or np.any(d_s < 0):
+            raise ValueError("v_s and d_s must be >= 0 at every time")
+        kk = np.ascontiguousarray(k_s[..., None])
+        tv = np.ascontiguousarray(temperature * v_s[..., None, None])
+        dd = np.ascontiguousarray(2.0 * temperature * d_s[..., None])
+    else:
+        k_arr = _on_knots(entries[:1], knots, 1, n_paths)
+        v_arr = _on_knots(entries[1:], knots, 2, n_paths)
+        if k_arr is None or v_arr is None or k_arr[0].shape[-1] != n or v_arr[0].shape[-1] != n:
+            return None
+        kk, v = k_arr[0], v_arr[0]
+        _check_noise_matrix(v)
+        if not np.all(np.isfinite(kk)):
+            raise ValueError("drift must be finite")
+        tv = temperature * v
+        dd = np.ascontiguousarray(np.einsum("kpii->kpi", tv))
+    kind, fraction, safety, max_depth = scheme
+    positive = int(getattr(equation, "positive", False))
+    return {
+        "knots": knots,
+        "kk": kk,
+        "tv": tv,
+        "dd": dd,
+        "ipar": np.array([kind, max_depth, positive, spacing, 100], dtype=np.int64),
+        "fpar": np.array([fraction, safety, 1e-10]),
+    }
+
+
+def _steps_per_interval(times: np.ndarray, dt: float | None) -> np.ndarray:
+    if dt is None:
+        return np.ones(times.size - 1, dtype=np.int64)
+    spans = np.diff(times)
+    return np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64)
+
 
 def integrate(
-    equation, y0, times, n_paths: int = 1, solver=None, seed=0, dt: float | None = None
+    equation,
+    y0,
+    times,
+    n_paths: int = 1,
+    solver=None,
+    seed=0,
+    dt: float | None = None,
+    engine: str = "auto",
 ) -> np.ma.MaskedArray:
     """Integrate an SDE for ``n_paths`` trajectories and record them at ``times``.
 
@@ -736,10 +869,20 @@ def integrate(
         ``None`` is the collision-safe :class:`Adaptive` scheme; names are the keys of
         :data:`SOLVERS` (``"euler"`` is plain Euler-Maruyama).
     seed : int or numpy.random.SeedSequence
-        Seeds the :class:`BrownianPath`.
+        Seeds the Brownian increments.
     dt : float, optional
         Largest step of the integration grid; each output interval is divided into equal steps
         no longer than ``dt``. Default: one step per output interval.
+    engine : {"auto", "fused", "general"}
+        ``"fused"`` runs whole blocks of steps in one compiled kernel, parallel over paths, with
+        the increments drawn in the kernel from a counter-based generator (Philox4x32-10):
+        for :class:`DysonBrownianMotion` and :class:`LevelSpacingSDE` with coefficients given as
+        arrays or :func:`piecewise_linear`, solved by ``"euler"``, ``"implicit"`` or
+        :class:`Adaptive` around either (the default). Its paths depend on the seed and the
+        path index only, not on the thread count. ``"general"`` steps all paths in numpy with a
+        :class:`BrownianPath` (any equation, solver and callable coefficients). ``"auto"``
+        (default) takes the fused engine where it applies. The two engines draw different
+        random numbers; they agree in distribution.
 
     Returns
     -------
@@ -756,6 +899,8 @@ def integrate(
     n_paths = check_int("n_paths", n_paths)
     if dt is not None:
         dt = check_positive("dt", dt)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     solver = _resolve_solver(solver)
     y = np.atleast_1d(check_array("y0", y0, min_ndim=0)).astype(float)
     if y.ndim == 1:
@@ -763,7 +908,29 @@ def integrate(
     elif y.ndim != 2 or y.shape[0] != n_paths:
         raise ValueError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
     equation.check_state(y)
-    n = y.shape[1]
+    counts = _steps_per_interval(times, dt)
+    plan = None
+    if engine != "general":
+        plan = _fused_plan(equation, solver, y, int(counts.sum()))
+        if plan is None and engine == "fused":
+            raise ValueError(
+                "engine='fused' needs DysonBrownianMotion or LevelSpacingSDE with array or "
+                "piecewise_linear coefficients and an euler, implicit or adaptive solver"
+            )
+    if plan is not None:
+        out, dead, done = _fused.integrate_fused(
+            y, times, counts, keys=_fused.keys_from_seed(seed), **plan
+        )
+        broken = (dead[None, :] >= 0) & (dead[None, :] < done[:, None])
+    else:
+        out, broken = _integrate_general(equation, solver, y, times, counts, seed)
+    mask = np.broadcast_to(broken[:, :, None], out.shape)
+    return np.ma.MaskedArray(out, mask=mask.copy())
+
+
+def _integrate_general(equation, solver, y, times, counts, seed):
+    """Step all paths in numpy with a :class:`BrownianPath`; (out, broken) as in integrate."""
+    n_paths, n = y.shape
     path = BrownianPath(n_paths, n, seed)
     out = np.empty((times.size, n_paths, n))
     broken = np.zeros((times.size, n_paths), dtype=bool)
@@ -771,9 +938,8 @@ def integrate(
     out[0] = y
     t = float(times[0])
     for k in range(times.size - 1):
-        span = float(times[k + 1] - times[k])
-        n_steps = 1 if dt is None else max(1, math.ceil(span / dt - 1e-9))
-        h = span / n_steps
+        n_steps = int(counts[k])
+        h = float(times[k + 1] - times[k]) / n_steps
         for step in range(n_steps):
             dw = path.increment(h)  # drawn for every path: the streams stay aligned
             rows = np.flatnonzero(alive)
@@ -785,5 +951,4 @@ def integrate(
             t = float(times[k]) + (step + 1) * h
         out[k + 1] = y
         broken[k + 1] = ~alive
-    mask = np.broadcast_to(broken[:, :, None], out.shape)
-    return np.ma.MaskedArray(out, mask=mask.copy())
+    return out, broken
