@@ -4,14 +4,33 @@ A *run* is an :class:`~dysonsgd.training.EnsembleResult` on disk, in one of the 
 :func:`load_result` recognises:
 
 - ``.nc``: netCDF through xarray's scipy engine;
-- ``.npz``: the same variables as a numpy archive, attributes as a JSON string ``attrs``.
+- ``.npz``: the same variables as a numpy archive, attributes as a JSON string ``attrs``;
+- a *sweep store*: a Zarr directory written cell by cell by ``dysonsgd sweep``
+  (:func:`create_sweep_store`, :func:`write_cell`); :func:`load_result` returns its completed
+  cells.
 
 Every command that takes a RUN reads it with :func:`load_result`.
+
+Sweep store layout
+------------------
+The variables and coordinates of :meth:`EnsembleResult.to_xarray` over the whole grid, chunked
+one grid cell (one temperature x one sigma_W, all seeds) per chunk, so that each cell is written
+independently by a region write; the teacher matrices (one group per seed) are written when the
+store is created. Per cell, besides the training arrays: ``cell_wall_time_s``,
+``cell_finished_at`` (Unix time), ``cell_session`` (index into the JSON list ``sessions`` of the
+store's attributes) and the completion marker ``cell_complete``, written (and fsync'ed) only
+after the cell's data are on disk. Zarr writes each chunk to a temporary file renamed into
+place, so a process killed at any moment leaves every chunk either old or new: a cell whose
+marker is not set is simply recomputed by the next run, and a reader never takes a half-written
+cell as done.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +81,11 @@ def _npz_dataset(path: Path):
 
 
 def load_result(path: str | Path) -> EnsembleResult:
-    """Read a run written by :func:`save_result` (or ``dysonsgd train``).
+    """Read a run written by :func:`save_result` (or ``dysonsgd train``), or a sweep store.
+
+    A sweep store (a directory) gives the completed cells: the whole grid when the sweep has
+    finished, else the largest block of complete rows x complete columns (see
+    :func:`load_sweep`).
 
     Raises
     ------
@@ -74,6 +97,8 @@ def load_result(path: str | Path) -> EnsembleResult:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"run: {str(path)!r} does not exist")
+    if path.is_dir():
+        return load_sweep(path)
     if path.suffix == ".npz":
         ds = _npz_dataset(path)
     elif path.suffix == ".nc":
@@ -84,3 +109,274 @@ def load_result(path: str | Path) -> EnsembleResult:
         return EnsembleResult.from_xarray(ds)
     except KeyError as exc:
         raise ValueError(f"run: {str(path)!r} lacks {exc} (not a dysonsgd run?)") from exc
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep stores (Zarr, one chunk per grid cell)
+# ------------------------------------------------------------------------------------------------
+
+#: ``attrs["format"]`` of a sweep store
+SWEEP_FORMAT = "dysonsgd-sweep/1"
+GRID_DIMS = ("temperature", "sigma_w")
+#: per-cell training arrays: name -> dims after (temperature, sigma_w)
+CELL_ARRAYS = {
+    "w2": ("seed", "snapshot", "row", "col"),
+    "grad": ("seed", "snapshot", "row", "col"),
+    "loss": ("seed", "snapshot"),
+    "diverged": ("seed",),
+    "diverged_epoch": ("seed",),
+    "diverged_step": ("seed",),
+    "group": ("seed",),
+}
+#: per-cell bookkeeping, written with the arrays
+CELL_META = ("cell_wall_time_s", "cell_finished_at", "cell_session")
+#: the completion marker, written last
+MARKER = "cell_complete"
+
+
+def is_sweep_store(path: str | Path) -> bool:
+    """Whether ``path`` is a directory holding a Zarr group (a candidate sweep store)."""
+    path = Path(path)
+    return path.is_dir() and (path / "zarr.json").is_file()
+
+
+def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
+                       snapshot_epochs, widths, dtype: str, batch_size: int,
+                       teacher: tuple[np.ndarray, np.ndarray, np.ndarray],
+                       attrs: Mapping[str, object]) -> Path:
+    """Create an empty sweep store at ``path`` atomically (built aside, then renamed).
+
+    Parameters
+    ----------
+    temperature : (nT,) ; sigma_w : (nS,)
+        The grid (``T = lr/|B|``, ``sigma_W``).
+    n_seeds : int
+    snapshot_epochs : (n_snap,) int
+    widths : (n0, n1, n2, n3)
+    dtype : {'float32', 'float64'}
+        Of ``w2`` and ``grad``.
+    batch_size : int
+        For the ``learning_rate`` coordinate, ``lr = T |B|``.
+    teacher : (W1, W2*, W3)
+        Shaped ``(n_seeds, n1, n0)``, ``(n_seeds, n2, n1)``, ``(n_seeds, n3, n2)``.
+    attrs : mapping
+        Provenance (JSON-serialisable values); must include what
+        :meth:`EnsembleResult.from_xarray` reads (``config``, ``seed``, ``replica_offset``,
+        ``dtype``, ``device``, ``backend``).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` exists.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    path = Path(path)
+    if path.exists():
+        raise ValueError(f"store: {str(path)!r} already exists")
+    temperature = np.asarray(temperature, dtype=np.float64)
+    sigma_w = np.asarray(sigma_w, dtype=np.float64)
+    snaps = np.asarray(snapshot_epochs, dtype=np.int64)
+    n_t, n_s, n_snap = temperature.size, sigma_w.size, snaps.size
+    _, n1, n2, _ = widths
+    sizes = {"seed": n_seeds, "snapshot": n_snap, "row": n2, "col": n1}
+    kinds = {"w2": dtype, "grad": dtype, "loss": "float64", "diverged": "bool",
+             "diverged_epoch": "int64", "diverged_step": "int64", "group": "int64",
+             "cell_wall_time_s": "float64", "cell_finished_at": "float64",
+             "cell_session": "int32", MARKER: "int8"}
+    data = {}
+    encoding = {}
+    for name, kind in kinds.items():
+        tail = CELL_ARRAYS.get(name, ())
+        shape = (n_t, n_s, *(sizes[d] for d in tail))
+        chunks = (1, 1, *(sizes[d] for d in tail))
+        data[name] = ((*GRID_DIMS, *tail), da.zeros(shape, chunks=chunks, dtype=kind))
+        encoding[name] = {"chunks": chunks, "_FillValue": None}
+    w1, w2t, w3 = teacher
+    data["teacher_w1"] = (("group", "hidden1", "input"), np.asarray(w1))
+    data["teacher_w2"] = (("group", "row", "col"), np.asarray(w2t))
+    data["teacher_w3"] = (("group", "output", "row"), np.asarray(w3))
+    coords = {
+        "temperature": temperature,
+        "sigma_w": sigma_w,
+        "seed": np.arange(n_seeds),
+        "snapshot": np.arange(n_snap),
+        "epoch": ("snapshot", snaps),
+        "learning_rate": ("temperature", temperature * batch_size),
+        "inv_sigma_w": ("sigma_w", 1.0 / sigma_w),
+        "spawn_key": ("seed", int(attrs.get("replica_offset", 0)) + np.arange(n_seeds)),
+    }
+    ds = xr.Dataset(data, coords=coords, attrs={"format": SWEEP_FORMAT, **attrs})
+    ds[MARKER].attrs["long_name"] = "1 once every array of the cell is on disk"
+    ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
+    ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    ds.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
+    _fsync_tree(tmp)
+    try:
+        os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_sweep_store(path):
+            raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_cell(path: str | Path, i_t: int, i_s: int, arrays: Mapping[str, np.ndarray],
+               meta: Mapping[str, float]) -> None:
+    """Write grid cell ``(i_t, i_s)``: its arrays, then (after fsync) its completion marker.
+
+    Parameters
+    ----------
+    arrays : mapping
+        Every name of :data:`CELL_ARRAYS`, shaped by its trailing dims (seed first).
+    meta : mapping
+        Every name of :data:`CELL_META` (scalars).
+    """
+    import xarray as xr
+
+    path = Path(path)
+    missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
+    if missing:
+        raise ValueError(f"write_cell: missing {sorted(missing)}")
+    region = {"temperature": slice(i_t, i_t + 1), "sigma_w": slice(i_s, i_s + 1)}
+    data = {name: ((*GRID_DIMS, *dims), np.asarray(arrays[name])[None, None])
+            for name, dims in CELL_ARRAYS.items()}
+    kinds = {"cell_session": np.int32}
+    data.update({name: (GRID_DIMS, np.full((1, 1), meta[name], kinds.get(name, np.float64)))
+                 for name in CELL_META})
+    xr.Dataset(data).to_zarr(path, region=region, mode="r+", consolidated=False)
+    for name in (*CELL_ARRAYS, *CELL_META):
+        _fsync_tree(path / name / "c" / str(i_t) / str(i_s))
+    marker = xr.Dataset({MARKER: (GRID_DIMS, np.ones((1, 1), np.int8))})
+    marker.to_zarr(path, region=region, mode="r+", consolidated=False)
+    _fsync_tree(path / MARKER / "c" / str(i_t))
+
+
+def completed_cells(path: str | Path) -> np.ndarray:
+    """``(nT, nS)`` bool: which cells of the store are complete."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return np.asarray(group[MARKER][...]).astype(bool)
+
+
+def store_attrs(path: str | Path) -> dict:
+    """The store's attributes (provenance), or ``ValueError`` if ``path`` is no sweep store."""
+    import zarr
+
+    path = Path(path)
+    if not is_sweep_store(path):
+        raise ValueError(f"store: {str(path)!r} is not a Zarr sweep store")
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    if attrs.get("format") != SWEEP_FORMAT:
+        raise ValueError(f"store: {str(path)!r} is not a dysonsgd sweep store "
+                         f"(format {attrs.get('format')!r}, expected {SWEEP_FORMAT!r})")
+    return attrs
+
+
+def update_store_attrs(path: str | Path, **attrs) -> None:
+    """Set attributes of the store (written atomically by zarr: temporary file, rename)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.update(attrs)
+    _fsync_dir(Path(path))
+
+
+def open_sweep(path: str | Path):
+    """The store as a lazily loaded ``xarray.Dataset`` (incomplete cells hold zeros or NaN)."""
+    import xarray as xr
+
+    store_attrs(path)
+    return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
+
+
+def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
+    """The completed cells of a sweep store as one :class:`EnsembleResult`.
+
+    Parameters
+    ----------
+    partial : bool
+        When some cells are missing, return the block of rows (temperatures) and columns
+        (sigma_W) whose cells are all complete, choosing the larger of "all complete rows" and
+        "all complete columns" (``False``: refuse an incomplete store).
+
+    Raises
+    ------
+    ValueError
+        If no cell is complete (or any is missing with ``partial=False``); the message says how
+        to finish the sweep.
+    """
+    path = Path(path)
+    ds = open_sweep(path)
+    done = ds[MARKER].values.astype(bool)
+    n_done, n_all = int(done.sum()), done.size
+    hint = (f"finish it with `dysonsgd sweep CONFIG --out {path}` (completed cells are "
+            "skipped)")
+    if n_done < n_all and (not partial or n_done == 0):
+        raise ValueError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete; {hint}")
+    rows, cols = np.arange(done.shape[0]), np.arange(done.shape[1])
+    if n_done < n_all:
+        full_rows = np.nonzero(done.all(axis=1))[0]
+        full_cols = np.nonzero(done.all(axis=0))[0]
+        if full_rows.size * done.shape[1] >= full_cols.size * done.shape[0]:
+            rows = full_rows
+        else:
+            cols = full_cols
+        if rows.size == 0 or cols.size == 0:
+            raise ValueError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete "
+                             f"but no complete row or column; {hint}")
+    ds = ds.isel(temperature=rows, sigma_w=cols)
+    ds.attrs["wall_time_s"] = float(ds["cell_wall_time_s"].values.sum())
+    try:
+        return EnsembleResult.from_xarray(ds)
+    except KeyError as exc:
+        raise ValueError(f"store: {str(path)!r} lacks {exc} (not a dysonsgd sweep?)") from exc
+
+
+def remove_partial_files(path: str | Path) -> int:
+    """Delete the temporary ``*.partial`` files a killed writer may leave; returns how many."""
+    n = 0
+    for tmp in Path(path).rglob("*.partial"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path`` (or ``path`` itself) and the directories holding them."""
+    if not path.exists():
+        return  # nothing written there (zarr skips chunks equal to the fill value)
+    if path.is_file():
+        files, dirs = [path], [path.parent]
+    else:
+        files, dirs = [], [path]
+        for root, subdirs, names in os.walk(path):
+            files += [Path(root) / n for n in names]
+            dirs += [Path(root) / d for d in subdirs]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in dirs:
+        _fsync_dir(d)

@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "dysonsgd.cli.theory",
     "dysonsgd.cli.train",
     "dysonsgd.cli.sde",
+    "dysonsgd.cli.sweep",
 )
 
 

@@ -1,0 +1,640 @@
+"""Sweeps: a config's grid trained cell by cell into a resumable Zarr store.
+
+A sweep trains every cell ``(i_T, i_S)`` of a :class:`~dysonsgd.config.SweepConfig` (one
+temperature, one ``sigma_W``, all seeds) with :func:`~dysonsgd.training.train_ensemble` and
+writes it into a sweep store (:mod:`dysonsgd.store`), marking it complete only once its data are
+on disk. Because a model's numbers depend only on ``(seed, its grid coordinates, seed index)``
+(see :mod:`dysonsgd.training`), cells trained alone, in packs, in any order, on any number of
+processes give the store the same content as one ``train_ensemble`` call over the whole grid,
+bit for bit (on one device and dtype).
+
+Where the cells run:
+
+- in this process (the default), pack after pack;
+- on a ``dask.distributed`` cluster (:func:`dask_client`: an existing scheduler, or a
+  ``LocalCluster``): each task trains one pack and writes its cells into the store itself; the
+  client submits a bounded number of packs at a time and only receives small per-cell
+  summaries, so its memory does not grow with the grid.
+
+Packs: several cells trained in one ``train_ensemble`` call share its start-up and fill the SIMD
+lanes (CPU) or the GPU; :func:`cells_per_pack` sizes them (by the models a device can hold, see
+:func:`model_memory_bytes`). Writing is still per cell, so a killed sweep loses at most the packs
+in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dysonsgd import store as _store
+from dysonsgd.config import SweepConfig
+from dysonsgd.training import TeacherStudentConfig, replica_draws, snapshot_epochs
+
+__all__ = [
+    "Pack",
+    "cells_per_pack",
+    "dask_client",
+    "model_memory_bytes",
+    "pack_overhead_bytes",
+    "plan_packs",
+    "prepare_store",
+    "provenance",
+    "run_pack",
+    "run_sweep",
+]
+
+#: models per SIMD block-thread that amortise a train_ensemble call on CPU (measured: a
+#: 10-model cell alone runs ~4x slower per model than 12 cells together)
+CPU_MODELS_PER_THREAD_BLOCK = 8
+#: the torch backend trains at most this many bytes of per-model features at once
+#: (``budget`` in ``training._train_torch``); bigger packs run in sequential chunks
+TORCH_CHUNK_BUDGET = 2e9
+#: share of the free device memory a CUDA pack may use
+CUDA_MEMORY_FRACTION = 0.8
+
+
+# ------------------------------------------------------------------------------------------------
+# packing
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A block of grid cells trained together: temperatures ``rows`` x sigma_W ``cols``."""
+
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @property
+    def cells(self) -> list[tuple[int, int]]:
+        return [(i, j) for i in self.rows for j in self.cols]
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def plan_packs(pending: Sequence[tuple[int, int]], cells_per_pack: int) -> list[Pack]:
+    """Group pending cells into rectangular packs of at most ``cells_per_pack`` cells.
+
+    Rows (temperatures) with the same set of pending columns are grouped; a set of at least
+    ``cells_per_pack`` columns is split into single-row packs, a smaller one takes as many
+    whole rows as fit. Every pending cell lands in exactly one pack.
+
+    Parameters
+    ----------
+    pending : sequence of (i_T, i_S)
+    cells_per_pack : int >= 1
+    """
+    if isinstance(cells_per_pack, bool) or not isinstance(cells_per_pack, (int, np.integer)) \
+            or cells_per_pack < 1:
+        raise ValueError(f"cells_per_pack must be an integer >= 1, got {cells_per_pack!r}")
+    by_row: dict[int, list[int]] = {}
+    for i, j in sorted(set(pending)):
+        by_row.setdefault(int(i), []).append(int(j))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, cols in by_row.items():
+        groups.setdefault(tuple(cols), []).append(i)
+    packs = []
+    for cols, rows in groups.items():
+        if len(cols) >= cells_per_pack:
+            for i in rows:
+                packs += [Pack((i,), cols[c:c + cells_per_pack])
+                          for c in range(0, len(cols), cells_per_pack)]
+        else:
+            per = max(1, cells_per_pack // len(cols))
+            packs += [Pack(tuple(rows[r:r + per]), cols) for r in range(0, len(rows), per)]
+    return sorted(packs, key=lambda p: (p.rows[0], p.cols[0]))
+
+
+def model_memory_bytes(model: TeacherStudentConfig, dtype: str = "float32",
+                       snapshots: int = 21, device: str = "cuda") -> int:
+    """Bytes one model occupies while :func:`train_ensemble` trains it on ``device``.
+
+    CUDA (the torch backend): the layer-1 features and targets of its data, ``n_data (n1 +
+    n3)`` values (twice with ``data_order='shuffled'``, which gathers a permuted copy); the
+    activations of the initial full-data evaluation, done 4096 rows at a time, ``min(n_data,
+    4096) (3 n2 + 2 n3)`` values; about ten ``n2 x n1`` matrices (W2, its gradient and their
+    accumulators and temporaries). CPU (host memory of either backend): the recorded
+    snapshots, ``2 n_snap n2 n1`` values, plus the float64 targets ``n_data n3`` and
+    the features ``n_data (n1 + n3)`` streamed by its block.
+
+    Parameters
+    ----------
+    model : TeacherStudentConfig
+    dtype : {'float32', 'float64'}
+    snapshots : int
+        Snapshots recorded (21).
+    device : str
+        ``'cpu'`` or ``'cuda[:k]'``.
+
+    Returns
+    -------
+    int
+    """
+    item = _itemsize(dtype)
+    _, n1, n2, n3 = model.widths
+    nd = model.n_data
+    if str(device).startswith("cuda"):
+        features = nd * (n1 + n3) * (2 if model.data_order == "shuffled" else 1)
+        evaluation = min(nd, 4096) * (3 * n2 + 2 * n3)
+        state = 10 * n2 * n1
+        return int(item * (features + evaluation + state))
+    outputs = (2 * snapshots + 3) * n2 * n1 * item + snapshots * 8
+    return int(outputs + nd * n3 * 8 + nd * (n1 + n3) * item)
+
+
+def pack_overhead_bytes(model: TeacherStudentConfig, device: str = "cuda") -> int:
+    """Bytes a ``train_ensemble`` call needs besides its models': the float64 layer-1
+    pre-activations of 64 models at a time, ``64 n_data (n0 + 2 n1)`` values, plus 256 MiB
+    for the CUDA context and allocator slack (CPU: the numba wave scratch, ~100 MB)."""
+    n0, n1, _, _ = model.widths
+    return int(64 * model.n_data * (n0 + 2 * n1) * 8 + 256 * 2**20)
+
+
+def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int | None = None,
+                   threads: int | None = None, slots: int = 1,
+                   n_pending: int | None = None) -> int:
+    """How many cells to train in one ``train_ensemble`` call.
+
+    CUDA: as many models as fit in ``CUDA_MEMORY_FRACTION`` of the free device memory
+    (:func:`model_memory_bytes`, :func:`pack_overhead_bytes`), but no more than the torch
+    backend trains at once (``TORCH_CHUNK_BUDGET`` of features), since a bigger pack only runs
+    in sequential chunks and loses more work to an interruption. CPU: enough models to fill
+    ``CPU_MODELS_PER_THREAD_BLOCK`` SIMD blocks per thread. With ``slots`` parallel workers, at
+    most ``n_pending / (2 slots)`` cells, so that every worker gets packs.
+
+    Parameters
+    ----------
+    config : SweepConfig
+    device : str
+    free_bytes : int, optional
+        Free device memory (CUDA; default: ``torch.cuda.mem_get_info``).
+    threads : int, optional
+        Threads of one worker (CPU; default: numba's count).
+    slots : int
+        Workers training packs at the same time.
+    n_pending : int, optional
+        Cells left to train (default: the whole grid).
+    """
+    seeds = config.seeds
+    n_pending = len(config.cells()) if n_pending is None else max(1, n_pending)
+    if str(device).startswith("cuda"):
+        if free_bytes is None:
+            import torch
+
+            free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
+        per_model = model_memory_bytes(config.model, config.dtype, config.snapshots, device)
+        room = CUDA_MEMORY_FRACTION * free_bytes - pack_overhead_bytes(config.model, device)
+        models = int(room // per_model)
+        nd, (_, n1, _, n3) = config.model.n_data, config.model.widths
+        chunk = int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * _itemsize(config.dtype)))
+        models = min(models, chunk)
+        if models < seeds:
+            raise ValueError(
+                f"device: {device} has {free_bytes / 2**30:.2f} GiB free, too little for one "
+                f"cell of {seeds} models ({per_model * seeds / 2**30:.2f} GiB)")
+    else:
+        if threads is None:
+            import numba
+
+            threads = numba.get_num_threads()
+        from dysonsgd._kernels import lanes_for
+
+        lanes = lanes_for(np.float32 if config.dtype == "float32" else np.float64)
+        models = CPU_MODELS_PER_THREAD_BLOCK * lanes * max(1, threads)
+    cells = max(1, models // seeds)
+    if slots > 1:
+        cells = min(cells, max(1, math.ceil(n_pending / (2 * slots))))
+    return int(min(cells, n_pending))
+
+
+def _itemsize(dtype: str) -> int:
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return 4 if dtype == "float32" else 8
+
+
+# ------------------------------------------------------------------------------------------------
+# provenance and the store
+# ------------------------------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that produce and hold the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("dysonsgd", "numpy", "torch", "numba", "xarray", "zarr", "dask", "distributed"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    """``git describe --always --dirty --abbrev=40`` of the package's checkout, if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
+                             cwd=here, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(config: SweepConfig, device: str) -> dict[str, Any]:
+    """Attributes of a new store: the config, its fingerprint, the seed scheme, versions, git."""
+    return {
+        "sweep_config": json.dumps(config.to_dict()),
+        "fingerprint": config.fingerprint(),
+        "name": config.name,
+        "description": config.description,
+        "config": json.dumps(asdict(config.model)),
+        "seed": int(config.seed),
+        "replica_offset": 0,
+        "seeds": int(config.seeds),
+        "seed_scheme": ("numpy SeedSequence(seed, spawn_key=(r,)) for seed index r = 0..seeds-1:"
+                        " W1, W2*, W3, x, Z in that order; W2(0) = sigma_W Z / sqrt(n1)"),
+        "dtype": config.dtype,
+        "device": str(device),
+        "backend": "numba" if str(device) == "cpu" else "torch",
+        "wall_time_s": 0.0,
+        "model_steps": int(config.model_steps()),
+        "loss_convention": "epoch mean of (2.6) with the 1/2; NaN after divergence",
+        "versions": json.dumps(package_versions()),
+        "git_commit": git_commit() or "",
+        "created_at": time.time(),
+        "sessions": "[]",
+    }
+
+
+def _mismatch(store: Path, attrs: dict, config: SweepConfig) -> ValueError:
+    theirs = attrs.get("name", "?")
+    return ValueError(
+        f"store: {str(store)!r} was written by a different config ({theirs!r}, fingerprint "
+        f"{attrs.get('fingerprint')}; this config {config.name!r} has {config.fingerprint()}): "
+        "refusing to mix them. Start a new store with another --out, or delete this one "
+        f"(rm -r {store}) to recompute it")
+
+
+def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
+                  scheduler: str = "in-process") -> tuple[int, np.ndarray]:
+    """Create the store (or check an existing one) and register this session.
+
+    Returns
+    -------
+    session : int
+        Index of this run in the store's ``sessions`` attribute.
+    done : (nT, nS) bool
+        Cells already complete.
+
+    Raises
+    ------
+    ValueError
+        If ``store`` exists but is not a sweep store, or was written by a config with another
+        fingerprint.
+    """
+    store = Path(store)
+    if store.exists():
+        if not _store.is_sweep_store(store):
+            raise ValueError(f"store: {str(store)!r} exists and is not a sweep store; give "
+                             "another --out")
+        attrs = _store.store_attrs(store)
+        if attrs.get("fingerprint") != config.fingerprint():
+            raise _mismatch(store, attrs, config)
+        _store.remove_partial_files(store)
+    else:
+        if not store.parent.is_dir():
+            raise ValueError(f"store: directory {str(store.parent)!r} does not exist")
+        n0, n1, n2, n3 = config.model.widths
+        w1 = np.empty((config.seeds, n1, n0))
+        w2t = np.empty((config.seeds, n2, n1))
+        w3 = np.empty((config.seeds, n3, n2))
+        for r in range(config.seeds):
+            d = replica_draws(config.model, config.seed, r)
+            w1[r], w2t[r], w3[r] = d["w1"], d["w2_teacher"], d["w3"]
+        _store.create_sweep_store(
+            store, temperature=config.temperature, sigma_w=config.sigma_w,
+            n_seeds=config.seeds, snapshot_epochs=snapshot_epochs(config.epochs,
+                                                                  config.snapshots),
+            widths=config.model.widths, dtype=config.dtype, batch_size=config.model.batch_size,
+            teacher=(w1, w2t, w3), attrs=provenance(config, device))
+        attrs = _store.store_attrs(store)
+        if attrs.get("fingerprint") != config.fingerprint():  # created by a concurrent run
+            raise _mismatch(store, attrs, config)
+    sessions = json.loads(attrs.get("sessions", "[]"))
+    sessions.append({"started_at": time.time(), "device": str(device), "scheduler": scheduler,
+                     "host": socket.gethostname(), "pid": os.getpid(),
+                     "git_commit": git_commit() or "", "versions": package_versions()})
+    _store.update_store_attrs(store, sessions=json.dumps(sessions))
+    return len(sessions) - 1, _store.completed_cells(store)
+
+
+@contextlib.contextmanager
+def store_lock(store: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``store`` (a ``.NAME.lock`` file beside it) for one sweep.
+
+    The lock dies with its process (``flock``), so a killed sweep never blocks the next one.
+    """
+    import fcntl
+
+    store = Path(store)
+    lock = store.parent / f".{store.name}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"store: {str(store)!r} is being written by another sweep "
+                             f"(lock {lock}); wait for it or use another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------
+# training a pack (the unit of work, also a dask task)
+# ------------------------------------------------------------------------------------------------
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    import numba
+    import torch
+
+    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    torch.set_num_threads(threads)
+
+
+def _worker_threads(slots_by_host: dict[str, int] | None) -> int | None:
+    """Threads for a task on a dask worker: this host's CPUs shared among its worker slots
+    (numba would otherwise start one thread per CPU in every worker)."""
+    if slots_by_host is None:
+        return None
+    try:
+        from distributed import get_worker
+        from distributed.comm import get_address_host
+
+        host = get_address_host(get_worker().address)
+    except (ImportError, ValueError):
+        return None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // max(1, slots_by_host.get(host, 1)))
+
+
+def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
+             device: str = "cpu", session: int = 0, threads: int | None = None,
+             slots_by_host: dict[str, int] | None = None,
+             on_cell: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+    """Train cells ``rows x cols`` of ``config`` in one call and write each into ``store``.
+
+    The dask task of a sweep; also what the in-process sweep runs.
+
+    Parameters
+    ----------
+    store : path
+        An existing sweep store of ``config`` (:func:`prepare_store`).
+    rows, cols : sequences of int
+        Temperature and sigma_W indices.
+    device : str
+    session : int
+        Recorded per cell (``cell_session``).
+    threads : int, optional
+        numba/torch threads for this pack (default: as set, or from ``slots_by_host``).
+    slots_by_host : dict, optional
+        Worker slots per host (dask), to share each host's CPUs among its workers.
+    on_cell : callable, optional
+        Called with each cell's summary once it is written.
+
+    Returns
+    -------
+    list of dict
+        Per cell: ``cell``, ``temperature``, ``sigma_w``, ``wall_time_s`` (the pack's time
+        divided among its cells), ``model_steps``, ``diverged``, ``finished_at``, ``host``.
+    """
+    from dysonsgd.training import train_ensemble
+
+    _set_threads(threads if threads is not None else _worker_threads(slots_by_host))
+    rows, cols = [int(i) for i in rows], [int(j) for j in cols]
+    t0 = time.perf_counter()
+    res = train_ensemble(config.model, temperature=[config.temperature[i] for i in rows],
+                         sigma_w=[config.sigma_w[j] for j in cols], n_seeds=config.seeds,
+                         epochs=config.epochs, snapshots=config.snapshots, seed=config.seed,
+                         device=device, dtype=config.dtype, progress=False)
+    per_cell = (time.perf_counter() - t0) / (len(rows) * len(cols))
+    steps = config.seeds * config.epochs * config.model.steps_per_epoch
+    host = socket.gethostname()
+    out = []
+    for a, i in enumerate(rows):
+        for b, j in enumerate(cols):
+            finished = time.time()
+            arrays = {name: getattr(res, name)[a, b] for name in _store.CELL_ARRAYS}
+            _store.write_cell(store, i, j, arrays, {"cell_wall_time_s": per_cell,
+                                                    "cell_finished_at": finished,
+                                                    "cell_session": session})
+            summary = {"cell": (i, j), "temperature": config.temperature[i],
+                       "sigma_w": config.sigma_w[j], "wall_time_s": per_cell,
+                       "model_steps": steps, "diverged": int(res.diverged[a, b].sum()),
+                       "finished_at": finished, "host": host}
+            out.append(summary)
+            if on_cell is not None:
+                on_cell(summary)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the sweep
+# ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, cluster: str | None = None,
+                workers: int | None = None) -> Iterator[Any]:
+    """A ``distributed.Client``: to ``scheduler`` (``tcp://HOST:PORT``), or to a new
+    ``LocalCluster`` (``cluster='local'``, ``workers`` processes of one thread each); ``None``
+    when neither is given (in-process)."""
+    if scheduler and cluster:
+        raise ValueError("scheduler: give either --scheduler or --cluster, not both")
+    if cluster not in (None, "local"):
+        raise ValueError(f"cluster must be 'local', got {cluster!r}")
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if not scheduler and not cluster:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
+        with client:
+            yield client
+        return
+    n = workers or max(1, (os.cpu_count() or 1) // 2)
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as lc, Client(lc) as client:
+        yield client
+
+
+def _slots_by_host(client) -> dict[str, int]:
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # older distributed
+        info = client.scheduler_info()
+    slots: dict[str, int] = {}
+    for w in info.get("workers", {}).values():
+        slots[w["host"]] = slots.get(w["host"], 0) + int(w.get("nthreads", 1))
+    return slots
+
+
+def _cuda_free_bytes(device: str) -> int:
+    import torch
+
+    return int(torch.cuda.mem_get_info(torch.device(device))[0])
+
+
+def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", client=None,
+              pack_cells: int | None = None, on_start: Callable[[dict], None] | None = None,
+              on_cell: Callable[[dict], None] | None = None,
+              threads: int | None = None) -> dict[str, Any]:
+    """Train every cell of ``config`` not yet complete in ``store``.
+
+    Parameters
+    ----------
+    config : SweepConfig
+    store : path
+        Sweep store directory (created if missing; must have been written by a config with the
+        same fingerprint otherwise).
+    device : str
+        ``'cpu'`` or ``'cuda[:k]'`` (every worker's own GPU with a dask client).
+    client : distributed.Client, optional
+        Run packs as tasks on this cluster (workers must see ``store`` at the same path).
+    pack_cells : int, optional
+        Cells per ``train_ensemble`` call (default :func:`cells_per_pack`).
+    on_start : callable, optional
+        Called once with ``cells_total``, ``cells_skipped``, ``cells_pending``,
+        ``model_steps_pending``, ``packs``, ``cells_per_pack``.
+    on_cell : callable, optional
+        Called with each cell's summary (see :func:`run_pack`) once it is written.
+    threads : int, optional
+        numba/torch threads per pack (in-process default: numba's; on dask: the host's CPUs
+        shared among its worker slots).
+
+    Returns
+    -------
+    dict
+        ``store``, ``fingerprint``, ``cells_total``, ``cells_skipped``, ``cells_computed``,
+        ``model_steps`` (computed now), ``wall_time_s``, ``model_steps_per_s``, ``device``,
+        ``scheduler``, ``cells_per_pack``, ``packs``, ``peak_rss_mb`` (this process).
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    if not isinstance(config, SweepConfig):
+        raise ValueError(f"config must be a SweepConfig, got {type(config).__name__}")
+    device = str(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
+    if dev.type == "cuda" and client is None and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    store = Path(store).absolute()
+    scheduler = "in-process" if client is None else str(client.scheduler.address)
+    with store_lock(store):
+        session, done = prepare_store(config, store, device, scheduler)
+        pending = [c for c in config.cells() if not done[c]]
+        slots_by_host = _slots_by_host(client) if client is not None else None
+        slots = sum(slots_by_host.values()) if slots_by_host else 1
+        if pack_cells is None and pending:
+            free = None
+            if dev.type == "cuda" and client is not None:
+                free = min(client.run(_cuda_free_bytes, device).values())
+            worker_threads = None
+            if client is not None and slots_by_host:
+                worker_threads = max(1, (os.cpu_count() or 1) // max(slots_by_host.values()))
+            pack_cells = cells_per_pack(
+                config, device, free_bytes=free, threads=threads or worker_threads,
+                slots=slots, n_pending=len(pending))
+        packs = plan_packs(pending, pack_cells or 1)
+        steps_per_cell = config.seeds * config.epochs * config.model.steps_per_epoch
+        start = {"cells_total": len(config.cells()), "cells_skipped": int(done.sum()),
+                 "cells_pending": len(pending), "model_steps_pending": steps_per_cell
+                 * len(pending), "packs": len(packs), "cells_per_pack": pack_cells}
+        if on_start is not None:
+            on_start(start)
+        computed = []
+        if client is None:
+            for p in packs:
+                computed += run_pack(store, config, p.rows, p.cols, device, session, threads,
+                                     on_cell=on_cell)
+        else:
+            computed = _run_on_cluster(client, store, config, packs, device, session, threads,
+                                       slots_by_host, on_cell, max_in_flight=2 * slots)
+    wall = time.perf_counter() - t0
+    steps = steps_per_cell * len(computed)
+    import resource
+
+    return {
+        "store": str(store), "fingerprint": config.fingerprint(),
+        "cells_total": start["cells_total"], "cells_skipped": start["cells_skipped"],
+        "cells_computed": len(computed), "model_steps": steps, "wall_time_s": wall,
+        "model_steps_per_s": steps / wall if wall > 0 else 0.0, "device": device,
+        "scheduler": scheduler, "cells_per_pack": pack_cells, "packs": len(packs),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _run_on_cluster(client, store: Path, config: SweepConfig, packs: list[Pack], device: str,
+                    session: int, threads: int | None, slots_by_host: dict[str, int],
+                    on_cell, max_in_flight: int) -> list[dict]:
+    """Submit packs as tasks, at most ``max_in_flight`` at a time; gather the summaries."""
+    from distributed import as_completed
+
+    queue = list(reversed(packs))
+
+    def submit(p: Pack):
+        return client.submit(run_pack, str(store), config, p.rows, p.cols, device, session,
+                             threads, slots_by_host, pure=False,
+                             key=f"dysonsgd-pack-{session}-{p.rows[0]}-{p.cols[0]}-{len(p)}")
+
+    first = [submit(queue.pop()) for _ in range(min(max_in_flight, len(queue)))]
+    computed: list[dict] = []
+    ac = as_completed(first)
+    try:
+        for fut in ac:
+            summaries = fut.result()
+            fut.release()
+            for s in summaries:
+                s["cell"] = tuple(s["cell"])
+                if on_cell is not None:
+                    on_cell(s)
+            computed += summaries
+            if queue:
+                ac.add(submit(queue.pop()))
+    except BaseException:
+        client.cancel(list(ac.futures))
+        raise
+    return computed
