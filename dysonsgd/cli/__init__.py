@@ -19,6 +19,8 @@ COMMANDS: tuple[str, ...] = (
     "dysonsgd.cli.train",
     "dysonsgd.cli.sde",
     "dysonsgd.cli.sweep",
+    "dysonsgd.cli.figures",
+    "dysonsgd.cli.validate",
 )
 
 
