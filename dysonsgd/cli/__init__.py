@@ -20,7 +20,6 @@ COMMANDS: tuple[str, ...] = (
     "dysonsgd.cli.sde",
     "dysonsgd.cli.sweep",
     "dysonsgd.cli.figures",
-    "dysonsgd.cli.validate",
 )
 
 
