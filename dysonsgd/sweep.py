@@ -562,6 +562,8 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     if dev.type == "cuda" and client is None and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     store = Path(store).absolute()
+    if not store.parent.is_dir():
+        raise ValueError(f"store: directory {str(store.parent)!r} does not exist")
     scheduler = "in-process" if client is None else str(client.scheduler.address)
     with store_lock(store):
         session, done = prepare_store(config, store, device, scheduler)

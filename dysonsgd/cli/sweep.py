@@ -56,7 +56,7 @@ class _Progress:
 
     def start(self, info: dict[str, Any]) -> None:
         self.done, self.total = info["cells_skipped"], info["cells_total"]
-        if not self.enabled:
+        if not self.enabled or not info["cells_pending"]:
             return
         from tqdm.auto import tqdm
 
