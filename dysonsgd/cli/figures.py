@@ -119,6 +119,7 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
         order = np.argsort(temps)
         info["signal_to_noise"] = {
             "converged_fraction": frac.tolist(),
+            "sigma_w": sig.tolist(),
             "boundary_temperature": {
                 str(level): phase.signal_to_noise_boundary(frac[order], temps[order],
                                                            level).tolist()
