@@ -71,8 +71,8 @@ def write_report(outcome: Mapping[str, Any], traces: Mapping[tuple[float, float]
                      f"{c.tolerance} | {'PASS' if c.passed else '**FAIL**'} |")
     lines += ["", "## Cells", "",
               "| T | 1/sigma_W | expected | phase | test loss | G(t_f,0) | S observed | "
-              "S DBM | S (4.8) | KS p | (4.15) conv. | observed conv. |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "S DBM | S (4.8) | KS p | x_1 < 0 | (4.15) conv. | observed conv. |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def f(c, key, fmt=".3g"):
         v = c.get(key)
@@ -84,6 +84,7 @@ def write_report(outcome: Mapping[str, Any], traces: Mapping[tuple[float, float]
             f"{c['phase']} | {f(c, 'test_loss_median')} | {f(c, 'feature_correlation_median')} "
             f"| {f(c, 'spacing_observed_mean')} | {f(c, 'spacing_dbm_mean')} | "
             f"{f(c, 'spacing_sde_mean')} | {f(c, 'spacing_ks_pvalue', '.2g')} | "
+            f"{f(c, 'negative_fraction', '.2f')} | "
             f"{f(c, 'converged_415_fraction', '.2f')} | "
             f"{f(c, 'observed_converged_fraction', '.2f')} |")
     opts = outcome["options"]

@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "dysonsgd.cli.sde",
     "dysonsgd.cli.sweep",
     "dysonsgd.cli.figures",
+    "dysonsgd.cli.validate",
 )
 
 
