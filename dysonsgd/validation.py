@@ -439,8 +439,9 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
 
     ``loss_ratio_min`` with ``ordered_corner``: the median test loss of the corner's cells is at
     least this factor below the median over the cells labelled high-temperature, and below that
-    over the cells labelled jamming (cell values are ensemble medians). ``transition = {inv_sigma_w, between = [lo, hi]}``: along that
-    row every cell with T <= lo is ordered and every cell with T >= hi is high-temperature.
+    over the cells labelled jamming (cell values are ensemble medians).
+    ``transition = {inv_sigma_w, between = [lo, hi]}``: along that row every cell with
+    T <= lo is ordered and every cell with T >= hi is high-temperature.
     ``jamming_region`` with ``feature_correlation_min``: G(t_f, 0) stays high there.
     ``signal_to_noise_level`` with ``separation_min``: on rows with an ordered cell, the (4.15)
     converged fraction is >= the level on ordered cells and < it on high-temperature cells, for

@@ -11,7 +11,8 @@ from dysonsgd import validation
 def test_defaults_and_overrides():
     tol, applies, options = validation.parse_validate_table(
         {"ks_alpha": 0.05, "paths_per_model": 3, "applies": {"spacing_ks": ["ordered"]}})
-    assert tol["ks_alpha"] == 0.05 and tol["growth_threshold"] == 0.15 and tol["verdict_fraction_tolerance"] == 0.45
+    assert tol["ks_alpha"] == 0.05 and tol["growth_threshold"] == 0.15
+    assert tol["verdict_fraction_tolerance"] == 0.45
     assert applies["spacing_ks"] == ("ordered",)
     assert applies["phase"] == validation.DEFAULT_APPLIES["phase"]
     assert options["paths_per_model"] == 3 and options["convention"] == "release"
