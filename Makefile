@@ -16,7 +16,7 @@ $(BIN)/dysonsgd: pyproject.toml
 venv: $(BIN)/dysonsgd
 
 run: venv
-	$(BIN)/dysonsgd theory report
+	$(BIN)/dysonsgd validate
 
 test: venv
 	$(BIN)/ruff check .
