@@ -15,11 +15,12 @@ Sweep store layout
 ------------------
 The variables and coordinates of :meth:`EnsembleResult.to_xarray` over the whole grid, chunked
 one grid cell (one temperature x one sigma_W, all seeds) per chunk, so that each cell is written
-independently by a region write; the teacher matrices (one group per seed) are written when the
-store is created. Per cell, besides the training arrays: ``cell_wall_time_s``,
-``cell_finished_at`` (Unix time), ``cell_session`` (index into the JSON list ``sessions`` of the
-store's attributes) and the completion marker ``cell_complete``, written (and fsync'ed) only
-after the cell's data are on disk. Zarr writes each chunk to a temporary file renamed into
+independently (its chunk of each array, :class:`CellWriter`); the teacher matrices (one group
+per seed) are written when the store is created, through xarray, which also reads the store.
+Per cell, besides the training arrays: ``cell_wall_time_s``, ``cell_finished_at`` (Unix time),
+``cell_session`` (index into the JSON list ``sessions`` of the store's attributes) and the
+completion marker ``cell_complete``, written (and fsync'ed) only after the cell's data are on
+disk. Zarr writes each chunk to a temporary file renamed into
 place, so a process killed at any moment leaves every chunk either old or new: a cell whose
 marker is not set is simply recomputed by the next run, and a reader never takes a half-written
 cell as done.
@@ -226,6 +227,74 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     return path
 
 
+class CellWriter:
+    """Writes grid cells into an existing sweep store: data, fsync, then completion markers.
+
+    The arrays are the Zarr arrays xarray created (:func:`create_sweep_store`); a cell is one
+    chunk of each, assigned directly (an xarray region write per cell costs ~50 ms of
+    bookkeeping). Several cells written in one :meth:`write` share the fsync round.
+    """
+
+    def __init__(self, path: str | Path, durable: bool = True) -> None:
+        import zarr
+
+        self.path = Path(path)
+        self.durable = durable
+        group = zarr.open_group(str(self.path), mode="r+")
+        self.arrays = {name: group[name] for name in (*CELL_ARRAYS, *CELL_META, MARKER)}
+
+    def write(self, cells) -> None:
+        """Write ``cells``, an iterable of ``(i_t, i_s, arrays, meta)``.
+
+        ``arrays`` maps every name of :data:`CELL_ARRAYS` to the cell's values (seed first);
+        ``meta`` every name of :data:`CELL_META` to a scalar. Every cell's data are written and
+        fsync'ed before any of their markers.
+        """
+        cells = list(cells)
+        for i_t, i_s, arrays, meta in cells:
+            missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
+            if missing:
+                raise ValueError(f"write_cell: missing {sorted(missing)}")
+            for name in CELL_ARRAYS:
+                target = self.arrays[name]
+                value = np.asarray(arrays[name])
+                if value.shape != tuple(target.shape[2:]):
+                    raise ValueError(f"write_cell: {name} must have shape "
+                                     f"{tuple(target.shape[2:])}, got {value.shape}")
+                target[i_t, i_s] = value.astype(target.dtype, copy=False)
+            for name in CELL_META:
+                self.arrays[name][i_t, i_s] = meta[name]
+        where = [(i_t, i_s) for i_t, i_s, _, _ in cells]
+        self._sync(where, (*CELL_ARRAYS, *CELL_META))
+        for i_t, i_s in where:
+            self.arrays[MARKER][i_t, i_s] = 1
+        self._sync(where, (MARKER,))
+
+    def _sync(self, where, names) -> None:
+        """fsync the chunk files of ``where`` in arrays ``names`` and the directories up to
+        each array's root (new directories and renamed entries included)."""
+        if not self.durable:
+            return
+        files, dirs = set(), set()
+        for name in names:
+            arr = self.arrays[name]
+            root = self.path / name
+            zeros = (0,) * (len(arr.shape) - 2)
+            for i_t, i_s in where:
+                f = root / arr.metadata.encode_chunk_key((i_t, i_s, *zeros))
+                if not f.exists():
+                    continue  # equal to the fill value: zarr stores no chunk
+                files.add(f)
+                d = f.parent
+                while d != root.parent:
+                    dirs.add(d)
+                    d = d.parent
+        for f in sorted(files):
+            _fsync_file(f)
+        for d in sorted(dirs, key=lambda p: -len(p.parts)):
+            _fsync_dir(d)
+
+
 def write_cell(path: str | Path, i_t: int, i_s: int, arrays: Mapping[str, np.ndarray],
                meta: Mapping[str, float]) -> None:
     """Write grid cell ``(i_t, i_s)``: its arrays, then (after fsync) its completion marker.
@@ -237,24 +306,7 @@ def write_cell(path: str | Path, i_t: int, i_s: int, arrays: Mapping[str, np.nda
     meta : mapping
         Every name of :data:`CELL_META` (scalars).
     """
-    import xarray as xr
-
-    path = Path(path)
-    missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
-    if missing:
-        raise ValueError(f"write_cell: missing {sorted(missing)}")
-    region = {"temperature": slice(i_t, i_t + 1), "sigma_w": slice(i_s, i_s + 1)}
-    data = {name: ((*GRID_DIMS, *dims), np.asarray(arrays[name])[None, None])
-            for name, dims in CELL_ARRAYS.items()}
-    kinds = {"cell_session": np.int32}
-    data.update({name: (GRID_DIMS, np.full((1, 1), meta[name], kinds.get(name, np.float64)))
-                 for name in CELL_META})
-    xr.Dataset(data).to_zarr(path, region=region, mode="r+", consolidated=False)
-    for name in (*CELL_ARRAYS, *CELL_META):
-        _fsync_tree(path / name / "c" / str(i_t) / str(i_s))
-    marker = xr.Dataset({MARKER: (GRID_DIMS, np.ones((1, 1), np.int8))})
-    marker.to_zarr(path, region=region, mode="r+", consolidated=False)
-    _fsync_tree(path / MARKER / "c" / str(i_t))
+    CellWriter(path).write([(i_t, i_s, arrays, meta)])
 
 
 def completed_cells(path: str | Path) -> np.ndarray:
@@ -361,22 +413,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(path: Path) -> None:
-    """fsync every file under ``path`` (or ``path`` itself) and the directories holding them."""
-    if not path.exists():
-        return  # nothing written there (zarr skips chunks equal to the fill value)
-    if path.is_file():
-        files, dirs = [path], [path.parent]
-    else:
-        files, dirs = [], [path]
-        for root, subdirs, names in os.walk(path):
-            files += [Path(root) / n for n in names]
-            dirs += [Path(root) / d for d in subdirs]
+    """fsync every file under ``path`` and the directories holding them."""
+    files, dirs = [], [path]
+    for root, subdirs, names in os.walk(path):
+        files += [Path(root) / n for n in names]
+        dirs += [Path(root) / d for d in subdirs]
     for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(f)
     for d in dirs:
         _fsync_dir(d)

@@ -54,6 +54,7 @@ __all__ = [
     "provenance",
     "run_pack",
     "run_sweep",
+    "train_pack",
 ]
 
 #: models per SIMD block-thread that amortise a train_ensemble call on CPU (measured: a
@@ -400,33 +401,16 @@ def _worker_threads(slots_by_host: dict[str, int] | None) -> int | None:
     return max(1, (cpus or 1) // max(1, slots_by_host.get(host, 1)))
 
 
-def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
-             device: str = "cpu", session: int = 0, threads: int | None = None,
-             slots_by_host: dict[str, int] | None = None,
-             on_cell: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
-    """Train cells ``rows x cols`` of ``config`` in one call and write each into ``store``.
-
-    The dask task of a sweep; also what the in-process sweep runs.
-
-    Parameters
-    ----------
-    store : path
-        An existing sweep store of ``config`` (:func:`prepare_store`).
-    rows, cols : sequences of int
-        Temperature and sigma_W indices.
-    device : str
-    session : int
-        Recorded per cell (``cell_session``).
-    threads : int, optional
-        numba/torch threads for this pack (default: as set, or from ``slots_by_host``).
-    slots_by_host : dict, optional
-        Worker slots per host (dask), to share each host's CPUs among its workers.
-    on_cell : callable, optional
-        Called with each cell's summary once it is written.
+def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
+               device: str = "cpu", session: int = 0, threads: int | None = None,
+               slots_by_host: dict[str, int] | None = None) -> tuple[list, list[dict]]:
+    """Train cells ``rows x cols`` of ``config`` in one ``train_ensemble`` call.
 
     Returns
     -------
-    list of dict
+    cells : list
+        ``(i_T, i_S, arrays, meta)`` per cell, for :meth:`dysonsgd.store.CellWriter.write`.
+    summaries : list of dict
         Per cell: ``cell``, ``temperature``, ``sigma_w``, ``wall_time_s`` (the pack's time
         divided among its cells), ``model_steps``, ``diverged``, ``finished_at``, ``host``.
     """
@@ -442,21 +426,48 @@ def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: 
     per_cell = (time.perf_counter() - t0) / (len(rows) * len(cols))
     steps = config.seeds * config.epochs * config.model.steps_per_epoch
     host = socket.gethostname()
-    out = []
+    finished = time.time()
+    cells, out = [], []
     for a, i in enumerate(rows):
         for b, j in enumerate(cols):
-            finished = time.time()
             arrays = {name: getattr(res, name)[a, b] for name in _store.CELL_ARRAYS}
-            _store.write_cell(store, i, j, arrays, {"cell_wall_time_s": per_cell,
-                                                    "cell_finished_at": finished,
-                                                    "cell_session": session})
-            summary = {"cell": (i, j), "temperature": config.temperature[i],
-                       "sigma_w": config.sigma_w[j], "wall_time_s": per_cell,
-                       "model_steps": steps, "diverged": int(res.diverged[a, b].sum()),
-                       "finished_at": finished, "host": host}
-            out.append(summary)
-            if on_cell is not None:
-                on_cell(summary)
+            cells.append((i, j, arrays, {"cell_wall_time_s": per_cell,
+                                         "cell_finished_at": finished, "cell_session": session}))
+            out.append({"cell": (i, j), "temperature": config.temperature[i],
+                        "sigma_w": config.sigma_w[j], "wall_time_s": per_cell,
+                        "model_steps": steps, "diverged": int(res.diverged[a, b].sum()),
+                        "finished_at": finished, "host": host})
+    return cells, out
+
+
+def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
+             device: str = "cpu", session: int = 0, threads: int | None = None,
+             slots_by_host: dict[str, int] | None = None, durable: bool = True) -> list[dict]:
+    """Train cells ``rows x cols`` of ``config`` and write each into ``store``: the dask task.
+
+    Parameters
+    ----------
+    store : path
+        An existing sweep store of ``config`` (:func:`prepare_store`).
+    rows, cols : sequences of int
+        Temperature and sigma_W indices.
+    device : str
+    session : int
+        Recorded per cell (``cell_session``).
+    threads : int, optional
+        numba/torch threads for this pack (default: as set, or from ``slots_by_host``).
+    slots_by_host : dict, optional
+        Worker slots per host (dask), to share each host's CPUs among its workers.
+    durable : bool
+        fsync each cell's data before its marker (see :class:`dysonsgd.store.CellWriter`).
+
+    Returns
+    -------
+    list of dict
+        The cells' summaries (:func:`train_pack`), once they are written.
+    """
+    cells, out = train_pack(config, rows, cols, device, session, threads, slots_by_host)
+    _store.CellWriter(store, durable=durable).write(cells)  # all data, fsync, then markers
     return out
 
 
@@ -516,7 +527,7 @@ def _cuda_free_bytes(device: str) -> int:
 def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", client=None,
               pack_cells: int | None = None, on_start: Callable[[dict], None] | None = None,
               on_cell: Callable[[dict], None] | None = None,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, durable: bool = True) -> dict[str, Any]:
     """Train every cell of ``config`` not yet complete in ``store``.
 
     Parameters
@@ -539,6 +550,9 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     threads : int, optional
         numba/torch threads per pack (in-process default: numba's; on dask: the host's CPUs
         shared among its worker slots).
+    durable : bool
+        fsync each cell's data before writing its marker (default). ``False`` still survives a
+        killed process (zarr renames every chunk into place) but not a crash of the machine.
 
     Returns
     -------
@@ -587,14 +601,12 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
                  * len(pending), "packs": len(packs), "cells_per_pack": pack_cells}
         if on_start is not None:
             on_start(start)
-        computed = []
         if client is None:
-            for p in packs:
-                computed += run_pack(store, config, p.rows, p.cols, device, session, threads,
-                                     on_cell=on_cell)
+            computed = _run_in_process(store, config, packs, device, session, threads, on_cell,
+                                       durable)
         else:
             computed = _run_on_cluster(client, store, config, packs, device, session, threads,
-                                       slots_by_host, on_cell, max_in_flight=2 * slots)
+                                       slots_by_host, on_cell, durable, max_in_flight=2 * slots)
     wall = time.perf_counter() - t0
     steps = steps_per_cell * len(computed)
     import resource
@@ -609,9 +621,37 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     }
 
 
+def _run_in_process(store: Path, config: SweepConfig, packs: list[Pack], device: str,
+                    session: int, threads: int | None, on_cell, durable: bool) -> list[dict]:
+    """Train pack after pack; each pack is written by a second thread while the next one
+    trains (fsync waits overlap training; at most two packs are held in memory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    writer = _store.CellWriter(store, durable=durable)
+    computed: list[dict] = []
+
+    def written(job) -> None:
+        out = job.result()
+        for summary in out:
+            if on_cell is not None:
+                on_cell(summary)
+        computed.extend(out)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dysonsgd-writer") as pool:
+        job = None
+        for p in packs:
+            cells, out = train_pack(config, p.rows, p.cols, device, session, threads)
+            if job is not None:
+                written(job)
+            job = pool.submit(lambda c=cells, o=out: (writer.write(c), o)[1])
+        if job is not None:
+            written(job)
+    return computed
+
+
 def _run_on_cluster(client, store: Path, config: SweepConfig, packs: list[Pack], device: str,
                     session: int, threads: int | None, slots_by_host: dict[str, int],
-                    on_cell, max_in_flight: int) -> list[dict]:
+                    on_cell, durable: bool, max_in_flight: int) -> list[dict]:
     """Submit packs as tasks, at most ``max_in_flight`` at a time; gather the summaries."""
     from distributed import as_completed
 
@@ -619,7 +659,7 @@ def _run_on_cluster(client, store: Path, config: SweepConfig, packs: list[Pack],
 
     def submit(p: Pack):
         return client.submit(run_pack, str(store), config, p.rows, p.cols, device, session,
-                             threads, slots_by_host, pure=False,
+                             threads, slots_by_host, durable, pure=False,
                              key=f"dysonsgd-pack-{session}-{p.rows[0]}-{p.cols[0]}-{len(p)}")
 
     first = [submit(queue.pop()) for _ in range(min(max_in_flight, len(queue)))]

@@ -94,22 +94,35 @@ def test_partial_store_gives_complete_rows_or_columns(tmp_path, grid_result):
 def test_data_without_marker_is_not_complete(tmp_path, grid_result, monkeypatch):
     """A writer killed between a cell's data and its marker leaves the cell not done."""
     path = _new_store(tmp_path / "s.zarr", grid_result)
-    calls = []
-    real_fsync = store._fsync_tree
+    synced = []
+    real_sync = store.CellWriter._sync
 
-    def dies_before_marker(p):
-        real_fsync(p)
-        if store.MARKER not in str(p) and "cell_session" in str(p):
-            calls.append(p)
-            raise KeyboardInterrupt  # stand-in for the kill
+    def dies_before_marker(self, where, names):
+        real_sync(self, where, names)
+        synced.append(names)
+        raise KeyboardInterrupt  # stand-in for the kill, right after the data's fsync
 
-    monkeypatch.setattr(store, "_fsync_tree", dies_before_marker)
+    monkeypatch.setattr(store.CellWriter, "_sync", dies_before_marker)
     with pytest.raises(KeyboardInterrupt):
         _write(path, grid_result, 0, 1)
-    assert calls
+    assert synced == [(*store.CELL_ARRAYS, *store.CELL_META)]
     ds = store.open_sweep(path)
     np.testing.assert_array_equal(ds["w2"].values[0, 1], grid_result.w2[0, 1])  # data there
     assert not store.completed_cells(path).any()  # but not taken as done
+    monkeypatch.undo()
+    _write(path, grid_result, 0, 1)
+    assert store.completed_cells(path)[0, 1]
+
+
+def test_write_cell_checks_its_input(tmp_path, grid_result):
+    path = _new_store(tmp_path / "s.zarr", grid_result)
+    arrays = {name: getattr(grid_result, name)[0, 0] for name in store.CELL_ARRAYS}
+    meta = {"cell_wall_time_s": 1.0, "cell_finished_at": 0.0, "cell_session": 0}
+    with pytest.raises(ValueError, match="missing"):
+        store.write_cell(path, 0, 0, {"w2": arrays["w2"]}, meta)
+    with pytest.raises(ValueError, match="w2 must have shape"):
+        store.write_cell(path, 0, 0, dict(arrays, w2=arrays["w2"][:2]), meta)
+    assert not store.completed_cells(path).any()
 
 
 def test_not_a_store(tmp_path):

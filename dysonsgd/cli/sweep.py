@@ -2,7 +2,7 @@
 
 dysonsgd sweep CONFIG.toml [--out STORE] [--device cpu|cuda[:k]]
                [--scheduler tcp://HOST:PORT | --cluster local [--workers N]]
-               [--pack CELLS] [--threads N] [--quiet] [--json]
+               [--pack CELLS] [--threads N] [--no-fsync] [--quiet] [--json]
 
 CONFIG is a sweep or validation config (:mod:`dysonsgd.config`; ``[expect]`` and ``[validate]``
 are ignored). Cells already complete in STORE (default ``NAME.zarr``) are skipped, so an
@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pack", type=int, metavar="CELLS",
                    help="cells per training call (default: sized to the device)")
     p.add_argument("--threads", type=int, help="numba/torch threads per training call")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="do not fsync cells before marking them complete (a killed process is "
+                        "still safe, a crashed machine is not)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(handler=_run)
@@ -94,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         with dask_client(args.scheduler, args.cluster, args.workers) as client:
             summary = run_sweep(config, out, device=args.device, client=client,
                                 pack_cells=args.pack, threads=args.threads,
+                                durable=not args.no_fsync,
                                 on_start=progress.start, on_cell=progress.cell)
     finally:
         progress.close()
