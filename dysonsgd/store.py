@@ -212,6 +212,7 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     ds[MARKER].attrs["long_name"] = "1 once every array of the cell is on disk"
     ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
     ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
+    _remove_stale_builds(path)
     tmp = path.with_name(f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     ds.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
     _fsync_tree(tmp)
@@ -398,6 +399,20 @@ def remove_partial_files(path: str | Path) -> int:
         tmp.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def _remove_stale_builds(path: Path) -> None:
+    """Delete ``.NAME.init-PID-*`` directories left by store creations killed midway."""
+    import shutil
+
+    for build in path.parent.glob(f".{path.name}.init-*"):
+        try:
+            pid = int(build.name.rsplit(".init-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(build, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 def _fsync_dir(path: Path) -> None:

@@ -63,6 +63,8 @@ CPU_MODELS_PER_THREAD_BLOCK = 8
 #: the torch backend trains at most this many bytes of per-model features at once
 #: (``budget`` in ``training._train_torch``); bigger packs run in sequential chunks
 TORCH_CHUNK_BUDGET = 2e9
+#: seconds ``--scheduler`` waits for a first worker before planning packs without one
+WAIT_FOR_WORKERS_S = 120
 #: share of the free device memory a CUDA pack may use
 CUDA_MEMORY_FRACTION = 0.8
 
@@ -499,6 +501,10 @@ def dask_client(scheduler: str | None = None, cluster: str | None = None,
         except OSError as exc:
             raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
         with client:
+            try:  # pack sizes depend on the workers: give the first one a moment to join
+                client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
+            except TimeoutError:  # tasks wait in the scheduler's queue for workers
+                pass
             yield client
         return
     n = workers or max(1, (os.cpu_count() or 1) // 2)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -136,7 +139,15 @@ def test_not_a_store(tmp_path):
 
 
 def test_existing_path_refused_and_partial_files_removed(tmp_path, grid_result):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".s.zarr.init-{dead.pid}-0000abcd"  # a creation killed midway
+    (stale / "w2").mkdir(parents=True)
+    alive = tmp_path / f".s.zarr.init-{os.getpid()}-0000abcd"  # one still being built
+    alive.mkdir()
     path = _new_store(tmp_path / "s.zarr", grid_result)
+    assert not stale.exists() and alive.exists()
+    alive.rmdir()
     with pytest.raises(ValueError, match="already exists"):
         _new_store(path, grid_result)
     stray = path / "w2" / "zarr.0123abcd.partial"
