@@ -31,7 +31,15 @@ import math
 import numba as nb
 import numpy as np
 
-from dysonsgd._sde_kernels import ZIGGURAT, _philox, _ziggurat_slow, newton_ws, normals
+from dysonsgd._sde_kernels import FAST as _FAST
+from dysonsgd._sde_kernels import (
+    ZIGGURAT,
+    _philox,
+    _ziggurat_slow,
+    newton_ws,
+    normals,
+    pair_start,
+)
 
 __all__ = ["MAX_STEPS", "fused_block", "integrate_fused", "keys_from_seed"]
 
@@ -43,7 +51,6 @@ MAX_DEPTH = 30
 _SUB = 16
 #: target number of trajectory-steps per kernel call
 _WORK = 2**21
-_FAST = {"reassoc", "nsz", "contract"}
 _LO32 = np.uint64(0xFFFFFFFF)
 
 
@@ -60,7 +67,7 @@ def keys_from_seed(seed) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def _valid(y, wall):  # pragma: no cover - compiled
     """Finite, strictly increasing and (with a wall) y_0 > 0."""
     n = y.size
@@ -72,7 +79,7 @@ def _valid(y, wall):  # pragma: no cover - compiled
     return ok
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def _length_scale(y, wall):  # pragma: no cover - compiled
     scale = np.inf
     for i in range(1, y.size):
@@ -82,7 +89,7 @@ def _length_scale(y, wall):  # pragma: no cover - compiled
     return scale
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def _moved(a, b):  # pragma: no cover - compiled
     m = 0.0
     for i in range(a.size):
@@ -90,12 +97,26 @@ def _moved(a, b):  # pragma: no cover - compiled
     return m
 
 
-@nb.njit(fastmath=_FAST, cache=True)
-def _attempt(x, xn, c, kv, tv, gv, h, dw, ipar, fpar, ws):  # pragma: no cover - compiled
+@nb.njit(inline="always", error_model="numpy")
+def _near(x, xn, tv, h, f, wall, spacing):  # pragma: no cover - compiled
+    """The criterion of DriftImplicit (see dysonsgd.sde.DysonBrownianMotion.near_singularity)."""
+    if f == 0.0:
+        return True
+    if spacing:
+        return xn[0] < (1.0 - f) * x[0] or h * tv[0, 0] > f * x[0] * x[0]
+    near = wall and xn[0] < (1.0 - f) * x[0]
+    for i in range(x.size - 1):
+        g = x[i + 1] - x[i]
+        near = near or xn[i + 1] - xn[i] < (1.0 - f) * g or h * tv[i, i + 1] > f * g * g
+    return near
+
+
+@nb.njit(inline="always", fastmath=_FAST, error_model="numpy")
+def _attempt(x, xn, c, start, kv, tv, gv, h, dw, ipar, fpar, ws):  # pragma: no cover - compiled
     """One step of the base scheme from x over h with increments dw into xn; True if accepted.
 
     ipar = (scheme, max_depth, positive, spacing, max_iter), fpar = (fraction, safety, tol);
-    c (n,) and ws (n + 4, n) are work arrays (ws: the Newton Hessian and vectors).
+    c, start (n,) and ws (2n + 4, n) are work arrays.
     """
     n = x.size
     scheme, spacing = ipar[0], ipar[3]
@@ -112,21 +133,17 @@ def _attempt(x, xn, c, kv, tv, gv, h, dw, ipar, fpar, ws):  # pragma: no cover -
                     acc += tv[i, j] / (xi - x[j])
             xn[i] = xi + (kv[i] + acc) * h + gv[i] * dw[i]
     ok = _valid(xn, wall)
-    if scheme == 1 and not (ok and _moved(xn, x) <= fraction * _length_scale(x, wall)):
+    if scheme == 1 and (not ok or _near(x, xn, tv, h, fraction, wall, spacing)):
         for i in range(n):
             c[i] = x[i] + kv[i] * h + gv[i] * dw[i]
         if spacing:
             xn[0] = 0.5 * (c[0] + math.sqrt(c[0] * c[0] + 4.0 * h * tv[0, 0]))
         else:
-            # Newton from the explicit step when it is ordered (O(h^2) from the solution away
-            # from the barrier), else from the old state
-            if not _valid(xn, False):
-                for i in range(n):
-                    xn[i] = x[i]
-            conv = newton_ws(
-                xn, c, tv, h, fpar[2], ipar[4], ws[n], ws[:n], ws[n + 1], ws[n + 2], ws[n + 3]
-            )
-            if not conv:
+            # Newton from the explicit step with its stiff pairs redone as two-body problems
+            for i in range(n):
+                start[i] = xn[i]
+            pair_start(x, start, tv, h, xn)
+            if not newton_ws(xn, c, tv, h, fpar[2], ipar[4], ws):
                 return False
         ok = _valid(xn, wall)
     if ok and safety >= 0.0:
@@ -134,28 +151,25 @@ def _attempt(x, xn, c, kv, tv, gv, h, dw, ipar, fpar, ws):  # pragma: no cover -
     return ok
 
 
-@nb.njit(fastmath=_FAST, cache=True)
-def _advance(x, kv, tv, gv, h, dw, path, step, ipar, fpar, keys, ki, wi, fi, work, stack, nodes):
-    """One step of the (adaptive) scheme from x in place; False (x unchanged) if it failed.
+@nb.njit(fastmath=_FAST, cache=True, error_model="numpy")
+def _refine(
+    x, xn, c, start, x0, zb, ws, stack, nodes, kv, tv, gv, h, dw, path, step, ipar, fpar, keys,
+    ki, wi, fi,
+):  # pragma: no cover - compiled
+    """Redo a failed step of x over h as halves along the Brownian bridge, depth first.
 
-    work (n + 8, n): rows xn, c, x0, zb, then the Newton work space; stack (max_depth + 2, n)
-    and nodes (max_depth + 2,) hold the pending halves of the Brownian-bridge refinement.
+    A pending half is (node, increments), node 1 the whole step and 2m, 2m + 1 the halves of
+    m (depth = bit length - 1); splitting node m draws the normals labelled (path, step, m).
+    Returns False, with x unchanged, if a half still fails at depth ``max_depth``.
     """
     n = x.size
-    xn, c, x0, zb = work[0], work[1], work[2], work[3]
-    ws = work[4:]
-    if _attempt(x, xn, c, kv, tv, gv, h, dw, ipar, fpar, ws):
-        x[:] = xn
-        return True
     max_depth = ipar[1]
-    if max_depth == 0:
-        return False
-    x0[:] = x
-    # depth-first bisection: a pending half is (node, increments); depth = bit length - 1
+    for i in range(n):
+        x0[i] = x[i]
+        stack[0, i] = dw[i]
     top = 0
     nodes[0] = 1
-    stack[0, :] = dw
-    first = True
+    first = True  # the whole step has failed already
     while top >= 0:
         node = nodes[top]
         depth = 0
@@ -165,15 +179,19 @@ def _advance(x, kv, tv, gv, h, dw, path, step, ipar, fpar, keys, ki, wi, fi, wor
             depth += 1
         hh = h / (1 << depth)
         if not first:
-            if _attempt(x, xn, c, kv, tv, gv, hh, stack[top], ipar, fpar, ws):
-                x[:] = xn
+            for i in range(n):
+                zb[i] = stack[top, i]
+            if _attempt(x, xn, c, start, kv, tv, gv, hh, zb, ipar, fpar, ws):
+                for i in range(n):
+                    x[i] = xn[i]
                 top -= 1
                 continue
             if depth >= max_depth:
-                x[:] = x0
+                for i in range(n):
+                    x[i] = x0[i]
                 return False
         first = False
-        # split along the bridge: first half dw/2 + sqrt(hh/4) Z, second half the rest
+        # first half dw/2 + sqrt(hh/4) Z, second half the rest
         normals(zb, n, keys, path, step, np.uint64(node), ki, wi, fi)
         half = math.sqrt(0.25 * hh)
         for i in range(n):
@@ -186,7 +204,7 @@ def _advance(x, kv, tv, gv, h, dw, path, step, ipar, fpar, keys, ki, wi, fi, wor
     return True
 
 
-@nb.njit(fastmath=_FAST, cache=True)
+@nb.njit(fastmath=_FAST, cache=True, error_model="numpy")
 def _fill_normals(z, words, step0, count, n, path, keys, ki, wi, fi):  # pragma: no cover
     """z[q, :n] = the grid normals of path ``path``, step ``step0 + q``, for q < count."""
     lanes = (n + 1) // 2
@@ -216,11 +234,15 @@ def _fill_normals(z, words, step0, count, n, path, keys, ki, wi, fi):  # pragma:
                     )
 
 
-@nb.njit(fastmath=_FAST, cache=True)
+@nb.njit(fastmath=_FAST, cache=True, error_model="numpy")
 def _path_block(
     p, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, dd, keys, ki, wi, fi, ipar, fpar
 ):  # pragma: no cover - compiled
-    """Advance path p (state x, (n,), in place) over the block; return its failure step or -1."""
+    """Advance path p (state x, (n,), in place) over the block; return its failure step or -1.
+
+    The coefficients of a step are copied (or interpolated) into path-local buffers when they
+    change, so the step itself touches no shared array.
+    """
     n = x.size
     count = h.size
     p = np.int64(p)
@@ -229,13 +251,20 @@ def _path_block(
     z = np.empty((_SUB, n))
     words = np.empty((_SUB, 2 * ((n + 1) // 2)), dtype=np.uint64)
     dw = np.empty(n)
-    kb = np.empty(n)
-    vb = np.empty((n, n))
-    gb = np.empty(n)
-    work = np.empty((n + 8, n))
+    kv = np.empty(n)
+    tvv = np.empty((n, n))
+    gv = np.empty(n)
+    xn = np.empty(n)
+    c = np.empty(n)
+    start = np.empty(n)
+    x0 = np.empty(n)
+    zb = np.empty(n)
+    ws = np.empty((2 * n + 4, n))
     stack = np.empty((ipar[1] + 2, n))
     nodes = np.empty(ipar[1] + 2, dtype=np.int64)
     path = np.uint64(p)
+    last_ci = np.int64(-1)
+    last_w = -1.0
     for b0 in range(0, count, _SUB):
         m = min(_SUB, count - b0)
         if dead < 0:
@@ -245,27 +274,29 @@ def _path_block(
             if dead < 0:
                 ci = cidx[b]
                 w = cw[b]
-                if w == 0.0:
-                    kv = kk[ci, pk]
-                    tvv = tv[ci, pv]
-                    gv = gg[ci, pv]
-                else:
+                if ci != last_ci or w != last_w:
                     u = 1.0 - w
                     for i in range(n):
-                        kb[i] = u * kk[ci, pk, i] + w * kk[ci + 1, pk, i]
-                        gb[i] = math.sqrt(u * dd[ci, pv, i] + w * dd[ci + 1, pv, i])
-                        for j in range(n):
-                            vb[i, j] = u * tv[ci, pv, i, j] + w * tv[ci + 1, pv, i, j]
-                    kv = kb
-                    tvv = vb
-                    gv = gb
+                        if w == 0.0:
+                            kv[i] = kk[ci, pk, i]
+                            gv[i] = gg[ci, pv, i]
+                            for j in range(n):
+                                tvv[i, j] = tv[ci, pv, i, j]
+                        else:
+                            kv[i] = u * kk[ci, pk, i] + w * kk[ci + 1, pk, i]
+                            gv[i] = math.sqrt(u * dd[ci, pv, i] + w * dd[ci + 1, pv, i])
+                            for j in range(n):
+                                tvv[i, j] = u * tv[ci, pv, i, j] + w * tv[ci + 1, pv, i, j]
+                    last_ci, last_w = ci, w
                 sq = math.sqrt(h[b])
                 for j in range(n):
                     dw[j] = sq * z[q, j]
-                step = np.uint64(step0 + b)
-                if not _advance(
-                    x, kv, tvv, gv, h[b], dw, path, step, ipar, fpar, keys, ki, wi, fi, work,
-                    stack, nodes,
+                if _attempt(x, xn, c, start, kv, tvv, gv, h[b], dw, ipar, fpar, ws):
+                    for j in range(n):
+                        x[j] = xn[j]
+                elif ipar[1] == 0 or not _refine(
+                    x, xn, c, start, x0, zb, ws, stack, nodes, kv, tvv, gv, h[b], dw, path,
+                    np.uint64(step0 + b), ipar, fpar, keys, ki, wi, fi,
                 ):
                     dead = step0 + b
             r = rec[b]
@@ -275,7 +306,7 @@ def _path_block(
     return dead
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def fused_block(
     x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, dd, keys, ki, wi, fi, ipar, fpar
 ):  # pragma: no cover - compiled

@@ -1,7 +1,9 @@
 """Compiled (numba) kernels for the Coulomb terms of Dyson Brownian motion, eq. (4.3).
 
-Pure functions on arrays, parallel over paths. ``v`` may be a broadcast view (zero strides on
-the path axis) of a single (N, N) matrix.
+Pure functions on arrays. ``v`` may be a broadcast view (zero strides on the path axis) of a
+single (N, N) matrix. The kernels that the general engine calls once per step are serial: a
+parallel region per step costs more than it saves on a busy machine (its barrier waits for the
+slowest thread); the fused engine (:mod:`dysonsgd._sde_fused`) is parallel over paths instead.
 """
 
 from __future__ import annotations
@@ -9,8 +11,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+#: fast-math flags of the kernels: reassociation lets LLVM vectorise the pair sums (with
+#: error_model="numpy", a division by zero gives inf instead of a branch that blocks it)
+FAST = {"reassoc", "nsz", "contract"}
 
-@nb.njit(parallel=True, cache=True)
+
+@nb.njit(cache=True, error_model="numpy")
 def coulomb_sum(x: np.ndarray, v: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """out[p, i] = sum_{j != i} v[p, i, j] / (x[p, i] - x[p, j]) for symmetric v.
 
@@ -18,7 +24,7 @@ def coulomb_sum(x: np.ndarray, v: np.ndarray) -> np.ndarray:  # pragma: no cover
     """
     n_paths, n = x.shape
     out = np.zeros((n_paths, n))
-    for p in nb.prange(n_paths):
+    for p in range(n_paths):
         for i in range(n):
             xi = x[p, i]
             acc = 0.0
@@ -30,7 +36,7 @@ def coulomb_sum(x: np.ndarray, v: np.ndarray) -> np.ndarray:  # pragma: no cover
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _energy(z, c, v, a):  # pragma: no cover - compiled
     n = z.size
     e = 0.0
@@ -42,82 +48,89 @@ def _energy(z, c, v, a):  # pragma: no cover - compiled
     return e
 
 
-@nb.njit(cache=True)
-def _residual(z, c, v, a):  # pragma: no cover - compiled
-    """max_i |z_i - c_i - a sum_{j != i} v_ij / (z_i - z_j)|: the gradient of the energy."""
-    n = z.size
-    r = 0.0
-    for i in range(n):
-        s = 0.0
-        for j in range(n):
-            if j != i:
-                s += v[i, j] / (z[i] - z[j])
-        r = max(r, abs(z[i] - c[i] - a * s))
-    return r
-
-
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _newton(z, c, v, a, tol, max_iter):  # pragma: no cover - compiled
     """Minimise |z - c|^2/2 - a sum_{i<j} v_ij log(z_j - z_i) from ordered z, in place."""
     n = z.size
-    return newton_ws(
-        z, c, v, a, tol, max_iter, np.empty(n), np.empty((n, n)), np.empty(n), np.empty(n),
-        np.empty(n),
-    )
+    return newton_ws(z, c, v, a, tol, max_iter, np.empty((2 * n + 4, n)))
 
 
-@nb.njit(cache=True)
-def newton_ws(z, c, v, a, tol, max_iter, grad, hess, step, trial, y):  # pragma: no cover
-    """:func:`_newton` with caller-provided work arrays (n,), (n, n), (n,), (n,), (n,)."""
+@nb.njit(inline="always", error_model="numpy", fastmath=FAST)
+def _gradient(z, c, v, a, out, hess):  # pragma: no cover - compiled
+    """out = z - c - a coulomb(z), the energy's gradient, and hess its Hessian I + a L(z).
+
+    L is the Laplacian of the weights v_ij/(z_i - z_j)^2. Returns (max |out|, size), size =
+    max_i |z_i| + |c_i| + |a coulomb_i|, the scale of the relative tolerance.
+    """
     n = z.size
+    gmax = 0.0
+    size = 0.0
+    for i in range(n):
+        zi = z[i]
+        acc = 0.0
+        diagonal = 1.0
+        for j in range(n):
+            r = 1.0 / (zi - z[j])
+            t = v[i, j] * r if j != i else 0.0
+            w = a * t * r if j != i else 0.0
+            acc += t
+            diagonal += w
+            hess[i, j] = -w
+        hess[i, i] = diagonal
+        s = a * acc
+        out[i] = zi - c[i] - s
+        gmax = max(gmax, abs(out[i]))
+        size = max(size, abs(zi) + abs(c[i]) + abs(s))
+    return gmax, size
+
+
+@nb.njit(cache=True, error_model="numpy", fastmath=FAST)
+def newton_ws(z, c, v, a, tol, max_iter, ws):  # pragma: no cover - compiled
+    """:func:`_newton` with a caller-provided work array ws of shape (2n + 4, n).
+
+    Converged when max_i |gradient_i| <= tol * size (see :func:`_gradient`). Each iteration
+    solves with the Hessian by Cholesky and backtracks inside the ordered chamber until the
+    gradient norm drops (cheap, and decisive near the solution, where the energy's decrease
+    falls below its own rounding) or, failing that, the energy satisfies Armijo's condition.
+    """
+    n = z.size
+    hess, chol = ws[:n], ws[n : 2 * n]
+    grad, step, trial, y = ws[2 * n], ws[2 * n + 1], ws[2 * n + 2], ws[2 * n + 3]
+    gmax, size = _gradient(z, c, v, a, grad, hess)
     for _ in range(max_iter):
-        size = 0.0
-        gmax = 0.0
-        for i in range(n):
-            hess[i, i] = 1.0
-        for i in range(n):
-            s = 0.0
-            for j in range(n):
-                if j != i:
-                    d = z[i] - z[j]
-                    s += v[i, j] / d
-                    w = a * v[i, j] / (d * d)
-                    hess[i, j] = -w
-                    hess[i, i] += w
-            grad[i] = z[i] - c[i] - a * s
-            size = max(size, abs(z[i]) + abs(c[i]) + abs(a * s))
-            gmax = max(gmax, abs(grad[i]))
         if gmax <= tol * size:
             return True
-        # Cholesky factorisation of the SPD Hessian, then two triangular solves
+        # Cholesky factorisation of the Hessian, then two triangular solves
         for j in range(n):
             s = hess[j, j]
             for k in range(j):
-                s -= hess[j, k] * hess[j, k]
+                s -= chol[j, k] * chol[j, k]
             if s <= 0.0:
                 return False
-            hess[j, j] = np.sqrt(s)
+            d = np.sqrt(s)
+            chol[j, j] = d
             for i in range(j + 1, n):
                 s = hess[i, j]
                 for k in range(j):
-                    s -= hess[i, k] * hess[j, k]
-                hess[i, j] = s / hess[j, j]
+                    s -= chol[i, k] * chol[j, k]
+                chol[i, j] = s / d
         for i in range(n):
             s = -grad[i]
             for k in range(i):
-                s -= hess[i, k] * y[k]
-            y[i] = s / hess[i, i]
+                s -= chol[i, k] * y[k]
+            y[i] = s / chol[i, i]
         for i in range(n - 1, -1, -1):
             s = y[i]
             for k in range(i + 1, n):
-                s -= hess[k, i] * step[k]
-            step[i] = s / hess[i, i]
-        phi0 = _energy(z, c, v, a)
+                s -= chol[k, i] * step[k]
+            step[i] = s / chol[i, i]
         slope = 0.0
         for i in range(n):
             slope += grad[i] * step[i]
+        phi0 = np.nan  # the energy, computed only when the gradient test fails
         alpha = 1.0
         accepted = False
+        g_trial = size_trial = 0.0
         for _ in range(60):
             ordered = True
             for i in range(n):
@@ -125,48 +138,81 @@ def newton_ws(z, c, v, a, tol, max_iter, grad, hess, step, trial, y):  # pragma:
                 if i > 0 and trial[i] <= trial[i - 1]:
                     ordered = False
             if ordered:
-                # a drop of the residual (cheap, and decisive near the solution, where the
-                # energy's decrease falls below its own rounding), else Armijo on the energy
-                if (
-                    _residual(trial, c, v, a) <= (1.0 - 1e-4 * alpha) * gmax
-                    or _energy(trial, c, v, a) <= phi0 + 1e-4 * alpha * slope
-                ):
+                # the trial's gradient and Hessian (the next iteration's, if accepted)
+                g_trial, size_trial = _gradient(trial, c, v, a, y, hess)
+                if g_trial <= (1.0 - 1e-4 * alpha) * gmax:
                     accepted = True
+                else:
+                    if np.isnan(phi0):
+                        phi0 = _energy(z, c, v, a)
+                    accepted = _energy(trial, c, v, a) <= phi0 + 1e-4 * alpha * slope
+                if accepted:
                     break
             alpha *= 0.5
         if not accepted:
             return True  # no decrease possible: the residual is at rounding level
         for i in range(n):
             z[i] = trial[i]
-    return False
+            grad[i] = y[i]
+        gmax, size = g_trial, size_trial
+    return gmax <= tol * size
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(cache=True, error_model="numpy", fastmath=FAST)
+def pair_start(x, xn, v, a, z):  # pragma: no cover - compiled
+    """A starting point for the implicit Coulomb step from the explicit proposal xn; in z.
+
+    Where a neighbouring pair (i, i+1) is stiff (a v_{i,i+1} > g^2 / 2) or its explicit gap
+    shrank below half of g = x_{i+1} - x_i, its own interaction is redone implicitly as a
+    two-body problem, the rest kept explicit: the gap G solves G = G_b + 2 a v / G (the
+    positive root), about the pair's centre. Most implicit steps then converge in one or two
+    Newton iterations. Falls back to x if the result is not ordered; returns whether it is.
+    """
+    n = x.size
+    for i in range(n):
+        z[i] = xn[i]
+    i = 0
+    while i < n - 1:
+        g = x[i + 1] - x[i]
+        w = a * v[i, i + 1]
+        if xn[i + 1] - xn[i] < 0.5 * g or w > 0.5 * g * g:
+            kick = w / g
+            lo = xn[i] + kick
+            hi = xn[i + 1] - kick
+            gb = hi - lo
+            gap = 0.5 * (gb + np.sqrt(gb * gb + 8.0 * w))
+            centre = 0.5 * (lo + hi)
+            z[i] = centre - 0.5 * gap
+            z[i + 1] = centre + 0.5 * gap
+            i += 2
+        else:
+            i += 1
+    for i in range(1, n):
+        if not z[i] > z[i - 1]:
+            for j in range(n):
+                z[j] = x[j]
+            return False
+    return True
+
+
+@nb.njit(cache=True, error_model="numpy")
 def implicit_coulomb(x, c, v, a, tol, max_iter):  # pragma: no cover - compiled
     """Solve z - a * coulomb(z) = c for every path, starting from the ordered states x.
 
     Returns the solutions (P, N) and a (P,) bool of converged paths.
     """
     n_paths, n = x.shape
-    z = x.copy()
+    z = np.empty_like(x)
     ok = np.empty(n_paths, dtype=np.bool_)
-    for p in nb.prange(n_paths):
-        # start from the explicit step c + a coulomb(x) when it is ordered: it is within
-        # O(dt^2) of the solution away from the barrier, saving most Newton iterations
-        start = np.empty(n)
+    for p in range(n_paths):
+        explicit = np.empty(n)
         for i in range(n):
             s = 0.0
             for j in range(n):
                 if j != i:
                     s += v[p, i, j] / (x[p, i] - x[p, j])
-            start[i] = c[p, i] + a * s
-        ordered = True
-        for i in range(1, n):
-            if start[i] <= start[i - 1]:
-                ordered = False
-        if ordered:
-            for i in range(n):
-                z[p, i] = start[i]
+            explicit[i] = c[p, i] + a * s
+        pair_start(x[p], explicit, v[p], a, z[p])
         ok[p] = _newton(z[p], c[p], v[p], a, tol, max_iter)
     return z, ok
 
@@ -229,7 +275,7 @@ def _ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 ZIGGURAT = _ziggurat_tables()
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def _philox(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
     """Philox4x32-10 of the counter (c0, c1, c2, c3) under the key (k0, k1), all < 2^32.
 
@@ -249,7 +295,7 @@ def _philox(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
     return (c0 << _S32) | c1, (c2 << _S32) | c3
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def philox4x32(counters, key):  # pragma: no cover - compiled
     """Philox4x32-10 of each row of ``counters`` (M, 4) under ``key`` (2,): (M, 4) uint64 words.
 
@@ -268,13 +314,13 @@ def philox4x32(counters, key):  # pragma: no cover - compiled
     return out
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def _uniform(word):  # pragma: no cover - compiled
     """The top 53 bits of a uint64 word as a double in [0, 1)."""
     return float(word >> _S11) * _INV53
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _ziggurat_slow(word, keys, j, path, step, node, ki, wi, fi):  # pragma: no cover - compiled
     """The ziggurat after a first word failed the fast test: wedge, tail, fresh words.
 
@@ -306,7 +352,7 @@ def _ziggurat_slow(word, keys, j, path, step, node, ki, wi, fi):  # pragma: no c
         word = u2
 
 
-@nb.njit(inline="always")
+@nb.njit(inline="always", error_model="numpy")
 def normals(z, n, keys, path, step, node, ki, wi, fi):  # pragma: no cover - compiled
     """z[:n] = the standard normals labelled (path, step, node, j) for j < n.
 
@@ -329,7 +375,7 @@ def normals(z, n, keys, path, step, node, ki, wi, fi):  # pragma: no cover - com
                     z[j] = _ziggurat_slow(word, keys, np.uint64(j), path, step, node, ki, wi, fi)
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def standard_normals(keys, n_paths, n_steps, n, node, ki, wi, fi):  # pragma: no cover
     """The fused integrator's normals for paths < n_paths, steps < n_steps: (n_paths, n_steps, n).
 

@@ -193,6 +193,11 @@ class Equation(Protocol):
     def length_scale(self, y: np.ndarray) -> np.ndarray:
         """(P',) the distance to the nearest singularity (gap, wall); inf if none."""
 
+    def near_singularity(self, t, y, y_new, dt, fraction, rows=None) -> np.ndarray:
+        """(P',) bool: whether an explicit step y -> y_new is not to be trusted (see
+        :class:`DriftImplicit`): a gap or wall distance shrank by more than ``fraction`` of
+        itself, or the singular drift is stiff, dt * (its derivative) > ``fraction``."""
+
     def check_state(self, y: np.ndarray) -> None:
         """Raise ValueError if the initial state or the coefficients are unusable."""
 
@@ -301,6 +306,20 @@ class DysonBrownianMotion(_SplitDrift):
             scale = np.minimum(scale, x[:, 0])
         return scale
 
+    def near_singularity(self, t, x, x_new, dt, fraction, rows=None) -> np.ndarray:
+        """A neighbouring gap g shrank by more than ``fraction`` g, or dt T V_{i,i+1} > fraction g^2
+        (the Coulomb kick dt T V/g of the pair exceeds ``fraction`` of its gap); with
+        ``positive``, also x_1 shrank by more than ``fraction`` x_1."""
+        gap = np.diff(x, axis=-1)
+        v = np.broadcast_to(self._noise(t, x, rows), (*x.shape, x.shape[-1]))
+        coupling = np.diagonal(v, offset=1, axis1=-2, axis2=-1)
+        with np.errstate(invalid="ignore"):
+            near = np.any(np.diff(x_new, axis=-1) < (1.0 - fraction) * gap, axis=-1)
+            near |= np.any(dt * self.temperature * coupling > fraction * gap * gap, axis=-1)
+            if self.positive:
+                near |= x_new[:, 0] < (1.0 - fraction) * x[:, 0]
+        return near
+
     def check_state(self, x: np.ndarray) -> None:
         if not np.all(self.valid(x)):
             wall = " with x_1 > 0" if self.positive else ""
@@ -384,6 +403,14 @@ class LevelSpacingSDE(_SplitDrift):
     def length_scale(self, y: np.ndarray) -> np.ndarray:
         return y[:, 0]
 
+    def near_singularity(self, t, y, y_new, dt, fraction, rows=None) -> np.ndarray:
+        """S shrank by more than ``fraction`` S, or dt V_S T > fraction S^2."""
+        _, v, _ = self._at(t, y, rows)
+        s = y[:, 0]
+        with np.errstate(invalid="ignore"):
+            shrank = y_new[:, 0] < (1.0 - fraction) * s
+            return shrank | (dt * v * self.temperature > fraction * s * s)
+
     def check_state(self, y: np.ndarray) -> None:
         if not np.all(self.valid(y)):
             raise ValueError("y0 must be a positive spacing S > 0")
@@ -460,6 +487,9 @@ class LangevinSGD(_SplitDrift):
 
     def length_scale(self, w: np.ndarray) -> np.ndarray:
         return np.full(w.shape[0], np.inf)
+
+    def near_singularity(self, t, w, w_new, dt, fraction, rows=None) -> np.ndarray:
+        return np.zeros(w.shape[0], dtype=bool)
 
     def check_state(self, w: np.ndarray) -> None:
         if not np.all(self.valid(w)):
@@ -617,10 +647,13 @@ class Platen:
 class DriftImplicit:
     """Euler-Maruyama with the singular (Coulomb) drift taken implicitly near collisions.
 
-    The explicit Euler proposal is kept for a path when it stays in the domain and no
-    coordinate moved by more than ``explicit_fraction`` of the path's length scale (smallest
-    gap, distance to a wall): far from collisions the singular drift is smooth over the step
-    and both schemes agree to the order of the method. Otherwise the step is redone as
+    The explicit Euler proposal is kept for a path when it stays in the domain, no gap between
+    neighbouring levels (nor the distance to a wall) shrank by more than ``explicit_fraction``
+    f of itself, and the Coulomb term is not stiff: dt T V_{i,i+1} <= f g_i^2, i.e. the
+    explicit Coulomb kick dt T V/g of a neighbouring pair moves it by at most f of its gap g
+    (for the spacing: S' >= (1 - f) S and dt T V_S <= f S^2). The singular drift then changes
+    little over the step and both schemes agree to the order of the method; a gap that grows
+    under the noise alone is no reason to go implicit. Otherwise the step is redone as
     c = y + f_regular dt + g dW, z = c + dt f_singular(z), solved by the equation
     (:meth:`DysonBrownianMotion.solve_singular`, :meth:`LevelSpacingSDE.solve_singular`):
     the implicit Coulomb step minimises a convex function with a log-barrier, so the levels
@@ -639,11 +672,12 @@ class DriftImplicit:
         regular = equation.regular_drift(t, y, rows)
         noise = equation.diffusion(t, y, rows) * dw
         y_new = y + (regular + equation.singular_drift(t, y, rows)) * dt + noise
-        with np.errstate(invalid="ignore"):
-            moved = np.max(np.abs(y_new - y), axis=-1)
-        near = ~(
-            equation.valid(y_new) & (moved <= self.explicit_fraction * equation.length_scale(y))
-        )
+        fraction = self.explicit_fraction
+        if fraction == 0:
+            near = np.ones(y.shape[0], dtype=bool)
+        else:
+            near = ~equation.valid(y_new)
+            near |= equation.near_singularity(t, y, y_new, dt, fraction, rows)
         if near.any():
             idx = np.flatnonzero(near)
             c = y[idx] + regular[idx] * dt + noise[idx]

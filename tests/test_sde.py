@@ -12,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dysonsgd import _sde_kernels, symbolic
+from dysonsgd import _sde_fused, _sde_kernels, symbolic
 from dysonsgd.sde import (
+    Adaptive,
     DysonBrownianMotion,
+    EulerMaruyama,
     LangevinSGD,
     LevelSpacingSDE,
     integrate,
@@ -34,12 +36,13 @@ def _random_index_sample(eigs, rng):
 # --------------------------------------------------------------------------------------------
 
 
-def test_dbm_reproduces_symmetric_matrix_brownian_motion():
+@pytest.mark.parametrize("engine", ["fused", "general"])
+def test_dbm_reproduces_symmetric_matrix_brownian_motion(engine):
     """beta = 1: V_ii = 2 V_ij = 2, K = 0, T = 1 is the spectrum of H0 + GOE Brownian motion."""
     n, paths, t = 6, 1000, 0.5
     x0 = np.linspace(-1.0, 1.0, n)
     eq = DysonBrownianMotion(np.zeros(n), np.ones((n, n)) + np.eye(n), temperature=1.0)
-    result = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-3, seed=1)
+    result = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-3, seed=1, engine=engine)
     assert result.mask.sum() == 0
     rng = np.random.default_rng(2)
     a = rng.normal(scale=math.sqrt(t), size=(paths, n, n))
@@ -123,14 +126,16 @@ def test_dbm_moments_match_sdeint(method):
 # --------------------------------------------------------------------------------------------
 
 
-def test_spacing_stationary_density_default_solver_passes_euler_fails():
+@pytest.mark.parametrize("engine", ["fused", "general"])
+def test_spacing_stationary_density_default_solver_passes_euler_fails(engine):
     eq = LevelSpacingSDE(-1.0, 0.5, 1.0, temperature=1.0)
     law = eq.stationary_distribution()
     assert law.mean() == pytest.approx(1.5)  # T (V_S + D_S) / (-K_S)
-    good = integrate(eq, 1.0, [0.0, 8.0], n_paths=1000, dt=1e-3, seed=3)[-1, :, 0]
+    run = {"n_paths": 1000, "dt": 1e-3, "seed": 3, "engine": engine}
+    good = integrate(eq, 1.0, [0.0, 8.0], **run)[-1, :, 0]
     assert good.mask.sum() == 0
     assert stats.kstest(good.compressed(), law.cdf).pvalue > 0.01
-    euler = integrate(eq, 1.0, [0.0, 8.0], n_paths=1000, dt=1e-3, seed=3, solver="euler")[-1, :, 0]
+    euler = integrate(eq, 1.0, [0.0, 8.0], solver="euler", **run)[-1, :, 0]
     survivors = euler.compressed()
     fails = survivors.size < 500 or stats.kstest(survivors, law.cdf).pvalue < 0.01
     assert fails
@@ -254,8 +259,166 @@ def test_piecewise_linear_and_per_path_drift():
             "y0",
         ),
         (lambda: integrate(LevelSpacingSDE(-1, 1, 1, 1), 1.0, [0, 1], solver="rk45"), "solver"),
+        (lambda: integrate(LevelSpacingSDE(-1, 1, 1, 1), 1.0, [0, 1], engine="gpu"), "engine"),
+        (  # a callable of t cannot be fused
+            lambda: integrate(LevelSpacingSDE(abs, 1, 1, 1), 1.0, [0, 1], engine="fused"),
+            "engine",
+        ),
+        (  # V must be a variance at every knot, not only at t = 0
+            lambda: integrate(
+                DysonBrownianMotion(
+                    np.zeros(2),
+                    piecewise_linear([0.0, 1.0], [np.eye(2), [[1.0, -0.1], [-0.1, 1.0]]]),
+                    1.0,
+                ),
+                [0.0, 1.0],
+                [0.0, 1.0],
+            ),
+            "noise",
+        ),
     ],
 )
 def test_bad_input_names_parameter(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# --------------------------------------------------------------------------------------------
+# the fused engine: counter-based normals, agreement with the general engine, determinism
+# --------------------------------------------------------------------------------------------
+
+
+def test_philox_known_answers():
+    """Philox4x32-10 against the known-answer vectors of Random123 (kat_vectors)."""
+    cases = [
+        ([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
+        ([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
+        (
+            [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+            [0xA4093822, 0x299F31D0],
+            [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1],
+        ),
+    ]
+    for counter, key, expected in cases:
+        got = _sde_kernels.philox4x32(
+            np.array([counter], dtype=np.uint64), np.array(key, dtype=np.uint64)
+        )
+        assert got[0].tolist() == expected
+
+
+def test_counter_normals_are_independent_standard_normals():
+    keys = _sde_fused.keys_from_seed(2024)
+    z = _sde_kernels.standard_normals(keys, 400, 125, 16, 0, *_sde_kernels.ZIGGURAT)
+    x = z.ravel()  # 800,000 draws
+    m = x.size
+    assert abs(x.mean()) < 4 / math.sqrt(m)
+    assert abs(x.var() - 1) < 4 * math.sqrt(2 / m)
+    assert stats.kstest(x, "norm").pvalue > 0.01
+    # the ziggurat's slow paths: wedges and the tail beyond r = 3.654 (Marsaglia's method)
+    for cut in (1.0, 3.0, _sde_kernels._ZIG_R, 4.5):
+        expected = 2 * stats.norm.sf(cut)
+        assert abs(np.mean(np.abs(x) > cut) - expected) < 4 * math.sqrt(expected / m) + 1 / m
+    # no correlation between components, steps, paths (and a different node is another stream)
+    for a, b in ((z[:, :, 0], z[:, :, 1]), (z[:, :-1], z[:, 1:]), (z[:-1], z[1:])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 4 / math.sqrt(a.size)
+    other = _sde_kernels.standard_normals(keys, 400, 125, 16, 1, *_sde_kernels.ZIGGURAT)
+    assert abs(np.corrcoef(x, other.ravel())[0, 1]) < 4 / math.sqrt(m)
+
+
+def _dbm3():
+    k = np.array([0.5, -0.3, 0.1])
+    v = np.array([[2.0, 0.8, 0.5], [0.8, 1.5, 0.6], [0.5, 0.6, 1.0]])
+    return DysonBrownianMotion(k, v, 0.3), np.array([-1.0, 0.2, 1.5])
+
+
+@pytest.mark.parametrize("solver", [None, "euler", "implicit"])
+def test_fused_and_general_engines_agree_in_distribution(solver):
+    eq, x0 = _dbm3()
+    paths = 4000
+    run = {"n_paths": paths, "solver": solver, "dt": 0.01}
+    a = integrate(eq, x0, [0.0, 0.2], seed=5, engine="fused", **run)[-1].data
+    b = integrate(eq, x0, [0.0, 0.2], seed=6, engine="general", **run)[-1].data
+    se = np.sqrt((a.var(0) + b.var(0)) / paths)
+    assert np.all(np.abs(a.mean(0) - b.mean(0)) < 4 * se)
+    assert np.all(np.abs(a.var(0) / b.var(0) - 1) < 4 * math.sqrt(4 / paths))
+
+
+def test_fused_is_deterministic_across_threads_blocks_and_path_counts():
+    import numba
+
+    eq, x0 = _dbm3()
+    run = {"solver": None, "dt": 0.01, "seed": 9}
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = integrate(eq, x0, [0.0, 0.1, 0.3], n_paths=64, **run)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = integrate(eq, x0, [0.0, 0.1, 0.3], n_paths=64, **run)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(one.data, two.data)
+    np.testing.assert_array_equal(one.mask, two.mask)
+    few = integrate(eq, x0, [0.0, 0.1, 0.3], n_paths=5, **run)  # path p is path p of any run
+    np.testing.assert_array_equal(few.data, one.data[:, :5])
+    # blocks of 7 steps instead of one call for all 30
+    plan = {"n_paths": 64, "solver": None, "seed": 9}
+    from dysonsgd import sde
+
+    y = np.broadcast_to(x0, (64, 3)).copy()
+    steps = np.array([10, 20])
+    fused = sde._fused_plan(eq, sde._resolve_solver(None), y, 30)
+    keys = _sde_fused.keys_from_seed(plan["seed"])
+    times = np.array([0.0, 0.1, 0.3])
+    small, _, _ = _sde_fused.integrate_fused(y, times, steps, keys=keys, block=7, **fused)
+    np.testing.assert_array_equal(small, one.data)
+
+
+def test_fused_time_dependent_coefficients_match_general_engine():
+    """Coulomb-only dynamics (V_ii = 0: no noise) with K(t), V(t) linear between knots.
+
+    Both engines then compute the same deterministic Euler steps (coefficients at the step's
+    start), shared by all paths (interpolated per block) or one per path (in the kernel).
+    """
+    knots = np.array([0.0, 0.3, 1.0])
+    k = np.array([[0.0, 0.5, 1.0], [1.0, 0.0, -1.0], [0.3, 0.3, 0.3]])
+    off = np.array([[0.0, 1.0, 0.5], [1.0, 0.0, 2.0], [0.5, 2.0, 0.0]])
+    v = np.stack([off, 2 * off, 0.5 * off])
+    x0 = np.array([-1.0, 0.0, 0.8])
+    per_path_k = np.stack([k, 2 * k], axis=1)  # (knots, 2 paths, N)
+    cases = [
+        (piecewise_linear(knots, k), piecewise_linear(knots, v)),
+        (piecewise_linear(knots, per_path_k), piecewise_linear(knots, v)),
+        (per_path_k[0], piecewise_linear(knots[:2], v[:2])),
+    ]
+    for drift, noise in cases:
+        eq = DysonBrownianMotion(drift, noise, temperature=0.1)
+        for solver in ("euler", None):
+            run = {"n_paths": 2, "dt": 0.01, "solver": solver}
+            a = integrate(eq, x0, [0.0, 0.5, 1.2], engine="fused", **run)
+            b = integrate(eq, x0, [0.0, 0.5, 1.2], engine="general", **run)
+            np.testing.assert_allclose(a.data, b.data, rtol=0, atol=1e-9)
+            assert not np.allclose(a.data[-1], a.data[0])
+
+
+def test_fused_adaptive_refinement_resolves_crossings():
+    """Adaptive(EulerMaruyama(), safety) refines in the kernel along the Brownian bridge.
+
+    beta = 2 (V_ii = V_ij = 1, T = 1): the spectrum of H0 + Hermitian Brownian motion. (For
+    beta = 1 an explicit base fails on a third of these paths at any depth, in both engines:
+    the gaps come too close, which is why the default is drift-implicit.)
+    """
+    n, paths, t = 4, 1000, 0.25
+    x0 = np.linspace(-0.5, 0.5, n)
+    eq = DysonBrownianMotion(np.zeros(n), np.ones((n, n)), temperature=1.0)
+    solver = Adaptive(EulerMaruyama(), safety=0.5)
+    result = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-2, seed=4, solver=solver)
+    assert result.mask[-1, :, 0].sum() <= paths // 100
+    rng = np.random.default_rng(8)
+    a = rng.normal(scale=math.sqrt(t), size=(paths, n, n, 2)) @ np.array([1.0, 1.0j])
+    direct = np.linalg.eigvalsh(np.diag(x0) + (a + np.conj(np.swapaxes(a, 1, 2))) / 2)
+    for k in range(n):
+        assert stats.ks_2samp(result[-1, :, k].compressed(), direct[:, k]).pvalue > 0.01 / n
+    shallow = Adaptive(EulerMaruyama(), safety=0.5, max_depth=1)  # not deep enough: flagged
+    flagged = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-2, seed=4, solver=shallow)
+    assert 0 < flagged.mask[-1, :, 0].sum() < paths
+    assert np.all(np.isfinite(np.ma.mean(flagged[-1], axis=0)))
