@@ -63,6 +63,8 @@ CPU_MODELS_PER_THREAD_BLOCK = 8
 #: the torch backend trains at most this many bytes of per-model features at once
 #: (``budget`` in ``training._train_torch``); bigger packs run in sequential chunks
 TORCH_CHUNK_BUDGET = 2e9
+#: how long ``--scheduler`` tries to reach the scheduler
+CONNECT_TIMEOUT = "20s"
 #: seconds ``--scheduler`` waits for a first worker before planning packs without one
 WAIT_FOR_WORKERS_S = 120
 #: share of the free device memory a CUDA pack may use
@@ -497,7 +499,7 @@ def dask_client(scheduler: str | None = None, cluster: str | None = None,
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as exc:
             raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
         with client:
