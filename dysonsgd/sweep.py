@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd import store as _store
+from dysonsgd._validate import check_int
 from dysonsgd.config import SweepConfig
 from dysonsgd.training import TeacherStudentConfig, replica_draws, snapshot_epochs
 
@@ -583,6 +584,10 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
         raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
     if dev.type == "cuda" and client is None and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if pack_cells is not None:
+        pack_cells = check_int("pack_cells", pack_cells, minimum=1)
+    if threads is not None:
+        threads = check_int("threads", threads, minimum=1)
     store = Path(store).absolute()
     if not store.parent.is_dir():
         raise ValueError(f"store: directory {str(store.parent)!r} does not exist")

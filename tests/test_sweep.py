@@ -172,6 +172,11 @@ def test_store_of_another_config_is_refused(tiny, tmp_path):
     # relabelling does not change the numbers: accepted, nothing to do
     same = parse_config(dict(load_config(path).to_dict(), name="renamed", expect={}))
     assert run_sweep(same, ref)["cells_computed"] == 0
+    with pytest.raises(ValueError, match="pack_cells"):
+        run_sweep(other, tmp_path / "new.zarr", pack_cells=0)
+    with pytest.raises(ValueError, match="threads"):
+        run_sweep(other, tmp_path / "new.zarr", threads=-1)
+    assert not (tmp_path / "new.zarr").exists()
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "x").write_text("")
     with pytest.raises(ValueError, match="not a sweep store"):
