@@ -505,6 +505,8 @@ def test_cuda_sweep_matches_cpu_and_stays_within_the_memory_estimate(tiny, tmp_p
     models = 12 * cfg.seeds
     assert peak <= models * model_memory_bytes(cfg.model, cfg.dtype, cfg.snapshots, "cuda") \
         + pack_overhead_bytes(cfg.model)
+    _, n1, _, _ = cfg.model.widths
+    assert peak >= models * cfg.model.n_data * n1 * 8  # the layer-1 features alone (float64)
     gpu, cpu = store.load_result(tmp_path / "gpu.zarr"), store.load_result(ref)
     finite = np.isfinite(cpu.loss)
     np.testing.assert_array_equal(np.isfinite(gpu.loss), finite)
