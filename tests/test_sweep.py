@@ -391,6 +391,20 @@ def test_validate_reads_the_store(tiny, tmp_path, capsys):
     assert json.loads(out.out)
 
 
+@pytest.mark.slow
+def test_figures_reads_the_store(tiny, tmp_path, capsys):
+    """``dysonsgd figures STORE`` draws from the store like from a run file."""
+    from dysonsgd.cli import COMMANDS
+
+    if "dysonsgd.cli.figures" not in COMMANDS:
+        pytest.skip("dysonsgd figures is not registered in this checkout")
+    _, ref, _ = tiny
+    assert main(["figures", str(ref), "--out", str(tmp_path / "fig"), "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)
+    assert written
+    assert list((tmp_path / "fig").glob("*.png")) and list((tmp_path / "fig").glob("*.pdf"))
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (("temperature = [", "temprature = ["), "[grid] temprature: unknown key"),
     (("seeds = 4", "seeds = \"4\""), "[grid] seeds: must be an integer"),
