@@ -32,14 +32,7 @@ import numba as nb
 import numpy as np
 
 from dysonsgd._sde_kernels import FAST as _FAST
-from dysonsgd._sde_kernels import (
-    ZIGGURAT,
-    _philox,
-    _ziggurat_slow,
-    newton_ws,
-    normals,
-    pair_start,
-)
+from dysonsgd._sde_kernels import ZIGGURAT, _philox, _ziggurat_slow, implicit_step, normals
 
 __all__ = ["MAX_STEPS", "fused_block", "integrate_fused", "keys_from_seed"]
 
@@ -139,11 +132,9 @@ def _attempt(x, xn, c, start, kv, tv, gv, h, dw, ipar, fpar, ws):  # pragma: no 
         if spacing:
             xn[0] = 0.5 * (c[0] + math.sqrt(c[0] * c[0] + 4.0 * h * tv[0, 0]))
         else:
-            # Newton from the explicit step with its stiff pairs redone as two-body problems
             for i in range(n):
                 start[i] = xn[i]
-            pair_start(x, start, tv, h, xn)
-            if not newton_ws(xn, c, tv, h, fpar[2], ipar[4], ws):
+            if not implicit_step(x, start, c, tv, h, fraction, fpar[2], ipar[4], xn, ws):
                 return False
         ok = _valid(xn, wall)
     if ok and safety >= 0.0:

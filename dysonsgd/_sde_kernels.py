@@ -37,14 +37,17 @@ def coulomb_sum(x: np.ndarray, v: np.ndarray) -> np.ndarray:  # pragma: no cover
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _energy(z, c, v, a):  # pragma: no cover - compiled
+def _energy(z, c, v, a, lo, hi):  # pragma: no cover - compiled
+    """|z_W - c_W|^2/2 - a sum v_ij log(z_j - z_i) over the pairs i < j that touch the window
+    W = [lo, hi] (the levels outside W are fixed)."""
     n = z.size
     e = 0.0
-    for i in range(n):
+    for i in range(lo, hi + 1):
         d = z[i] - c[i]
         e += 0.5 * d * d
-        for j in range(i + 1, n):
-            e -= a * v[i, j] * np.log(z[j] - z[i])
+        for j in range(n):
+            if j > i or (j < lo and j < i):
+                e -= a * v[i, j] * np.log(abs(z[j] - z[i]))
     return e
 
 
@@ -52,20 +55,20 @@ def _energy(z, c, v, a):  # pragma: no cover - compiled
 def _newton(z, c, v, a, tol, max_iter):  # pragma: no cover - compiled
     """Minimise |z - c|^2/2 - a sum_{i<j} v_ij log(z_j - z_i) from ordered z, in place."""
     n = z.size
-    return newton_ws(z, c, v, a, tol, max_iter, np.empty((2 * n + 4, n)))
+    return newton_ws(z, c, v, a, tol, max_iter, np.empty((2 * n + 4, n)), 0, n - 1)
 
 
 @nb.njit(inline="always", error_model="numpy", fastmath=FAST)
-def _gradient(z, c, v, a, out, hess):  # pragma: no cover - compiled
-    """out = z - c - a coulomb(z), the energy's gradient, and hess its Hessian I + a L(z).
-
-    L is the Laplacian of the weights v_ij/(z_i - z_j)^2. Returns (max |out|, size), size =
-    max_i |z_i| + |c_i| + |a coulomb_i|, the scale of the relative tolerance.
+def _gradient(z, c, v, a, out, hess, lo, hi):  # pragma: no cover - compiled
+    """The energy's gradient z_i - c_i - a coulomb_i(z) for i in [lo, hi] (out[i - lo]) and its
+    Hessian I + a L(z) on the window (hess[i - lo, j - lo]); L is the Laplacian of the weights
+    v_ij/(z_i - z_j)^2, over all j. Returns (max |out|, size), size = max_i |z_i| + |c_i| +
+    |a coulomb_i|, the scale of the relative tolerance.
     """
     n = z.size
     gmax = 0.0
     size = 0.0
-    for i in range(n):
+    for i in range(lo, hi + 1):
         zi = z[i]
         acc = 0.0
         diagonal = 1.0
@@ -75,33 +78,38 @@ def _gradient(z, c, v, a, out, hess):  # pragma: no cover - compiled
             w = a * t * r if j != i else 0.0
             acc += t
             diagonal += w
-            hess[i, j] = -w
-        hess[i, i] = diagonal
+            if j >= lo and j <= hi:
+                hess[i - lo, j - lo] = -w
+        hess[i - lo, i - lo] = diagonal
         s = a * acc
-        out[i] = zi - c[i] - s
-        gmax = max(gmax, abs(out[i]))
+        g = zi - c[i] - s
+        out[i - lo] = g
+        gmax = max(gmax, abs(g))
         size = max(size, abs(zi) + abs(c[i]) + abs(s))
     return gmax, size
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath=FAST)
-def newton_ws(z, c, v, a, tol, max_iter, ws):  # pragma: no cover - compiled
-    """:func:`_newton` with a caller-provided work array ws of shape (2n + 4, n).
+def newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi):  # pragma: no cover - compiled
+    """:func:`_newton` on the window [lo, hi] of z, the other levels fixed; ws (2n + 4, n).
 
-    Converged when max_i |gradient_i| <= tol * size (see :func:`_gradient`). Each iteration
-    solves with the Hessian by Cholesky and backtracks inside the ordered chamber until the
-    gradient norm drops (cheap, and decisive near the solution, where the energy's decrease
-    falls below its own rounding) or, failing that, the energy satisfies Armijo's condition.
+    Converged when max |gradient| <= tol * size (see :func:`_gradient`). Each iteration solves
+    with the Hessian by Cholesky and backtracks, keeping the window ordered between its fixed
+    neighbours, until the gradient norm drops (cheap, and decisive near the solution, where the
+    energy's decrease falls below its own rounding) or else the energy satisfies Armijo.
     """
     n = z.size
+    m = hi - lo + 1
+    left = lo - 1 if lo > 0 else lo
+    right = hi + 1 if hi < n - 1 else hi
     hess, chol = ws[:n], ws[n : 2 * n]
     grad, step, trial, y = ws[2 * n], ws[2 * n + 1], ws[2 * n + 2], ws[2 * n + 3]
-    gmax, size = _gradient(z, c, v, a, grad, hess)
+    gmax, size = _gradient(z, c, v, a, grad, hess, lo, hi)
     for _ in range(max_iter):
         if gmax <= tol * size:
             return True
         # Cholesky factorisation of the Hessian, then two triangular solves
-        for j in range(n):
+        for j in range(m):
             s = hess[j, j]
             for k in range(j):
                 s -= chol[j, k] * chol[j, k]
@@ -109,90 +117,129 @@ def newton_ws(z, c, v, a, tol, max_iter, ws):  # pragma: no cover - compiled
                 return False
             d = np.sqrt(s)
             chol[j, j] = d
-            for i in range(j + 1, n):
+            for i in range(j + 1, m):
                 s = hess[i, j]
                 for k in range(j):
                     s -= chol[i, k] * chol[j, k]
                 chol[i, j] = s / d
-        for i in range(n):
+        for i in range(m):
             s = -grad[i]
             for k in range(i):
                 s -= chol[i, k] * y[k]
             y[i] = s / chol[i, i]
-        for i in range(n - 1, -1, -1):
+        for i in range(m - 1, -1, -1):
             s = y[i]
-            for k in range(i + 1, n):
+            for k in range(i + 1, m):
                 s -= chol[k, i] * step[k]
             step[i] = s / chol[i, i]
         slope = 0.0
-        for i in range(n):
+        for i in range(m):
             slope += grad[i] * step[i]
         phi0 = np.nan  # the energy, computed only when the gradient test fails
         alpha = 1.0
         accepted = False
         g_trial = size_trial = 0.0
+        for i in range(n):
+            trial[i] = z[i]
         for _ in range(60):
             ordered = True
-            for i in range(n):
-                trial[i] = z[i] + alpha * step[i]
-                if i > 0 and trial[i] <= trial[i - 1]:
+            for i in range(lo, hi + 1):
+                trial[i] = z[i] + alpha * step[i - lo]
+            for i in range(left + 1, right + 1):
+                if trial[i] <= trial[i - 1]:
                     ordered = False
             if ordered:
                 # the trial's gradient and Hessian (the next iteration's, if accepted)
-                g_trial, size_trial = _gradient(trial, c, v, a, y, hess)
+                g_trial, size_trial = _gradient(trial, c, v, a, y, hess, lo, hi)
                 if g_trial <= (1.0 - 1e-4 * alpha) * gmax:
                     accepted = True
                 else:
                     if np.isnan(phi0):
-                        phi0 = _energy(z, c, v, a)
-                    accepted = _energy(trial, c, v, a) <= phi0 + 1e-4 * alpha * slope
+                        phi0 = _energy(z, c, v, a, lo, hi)
+                    accepted = _energy(trial, c, v, a, lo, hi) <= phi0 + 1e-4 * alpha * slope
                 if accepted:
                     break
             alpha *= 0.5
         if not accepted:
             return True  # no decrease possible: the residual is at rounding level
-        for i in range(n):
+        for i in range(lo, hi + 1):
             z[i] = trial[i]
-            grad[i] = y[i]
+            grad[i - lo] = y[i - lo]
         gmax, size = g_trial, size_trial
     return gmax <= tol * size
 
 
 @nb.njit(cache=True, error_model="numpy", fastmath=FAST)
-def pair_start(x, xn, v, a, z):  # pragma: no cover - compiled
+def pair_start(x, xn, v, a, z, lo, hi):  # pragma: no cover - compiled
     """A starting point for the implicit Coulomb step from the explicit proposal xn; in z.
 
-    Where a neighbouring pair (i, i+1) is stiff (a v_{i,i+1} > g^2 / 2) or its explicit gap
-    shrank below half of g = x_{i+1} - x_i, its own interaction is redone implicitly as a
-    two-body problem, the rest kept explicit: the gap G solves G = G_b + 2 a v / G (the
-    positive root), about the pair's centre. Most implicit steps then converge in one or two
-    Newton iterations. Falls back to x if the result is not ordered; returns whether it is.
+    Where a neighbouring pair (i, i+1) inside [lo, hi] is stiff (a v_{i,i+1} > g^2 / 2) or its
+    explicit gap shrank below half of g = x_{i+1} - x_i, its own interaction is redone
+    implicitly as a two-body problem, the rest kept explicit: the gap G solves
+    G = G_b + 2 a v / G (the positive root), about the pair's centre. Most implicit steps then
+    converge in one or two Newton iterations. Returns whether z is ordered on [lo - 1, hi + 1].
     """
     n = x.size
     for i in range(n):
         z[i] = xn[i]
-    i = 0
-    while i < n - 1:
+    i = lo
+    while i < hi:
         g = x[i + 1] - x[i]
         w = a * v[i, i + 1]
         if xn[i + 1] - xn[i] < 0.5 * g or w > 0.5 * g * g:
             kick = w / g
-            lo = xn[i] + kick
-            hi = xn[i + 1] - kick
-            gb = hi - lo
+            low = xn[i] + kick
+            high = xn[i + 1] - kick
+            gb = high - low
             gap = 0.5 * (gb + np.sqrt(gb * gb + 8.0 * w))
-            centre = 0.5 * (lo + hi)
+            centre = 0.5 * (low + high)
             z[i] = centre - 0.5 * gap
             z[i + 1] = centre + 0.5 * gap
             i += 2
         else:
             i += 1
-    for i in range(1, n):
+    for i in range(max(lo, 1), min(hi + 2, n)):
         if not z[i] > z[i - 1]:
-            for j in range(n):
-                z[j] = x[j]
             return False
     return True
+
+
+@nb.njit(cache=True, error_model="numpy", fastmath=FAST)
+def implicit_step(x, xn, c, v, a, fraction, tol, max_iter, z, ws):  # pragma: no cover
+    """The implicit Coulomb step of a path whose explicit proposal xn was not trusted; in z.
+
+    The window is the range of levels of the neighbouring pairs that failed the criterion
+    (gap shrank by more than ``fraction``, stiff a v_{i,i+1} > fraction g^2, or crossed); its
+    levels solve z_i - a sum_j v_ij/(z_i - z_j) = c_i with the other levels at their explicit
+    positions xn, by Newton on the window's convex log-barrier energy, so the window stays
+    ordered between its neighbours. ``fraction`` = 0 (or a start that is not ordered, or no
+    convergence) solves for all levels. Returns whether Newton converged.
+    """
+    n = x.size
+    lo, hi = n, -1
+    finite = True
+    for i in range(n - 1):
+        g = x[i + 1] - x[i]
+        gn = xn[i + 1] - xn[i]
+        finite = finite and np.isfinite(gn)
+        if fraction == 0.0 or not gn > 0.0 or gn < (1.0 - fraction) * g or a * v[i, i + 1] > (
+            fraction * g * g
+        ):
+            lo = min(lo, i)
+            hi = max(hi, i + 1)
+    if not finite:
+        lo, hi = 0, n - 1
+    if hi < 0:  # no pair flagged (a wall, say): the explicit proposal
+        for i in range(n):
+            z[i] = xn[i]
+        return True
+    if lo > 0 or hi < n - 1:
+        if pair_start(x, xn, v, a, z, lo, hi) and newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi):
+            return True
+    if not pair_start(x, xn, v, a, z, 0, n - 1):
+        for i in range(n):
+            z[i] = x[i]
+    return newton_ws(z, c, v, a, tol, max_iter, ws, 0, n - 1)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -212,8 +259,21 @@ def implicit_coulomb(x, c, v, a, tol, max_iter):  # pragma: no cover - compiled
                 if j != i:
                     s += v[p, i, j] / (x[p, i] - x[p, j])
             explicit[i] = c[p, i] + a * s
-        pair_start(x[p], explicit, v[p], a, z[p])
+        if not pair_start(x[p], explicit, v[p], a, z[p], 0, n - 1):
+            z[p] = x[p]
         ok[p] = _newton(z[p], c[p], v[p], a, tol, max_iter)
+    return z, ok
+
+
+@nb.njit(cache=True, error_model="numpy")
+def implicit_window(x, xn, c, v, a, fraction, tol, max_iter):  # pragma: no cover - compiled
+    """:func:`implicit_step` for every path: x, xn, c (P, N), v (P, N, N) -> (z, converged)."""
+    n_paths, n = x.shape
+    z = np.empty_like(x)
+    ok = np.empty(n_paths, dtype=np.bool_)
+    ws = np.empty((2 * n + 4, n))
+    for p in range(n_paths):
+        ok[p] = implicit_step(x[p], xn[p], c[p], v[p], a, fraction, tol, max_iter, z[p], ws)
     return z, ok
 
 

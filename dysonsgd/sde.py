@@ -184,8 +184,9 @@ class Equation(Protocol):
     def singular_drift(self, t: float, y: np.ndarray, rows=None) -> np.ndarray:
         """The singular (Coulomb) part of the drift; drift = regular_drift + singular_drift."""
 
-    def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
-        """z = c + dt * (singular drift at z): the implicit part of a drift-implicit step."""
+    def solve_singular(self, t, y, c, dt, rows=None, explicit=None, fraction=0.0) -> np.ndarray:
+        """z = c + dt * (singular drift at z): the implicit part of a drift-implicit step
+        (given the explicit proposal, an equation may solve only where it was not trusted)."""
 
     def valid(self, y: np.ndarray) -> np.ndarray:
         """(P',) bool: whether each state lies in the equation's domain."""
@@ -267,27 +268,48 @@ class DysonBrownianMotion(_SplitDrift):
         _, v = self.coefficients(t, x, rows)
         return np.sqrt(self.temperature * np.einsum("pii->pi", v))
 
-    def solve_singular(self, t, x, c, dt, rows=None, tol: float = 1e-10, max_iter: int = 100):
+    def solve_singular(
+        self,
+        t,
+        x,
+        c,
+        dt,
+        rows=None,
+        tol: float = 1e-10,
+        max_iter: int = 100,
+        explicit=None,
+        fraction: float = 0.0,
+    ):
         """Implicit Coulomb step: z_i - dt T sum_j V_ij/(z_i - z_j) = c_i, z ordered.
 
         With V frozen at (t, x), z minimises the strictly convex
         Phi(z) = |z - c|^2 / 2 - dt T sum_{i<j} V_ij log(z_j - z_i) over the ordered chamber,
-        whose log-barrier keeps the levels ordered for any step and any c. Damped Newton from
-        the old (ordered) state x, path by path in a compiled kernel: Hessian I + dt T L (L the
-        weighted graph Laplacian of V_ij/(z_i - z_j)^2, factorised by Cholesky) and
-        backtracking that never leaves the chamber; a path stops when its residual is below
-        ``tol`` times the size of the terms or at rounding level. A path that does not
-        converge in ``max_iter`` iterations is returned as NaN (and so flagged by ``valid``).
+        whose log-barrier keeps the levels ordered for any step and any c. Damped Newton in a
+        compiled kernel, path by path: Hessian I + dt T L (L the weighted graph Laplacian of
+        V_ij/(z_i - z_j)^2, factorised by Cholesky) and backtracking that never leaves the
+        chamber; a path stops when its residual is below ``tol`` times the size of the terms
+        or at rounding level, and one that does not converge in ``max_iter`` iterations is
+        returned as NaN (and so flagged by ``valid``).
+
+        Given the explicit proposal ``explicit`` (P', N) and ``fraction`` > 0, only the levels
+        of the neighbouring pairs that fail the criterion of :meth:`near_singularity` (and
+        those between them) are solved for, the others kept at their explicit positions: the
+        window's energy has log-barriers to its fixed neighbours, so it stays ordered between
+        them. This is :class:`DriftImplicit`'s step; without ``explicit`` all levels are solved.
         """
         _, v = self.coefficients(t, x, rows)
-        z, ok = _kernels.implicit_coulomb(
-            np.ascontiguousarray(x, dtype=float),
-            np.ascontiguousarray(c, dtype=float),
-            v,
-            dt * self.temperature,
-            tol,
-            max_iter,
-        )
+        args = (np.ascontiguousarray(x, dtype=float),)
+        if explicit is None:
+            z, ok = _kernels.implicit_coulomb(
+                *args, np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(v),
+                dt * self.temperature, tol, max_iter,
+            )
+        else:
+            z, ok = _kernels.implicit_window(
+                *args, np.ascontiguousarray(explicit, dtype=float),
+                np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(v),
+                dt * self.temperature, float(fraction), tol, max_iter,
+            )
         z[~ok] = np.nan
         return z
 
@@ -387,7 +409,7 @@ class LevelSpacingSDE(_SplitDrift):
         _, v, _ = self._at(t, y, rows)
         return (v * self.temperature / y[:, 0])[:, None]
 
-    def solve_singular(self, t, y, c, dt, rows=None) -> np.ndarray:
+    def solve_singular(self, t, y, c, dt, rows=None, explicit=None, fraction=0.0) -> np.ndarray:
         """z = c + dt V_S T / z: the positive root (c + sqrt(c^2 + 4 dt V_S T)) / 2."""
         _, v, _ = self._at(t, y, rows)
         b = 4.0 * dt * v[:, None] * self.temperature
@@ -473,7 +495,7 @@ class LangevinSGD(_SplitDrift):
     def singular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
         return np.zeros_like(w)
 
-    def solve_singular(self, t, w, c, dt, rows=None) -> np.ndarray:
+    def solve_singular(self, t, w, c, dt, rows=None, explicit=None, fraction=0.0) -> np.ndarray:
         return c
 
     def diffusion(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
@@ -681,7 +703,9 @@ class DriftImplicit:
         if near.any():
             idx = np.flatnonzero(near)
             c = y[idx] + regular[idx] * dt + noise[idx]
-            y_new[idx] = equation.solve_singular(t, y[idx], c, dt, rows[idx])
+            y_new[idx] = equation.solve_singular(
+                t, y[idx], c, dt, rows[idx], explicit=y_new[idx], fraction=fraction
+            )
         return y_new, equation.valid(y_new)
 
 

@@ -229,6 +229,38 @@ def test_kernels_against_numpy(n, seed):
     assert np.max(np.abs(residual)) < 1e-8
 
 
+def test_implicit_window_solves_only_the_flagged_levels():
+    """DriftImplicit's window: the levels of the pairs that failed the criterion are solved
+    for, the others stay at the explicit proposal xn (all levels if the start is not ordered)."""
+    n, paths, a_dt = 12, 200, 0.01
+    rng = np.random.default_rng(2)
+    x = np.sort(rng.normal(size=(paths, n)), axis=1)
+    a = rng.uniform(0.1, 1, size=(paths, n, n))
+    v = a + np.swapaxes(a, 1, 2)
+    c = x + rng.normal(scale=0.05, size=x.shape)
+    gaps = x[:, :, None] - x[:, None, :]
+    np.einsum("pii->pi", gaps)[...] = np.inf
+    xn = c + a_dt * np.sum(v / gaps, -1)
+    zw, ok = _sde_kernels.implicit_window(x, xn, c, v, a_dt, 0.5, 1e-10, 100)
+    assert ok.all() and np.all(np.diff(zw, axis=1) > 0)
+    g, gn = np.diff(x, axis=1), np.diff(xn, axis=1)
+    flagged = (gn < 0.5 * g) | (a_dt * np.diagonal(v, 1, 1, 2) > 0.5 * g * g)
+    zp = zw[:, :, None] - zw[:, None, :]
+    np.einsum("pii->pi", zp)[...] = np.inf
+    residual = np.abs(zw - c - a_dt * np.sum(v / zp, -1))
+    windowed = 0
+    for p in range(paths):
+        pairs = np.flatnonzero(flagged[p])
+        window = np.zeros(n, dtype=bool)
+        window[pairs.min() : pairs.max() + 2] = True
+        if np.array_equal(zw[p, ~window], xn[p, ~window]):
+            windowed += not window.all()
+            assert np.max(residual[p, window]) < 1e-8
+        else:  # fell back to solving for all levels
+            assert np.max(residual[p]) < 1e-8
+    assert windowed > paths // 4
+
+
 def test_piecewise_linear_and_per_path_drift():
     f = piecewise_linear([0.0, 1.0, 3.0], np.array([[0.0, 2.0], [1.0, 2.0], [3.0, 0.0]]))
     np.testing.assert_allclose(f(0.5), [0.5, 2.0])
