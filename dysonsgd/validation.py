@@ -6,7 +6,9 @@ motion (4.3) and the spacing SDE (4.8) per model from the measured coefficients
 
 ``spacing_ks``
     KS test (two-sample) of the predicted against the observed distribution of the mean level
-    spacing S (4.5) at the last snapshot (DBM prediction); PASS when p >= ``ks_alpha``.
+    spacing S (4.5) at the last snapshot (DBM prediction); PASS when p >= ``ks_alpha``. The KS
+    distance and the Wasserstein distance (in units of the observed spread) at every snapshot
+    are reported alongside.
 ``spacing_mean``
     Ratio of predicted to observed mean S at the last snapshot; PASS when the DBM ratio lies
     within [1/r, r], ``r = spacing_mean_ratio_max``, and the ratio of the one-particle SDE
@@ -334,7 +336,17 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
         ratio_dbm = float(s_dbm.mean() / s_obs.mean())
         ratio_sde = float(s_sde.mean() / s_obs.mean())
         wass = float(stats.wasserstein_distance(s_dbm, s_obs) / max(s_obs.std(), 1e-300))
+        s_dbm_t = (x_pred[..., -1] - x_pred[..., 0]) / (n - 1)
+        s_obs_t = coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:]
+        by_snap = [(_ks(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])[0],
+                    float(stats.wasserstein_distance(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])
+                          / max(s_obs_t[:, k].std(), 1e-300)))
+                   for k in range(1, s_obs_t.shape[1])]
         cell_info.update({
+            "spacing_epochs": [int(e) for e in
+                               result.snapshot_epochs[options["start_snapshot"] + 1:]],
+            "spacing_ks_by_snapshot": [d for d, _ in by_snap],
+            "spacing_wasserstein_by_snapshot": [w for _, w in by_snap],
             "spacing_observed_mean": float(s_obs.mean()),
             "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
             "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
