@@ -6,7 +6,9 @@ of Euler-Maruyama, the drift-implicit step or the adaptive scheme built on them.
 steps then run in one compiled call, parallel over paths, with the Gaussian increments drawn
 in the kernel from the counter-based generator of :mod:`dysonsgd._sde_kernels`: normal j of
 step s of path p is a function of (seed, p, s, j) only, so the result does not depend on the
-thread count or on how the paths and steps are split into blocks.
+thread count or on how the paths and steps are split into blocks. The kernel releases the GIL
+and chunks of paths run on ``numba.get_num_threads()`` Python threads (a serial kernel
+compiles in a fraction of the time of numba's ``parallel=True``).
 
 The schemes are those of :mod:`dysonsgd.sde`, step by step:
 
@@ -26,8 +28,11 @@ interpolated for a block of steps before the call, per-path ones in the kernel i
 
 from __future__ import annotations
 
+import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numba as nb
 import numpy as np
 
@@ -297,14 +302,17 @@ def _path_block(
     return dead
 
 
-@nb.njit(parallel=True, cache=True, error_model="numpy")
+@nb.njit(nogil=True, cache=True, error_model="numpy")
 def fused_block(
-    x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, dd, keys, ki, wi, fi, ipar, fpar
+    first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, dd, keys, ki, wi, fi, ipar, fpar
 ):  # pragma: no cover - compiled
-    """Advance every path over one block of steps (in place), parallel over paths.
+    """Advance the paths first <= p < last over one block of steps (in place).
+
+    Releases the GIL: :func:`integrate_fused` runs chunks of paths on threads.
 
     Parameters
     ----------
+    first, last : the range of paths
     x : (P, N) states; dead : (P,) int64, the global step at which a path failed, or -1
     out : (n_rows, P, N); rec : (B,) int64, the row to record after each step, or -1
     step0 : int, the global index of the block's first step; h : (B,) step sizes
@@ -313,7 +321,7 @@ def fused_block(
         (for the spacing N = 1 with tv = T V_S, dd = 2 T D_S); Pk, Pv are 1 or P
     keys : (4,) uint64; ki, wi, fi : ziggurat tables; ipar, fpar : see :func:`_attempt`
     """
-    for p in nb.prange(x.shape[0]):
+    for p in range(first, last):
         dead[p] = _path_block(
             p, x[p], dead[p], out, rec, step0, h, cidx, cw, kk, tv, gg, dd, keys, ki, wi, fi,
             ipar, fpar,
@@ -370,8 +378,6 @@ def integrate_fused(
     n_paths, n = x0.shape
     counts = np.asarray(steps_per_interval, dtype=np.int64)
     done = np.concatenate([[0], np.cumsum(counts)])
-    total = int(done[-1])
-    spans = np.diff(times)
     out = np.empty((times.size, n_paths, n))
     out[0] = x0
     x = np.array(x0, dtype=float, order="C")
@@ -381,24 +387,41 @@ def integrate_fused(
         block = max(_SUB, _WORK // max(n_paths, 1))
         if shared:
             block = min(block, max(_SUB, 2**20 // (n * n)))
-    gg = np.sqrt(dd)
+    threads = max(1, min(numba.get_num_threads(), n_paths))
+    # a few chunks per thread balance the paths that need implicit steps or die early
+    n_chunks = min(n_paths, 4 * threads) if threads > 1 else 1
+    edges = np.linspace(0, n_paths, n_chunks + 1).astype(np.int64)
     ki, wi, fi = ZIGGURAT
-    for s0 in range(0, total, block):
-        s = np.arange(s0, min(s0 + block, total), dtype=np.int64)
-        k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
-        h = spans[k] / counts[k]
-        t = times[k] + (s - done[k]) * h
-        rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
-        ci, cw = _interpolation(knots, t)
-        if shared:  # the same coefficients for every path: interpolate once per step here
-            u, w = (1.0 - cw)[:, None, None], cw[:, None, None]
-            nxt = np.minimum(ci + 1, knots.size - 1)
-            bk = u * kk[ci] + w * kk[nxt]
-            bt = u[..., None] * tv[ci] + w[..., None] * tv[nxt]
-            bd = u * dd[ci] + w * dd[nxt]
-            args = (bk, bt, np.sqrt(bd), bd)
-            ci, cw = np.arange(s.size, dtype=np.int64), np.zeros(s.size)
-        else:
-            args = (kk, tv, gg, dd)
-        fused_block(x, dead, out, rec, s0, h, ci, cw, *args, keys, ki, wi, fi, ipar, fpar)
+    gg = np.sqrt(dd)
+    spans = np.diff(times)
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        for s0 in range(0, int(done[-1]), block):
+            s = np.arange(s0, min(s0 + block, int(done[-1])), dtype=np.int64)
+            k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
+            h = spans[k] / counts[k]
+            t = times[k] + (s - done[k]) * h
+            rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
+            ci, cw = _interpolation(knots, t)
+            if shared:  # the same coefficients for every path: interpolate once per step here
+                u, w = (1.0 - cw)[:, None, None], cw[:, None, None]
+                nxt = np.minimum(ci + 1, knots.size - 1)
+                bk = u * kk[ci] + w * kk[nxt]
+                bt = u[..., None] * tv[ci] + w[..., None] * tv[nxt]
+                bd = u * dd[ci] + w * dd[nxt]
+                args = (bk, bt, np.sqrt(bd), bd)
+                ci, cw = np.arange(s.size, dtype=np.int64), np.zeros(s.size)
+            else:
+                args = (kk, tv, gg, dd)
+            tail = (x, dead, out, rec, s0, h, ci, cw, *args, keys, ki, wi, fi, ipar, fpar)
+            if pool is None:
+                fused_block(0, n_paths, *tail)
+            else:
+                chunks = itertools.pairwise(edges)
+                runs = [pool.submit(fused_block, lo, hi, *tail) for lo, hi in chunks]
+                for run in runs:
+                    run.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out, dead, done

@@ -51,13 +51,6 @@ def _energy(z, c, v, a, lo, hi):  # pragma: no cover - compiled
     return e
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _newton(z, c, v, a, tol, max_iter):  # pragma: no cover - compiled
-    """Minimise |z - c|^2/2 - a sum_{i<j} v_ij log(z_j - z_i) from ordered z, in place."""
-    n = z.size
-    return newton_ws(z, c, v, a, tol, max_iter, np.empty((2 * n + 4, n)), 0, n - 1)
-
-
 @nb.njit(inline="always", error_model="numpy", fastmath=FAST)
 def _gradient(z, c, v, a, out, hess, lo, hi):  # pragma: no cover - compiled
     """The energy's gradient z_i - c_i - a coulomb_i(z) for i in [lo, hi] (out[i - lo]) and its
@@ -91,7 +84,8 @@ def _gradient(z, c, v, a, out, hess, lo, hi):  # pragma: no cover - compiled
 
 @nb.njit(cache=True, error_model="numpy", fastmath=FAST)
 def newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi):  # pragma: no cover - compiled
-    """:func:`_newton` on the window [lo, hi] of z, the other levels fixed; ws (2n + 4, n).
+    """Minimise |z - c|^2/2 - a sum_{i<j} v_ij log(z_j - z_i) over the window [lo, hi] of the
+    ordered z, in place, the other levels fixed; ws is a (2n + 4, n) work array.
 
     Converged when max |gradient| <= tol * size (see :func:`_gradient`). Each iteration solves
     with the Hessian by Cholesky and backtracks, keeping the window ordered between its fixed
@@ -243,31 +237,12 @@ def implicit_step(x, xn, c, v, a, fraction, tol, max_iter, z, ws):  # pragma: no
 
 
 @nb.njit(cache=True, error_model="numpy")
-def implicit_coulomb(x, c, v, a, tol, max_iter):  # pragma: no cover - compiled
-    """Solve z - a * coulomb(z) = c for every path, starting from the ordered states x.
-
-    Returns the solutions (P, N) and a (P,) bool of converged paths.
-    """
-    n_paths, n = x.shape
-    z = np.empty_like(x)
-    ok = np.empty(n_paths, dtype=np.bool_)
-    for p in range(n_paths):
-        explicit = np.empty(n)
-        for i in range(n):
-            s = 0.0
-            for j in range(n):
-                if j != i:
-                    s += v[p, i, j] / (x[p, i] - x[p, j])
-            explicit[i] = c[p, i] + a * s
-        if not pair_start(x[p], explicit, v[p], a, z[p], 0, n - 1):
-            z[p] = x[p]
-        ok[p] = _newton(z[p], c[p], v[p], a, tol, max_iter)
-    return z, ok
-
-
-@nb.njit(cache=True, error_model="numpy")
 def implicit_window(x, xn, c, v, a, fraction, tol, max_iter):  # pragma: no cover - compiled
-    """:func:`implicit_step` for every path: x, xn, c (P, N), v (P, N, N) -> (z, converged)."""
+    """:func:`implicit_step` for every path: x, xn, c (P, N), v (P, N, N) -> (z, converged).
+
+    With ``fraction`` = 0 every level is solved for: z - a coulomb(z) = c, starting from the
+    explicit proposal xn (with its stiff pairs redone as two-body problems) or from x.
+    """
     n_paths, n = x.shape
     z = np.empty_like(x)
     ok = np.empty(n_paths, dtype=np.bool_)

@@ -298,18 +298,15 @@ class DysonBrownianMotion(_SplitDrift):
         them. This is :class:`DriftImplicit`'s step; without ``explicit`` all levels are solved.
         """
         _, v = self.coefficients(t, x, rows)
-        args = (np.ascontiguousarray(x, dtype=float),)
+        x = np.ascontiguousarray(x, dtype=float)
+        c = np.ascontiguousarray(c, dtype=float)
+        v = np.ascontiguousarray(v)
+        a = dt * self.temperature
         if explicit is None:
-            z, ok = _kernels.implicit_coulomb(
-                *args, np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(v),
-                dt * self.temperature, tol, max_iter,
-            )
-        else:
-            z, ok = _kernels.implicit_window(
-                *args, np.ascontiguousarray(explicit, dtype=float),
-                np.ascontiguousarray(c, dtype=float), np.ascontiguousarray(v),
-                dt * self.temperature, float(fraction), tol, max_iter,
-            )
+            explicit, fraction = c + a * _kernels.coulomb_sum(x, v), 0.0
+        z, ok = _kernels.implicit_window(
+            x, np.ascontiguousarray(explicit, dtype=float), c, v, a, float(fraction), tol, max_iter
+        )
         z[~ok] = np.nan
         return z
 

@@ -221,7 +221,10 @@ def test_kernels_against_numpy(n, seed):
     np.einsum("pii->pi", gaps)[...] = np.inf
     np.testing.assert_allclose(_sde_kernels.coulomb_sum(x, v), np.sum(v / gaps, -1), rtol=1e-12)
     c = x + rng.normal(scale=0.3, size=x.shape)  # crossings in c are allowed
-    z, ok = _sde_kernels.implicit_coulomb(x, c, v, 0.01, 1e-10, 100)
+    gaps = x[:, :, None] - x[:, None, :]
+    np.einsum("pii->pi", gaps)[...] = np.inf
+    xn = c + 0.01 * np.sum(v / gaps, -1)  # the explicit proposal: the start of Newton
+    z, ok = _sde_kernels.implicit_window(x, xn, c, v, 0.01, 0.0, 1e-10, 100)
     assert ok.all() and np.all(np.diff(z, axis=1) > 0)
     zg = z[:, :, None] - z[:, None, :]
     np.einsum("pii->pi", zg)[...] = np.inf
