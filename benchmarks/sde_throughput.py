@@ -7,8 +7,9 @@ Euler-Maruyama breaks (reorders) most paths, and the default solver takes the im
 Coulomb step on some 9% of path-steps. dysonsgd integrates all trajectories at once (every
 solver: "euler", "platen", "implicit" and the default, collision-safe adaptive scheme);
 sdeint (itoEuler, itoSRI2) integrates one trajectory per call, so it is timed on a subset and
-reported per trajectory-step. Each figure is the best of ``--repeats`` timed runs after one
-untimed run (numba compilation); the load average of the machine is reported with them.
+reported per trajectory-step. Each figure is the best of ``--repeats`` rounds in which every
+method runs once in turn (after an untimed run that compiles the kernels), so that a change in
+the load of the machine hits all of them; the load average is reported with them.
 
     python benchmarks/sde_throughput.py [--json] [--paths 10000] [--steps 200]
 """
@@ -35,26 +36,30 @@ def problem(n: int = 16, temperature: float = 0.01):
     return k, v, temperature, np.linspace(0.0, 1.0, n)
 
 
-def time_dysonsgd(solver, paths: int, steps: int, dt: float, repeats: int, **problem_args):
-    """(trajectory-steps/s, fraction of paths flagged as broken, engine) for one solver."""
+def dysonsgd_runner(solver, paths: int, steps: int, dt: float, **problem_args):
+    """(a function timing one run -> (trajectory-steps/s, broken fraction), engine)."""
     k, v, temperature, x0 = problem(**problem_args)
     eq = DysonBrownianMotion(k, v, temperature)
-    times = [0.0, steps * dt]
     engine = "fused"
-    try:
+    try:  # compiles the kernels
         integrate(eq, x0, [0.0, 2 * dt], n_paths=8, dt=dt, solver=solver, engine="fused")
     except ValueError:
         engine = "general"
-    best = 0.0
-    for _ in range(repeats + 1):  # the first run compiles (fused) or warms up (general)
+
+    times = [0.0, steps * dt]
+
+    def run():
         start = time.perf_counter()
         out = integrate(eq, x0, times, n_paths=paths, dt=dt, solver=solver, engine=engine)
         rate = paths * steps / (time.perf_counter() - start)
-        best = max(best, rate) if _ else best
-    return best, float(out.mask[-1, :, 0].mean()), engine
+        return rate, float(out.mask[-1, :, 0].mean())
+
+    run()  # warm-up
+    return run, engine
 
 
-def time_sdeint(method: str, paths: int, steps: int, dt: float, repeats: int, **problem_args):
+def sdeint_runner(method: str, paths: int, steps: int, dt: float, **problem_args):
+    """A function timing ``paths`` calls of an sdeint integrator -> trajectory-steps/s."""
     k, v, temperature, x0 = problem(**problem_args)
     g_matrix = np.diag(np.sqrt(temperature * np.diag(v)))
     off = v - np.diag(np.diag(v))
@@ -70,13 +75,14 @@ def time_sdeint(method: str, paths: int, steps: int, dt: float, repeats: int, **
     tspan = np.linspace(0.0, steps * dt, steps + 1)
     rng = np.random.default_rng(0)
     integrator = getattr(sdeint, method)
-    best = 0.0
-    for _ in range(repeats):
+
+    def run():
         start = time.perf_counter()
         for _ in range(paths):
             integrator(f, g, x0, tspan, generator=rng)
-        best = max(best, paths * steps / (time.perf_counter() - start))
-    return best
+        return paths * steps / (time.perf_counter() - start), None
+
+    return run
 
 
 def main(argv=None) -> int:
@@ -90,16 +96,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     dt = 1e-3
     load_before = os.getloadavg()
-    rates, broken, engines = {}, {}, {}
+    runners, engines = {}, {}
     for name, solver in SOLVERS.items():
         key = f"dysonsgd_{name}"
-        rates[key], broken[key], engines[key] = time_dysonsgd(
-            solver, args.paths, args.steps, dt, args.repeats, temperature=args.temperature
+        runners[key], engines[key] = dysonsgd_runner(
+            solver, args.paths, args.steps, dt, temperature=args.temperature
         )
     for method in ("itoEuler", "itoSRI2"):
-        rates[f"sdeint_{method}"] = time_sdeint(
-            method, args.sdeint_paths, args.steps, dt, args.repeats, temperature=args.temperature
+        runners[f"sdeint_{method}"] = sdeint_runner(
+            method, args.sdeint_paths, args.steps, dt, temperature=args.temperature
         )
+    # rounds of every method in turn, the best of each: a change of load hits all of them
+    rates, broken = dict.fromkeys(runners, 0.0), {}
+    for _ in range(args.repeats):
+        for key, run in runners.items():
+            rate, fraction = run()
+            rates[key] = max(rates[key], rate)
+            if fraction is not None:
+                broken[key] = fraction
     ratios = {
         f"{ours}_vs_{theirs}": rates[ours] / rates[theirs]
         for ours in rates
