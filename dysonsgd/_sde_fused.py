@@ -202,30 +202,34 @@ def _refine(
 
 @nb.njit(fastmath=_FAST, cache=True, error_model="numpy")
 def _fill_normals(z, words, step0, count, n, path, keys, ki, wi, fi):  # pragma: no cover
-    """z[q, :n] = the grid normals of path ``path``, step ``step0 + q``, for q < count."""
-    lanes = (n + 1) // 2
-    for q in range(count):
-        st = np.uint64(step0 + q)
-        for lane in range(lanes):
-            a, b = _philox(np.uint64(lane), path, st, np.uint64(0), keys[0], keys[1])
-            words[q, 2 * lane] = a
-            words[q, 2 * lane + 1] = b
+    """z[j, q] = the grid normal j of path ``path``, step ``step0 + q``, for q < count.
+
+    The same numbers as :func:`dysonsgd._sde_kernels.normals` with node 0; the loop over
+    steps is innermost, where Philox vectorises (about 8x faster than over the lanes).
+    """
+    k0, k1 = keys[0], keys[1]  # scalars: loads of keys in the loop would block vectorising
+    for lane in range((n + 1) // 2):
+        c0 = np.uint64(lane)
+        for q in range(count):
+            a, b = _philox(c0, path, np.uint64(step0 + q), np.uint64(0), k0, k1)
+            words[2 * lane, q] = a
+            words[2 * lane + 1, q] = b
     slow = 0
-    for q in range(count):
-        for j in range(n):
-            r = np.int64(words[q, j])
+    for j in range(n):
+        for q in range(count):
+            r = np.int64(words[j, q])
             idx = r & 255
             rabs = (r >> 9) & 0x000FFFFFFFFFFFFF
             sign = 1.0 - 2.0 * np.float64((r >> 8) & 1)
-            z[q, j] = sign * (np.float64(rabs) * wi[idx])
+            z[j, q] = sign * (np.float64(rabs) * wi[idx])
             slow += rabs >= ki[idx]
     if slow:
-        for q in range(count):
-            for j in range(n):
-                r = np.int64(words[q, j])
+        for j in range(n):
+            for q in range(count):
+                r = np.int64(words[j, q])
                 if ((r >> 9) & 0x000FFFFFFFFFFFFF) >= ki[r & 255]:
-                    z[q, j] = _ziggurat_slow(
-                        words[q, j], keys, np.uint64(j), path, np.uint64(step0 + q), np.uint64(0),
+                    z[j, q] = _ziggurat_slow(
+                        words[j, q], keys, np.uint64(j), path, np.uint64(step0 + q), np.uint64(0),
                         ki, wi, fi,
                     )
 
@@ -244,8 +248,8 @@ def _path_block(
     p = np.int64(p)
     pk = p if kk.shape[1] > 1 else np.int64(0)
     pv = p if tv.shape[1] > 1 else np.int64(0)
-    z = np.empty((_SUB, n))
-    words = np.empty((_SUB, 2 * ((n + 1) // 2)), dtype=np.uint64)
+    z = np.empty((n, _SUB))
+    words = np.empty((2 * ((n + 1) // 2), _SUB), dtype=np.uint64)
     dw = np.empty(n)
     kv = np.empty(n)
     tvv = np.empty((n, n))
@@ -286,7 +290,7 @@ def _path_block(
                     last_ci, last_w = ci, w
                 sq = math.sqrt(h[b])
                 for j in range(n):
-                    dw[j] = sq * z[q, j]
+                    dw[j] = sq * z[j, q]
                 if _attempt(x, xn, c, start, kv, tvv, gv, h[b], dw, ipar, fpar, ws):
                     for j in range(n):
                         x[j] = xn[j]
