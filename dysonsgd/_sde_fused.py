@@ -3,7 +3,7 @@
 :func:`dysonsgd.sde.integrate` comes here when the coefficients are arrays (constant, or linear
 in time between knots as given by :func:`dysonsgd.sde.piecewise_linear`) and the solver is one
 of Euler-Maruyama, the drift-implicit step or the adaptive scheme built on them. Whole blocks of
-steps then run in one compiled call, parallel over paths, with the Gaussian increments drawn
+steps then run in one compiled call per chunk of paths, with the Gaussian increments drawn
 in the kernel from the counter-based generator of :mod:`dysonsgd._sde_kernels`: normal j of
 step s of path p is a function of (seed, p, s, j) only, so the result does not depend on the
 thread count or on how the paths and steps are split into blocks. The kernel releases the GIL
@@ -13,10 +13,12 @@ compiles in a fraction of the time of numba's ``parallel=True``).
 The schemes are those of :mod:`dysonsgd.sde`, step by step:
 
 - Euler-Maruyama: x' = x + (K + T sum_j V_ij/(x_i - x_j)) h + sqrt(T V_ii) dW_i.
-- drift-implicit: the explicit step is kept when it stays in the domain and moved no coordinate
-  by more than ``fraction`` of the smallest gap (or distance to the wall); otherwise the Coulomb
-  term is taken implicitly (damped Newton on the convex log-barrier energy, or the positive
-  root of a quadratic for the spacing).
+- drift-implicit: the explicit step is kept when it stays in the domain, no neighbouring gap (or
+  the distance to a wall) shrank by more than ``fraction`` of itself and no pair is stiff
+  (h T V_{i,i+1} > fraction g^2); otherwise the Coulomb term is taken implicitly for the levels
+  of the flagged pairs (damped Newton on their convex log-barrier energy, the other levels at
+  their explicit positions; :func:`dysonsgd._sde_kernels.implicit_step`), or as the positive
+  root of a quadratic for the spacing.
 - adaptive: a step that fails (leaves the domain, or moves more than ``safety`` length scales)
   is halved along the Brownian bridge of the same path, depth first, down to h / 2**max_depth;
   the bridge midpoint of node m (root 1, children 2m and 2m + 1) uses the normals labelled
@@ -45,11 +47,10 @@ __all__ = ["MAX_STEPS", "fused_block", "integrate_fused", "keys_from_seed"]
 MAX_STEPS = 2**32
 #: bridge node ids (< 2**(max_depth + 1)) are the fourth word
 MAX_DEPTH = 30
-#: normals are generated for this many steps at a time (vectorised Philox over the lanes)
+#: normals are generated for this many steps at a time (Philox vectorised over the steps)
 _SUB = 16
 #: target number of trajectory-steps per kernel call
 _WORK = 2**21
-_LO32 = np.uint64(0xFFFFFFFF)
 
 
 def keys_from_seed(seed) -> np.ndarray:
