@@ -223,15 +223,18 @@ def test_sigkill_three_times_then_resume_equals_uninterrupted_run(tiny, tmp_path
     for k in range(3):
         proc = _sweep_process(path, out, tmp_path / "sweep.log")
         try:
-            if k == 0:  # anywhere from start-up (store creation included) into the cells
-                time.sleep(rng.uniform(0.5, 4.0))
+            if k == 0:  # anywhere from start-up (store creation included) into the first cells
+                deadline = time.monotonic() + rng.uniform(0.5, 4.0)
+                while time.monotonic() < deadline and _n_done(out) < 2 \
+                        and proc.poll() is None:
+                    time.sleep(0.01)
             else:  # after 1-3 more cells, at a random point of the next one
                 target = _n_done(out) + int(rng.integers(1, 4))
                 deadline = time.monotonic() + 60
                 while _n_done(out) < target and proc.poll() is None \
                         and time.monotonic() < deadline:
                     time.sleep(0.02)
-                time.sleep(rng.uniform(0.0, 0.25))
+                time.sleep(rng.uniform(0.0, 0.05))  # into the next cell, not past the end
             running = proc.poll() is None
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
