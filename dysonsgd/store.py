@@ -33,6 +33,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -57,28 +58,17 @@ def save_result(result: EnsembleResult, path: str | Path) -> Path:
     return path
 
 
-def _npz_dataset(path: Path):
-    import xarray as xr
+class _NpzRun:
+    """The variables of a ``.npz`` run, read the way :meth:`EnsembleResult.from_xarray` reads a
+    dataset (``run[name].values`` and ``run.attrs``), so no second table of dims is needed."""
 
-    with np.load(path, allow_pickle=False) as z:
-        attrs = json.loads(str(z["attrs"]))
-        arrays = {k: z[k] for k in z.files if k != "attrs"}
-    # rebuild the labelled dataset with the same dims as EnsembleResult.to_xarray
-    grid = ("temperature", "sigma_w", "seed")
-    dims = {
-        "w2": (*grid, "snapshot", "row", "col"), "grad": (*grid, "snapshot", "row", "col"),
-        "loss": (*grid, "snapshot"), "diverged": grid, "diverged_epoch": grid,
-        "diverged_step": grid, "group": grid, "teacher_w1": ("group", "hidden1", "input"),
-        "teacher_w2": ("group", "row", "col"), "teacher_w3": ("group", "output", "row"),
-        "temperature": ("temperature",), "sigma_w": ("sigma_w",), "seed": ("seed",),
-        "snapshot": ("snapshot",), "epoch": ("snapshot",), "learning_rate": ("temperature",),
-        "inv_sigma_w": ("sigma_w",), "spawn_key": ("seed",),
-    }
-    coords = {k: (dims[k], arrays[k]) for k in ("temperature", "sigma_w", "seed", "snapshot",
-                                                  "epoch", "learning_rate", "inv_sigma_w",
-                                                  "spawn_key") if k in arrays}
-    data = {k: (dims[k], v) for k, v in arrays.items() if k not in coords}
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    def __init__(self, path: Path) -> None:
+        with np.load(path, allow_pickle=False) as z:
+            self.attrs = json.loads(str(z["attrs"]))
+            self._arrays = {k: z[k] for k in z.files if k != "attrs"}
+
+    def __getitem__(self, name: str) -> SimpleNamespace:
+        return SimpleNamespace(values=self._arrays[name])
 
 
 def load_result(path: str | Path) -> EnsembleResult:
@@ -101,7 +91,7 @@ def load_result(path: str | Path) -> EnsembleResult:
     if path.is_dir():
         return load_sweep(path)
     if path.suffix == ".npz":
-        ds = _npz_dataset(path)
+        ds = _NpzRun(path)
     elif path.suffix == ".nc":
         ds = xr.load_dataset(path, engine="scipy")
     else:
