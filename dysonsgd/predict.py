@@ -104,6 +104,9 @@ class MeasuredCoefficients:
     k_s, v_s, d_s : (nT, nS, nR, n_snap) of (B.7), (B.9) from ``drift`` and ``noise``
     diverged : (nT, nS, nR)
     drift_source, noise_source : 'training' or 'test': the data behind K and V
+    last : GradientStatistics
+        Everything :func:`dysonsgd.gradstats.measure` gave at the last measured snapshot
+        (K and V on the measurement data, the paper's and the release's K_S, V_S).
     """
 
     snapshots: np.ndarray
@@ -119,6 +122,7 @@ class MeasuredCoefficients:
     diverged: np.ndarray
     drift_source: str
     noise_source: str = "test"
+    last: gradstats.GradientStatistics | None = None
 
     @property
     def spacing(self) -> np.ndarray:
@@ -161,7 +165,7 @@ def measure_run(result, snapshots=None, drift: str = "training", noise: str = "t
     x = gradstats.training_inputs(result, noise_points) if noise == "training" else None
     stats = [gradstats.measure(result, int(s), x=x, chunk=chunk) for s in snaps]
     eig = np.stack([s.eigenvalues for s in stats], axis=3)
-    noise = np.stack([s.v for s in stats], axis=3)
+    noise_source, noise = noise, np.stack([s.v for s in stats], axis=3)
     if drift == "test":
         k = np.stack([np.diagonal(s.k, axis1=-2, axis2=-1) for s in stats], axis=3)
     else:
@@ -172,11 +176,39 @@ def measure_run(result, snapshots=None, drift: str = "training", noise: str = "t
         temperature=np.asarray(result.temperature, dtype=float),
         sigma_w=np.asarray(result.sigma_w, dtype=float), eigenvalues=eig, drift=k, noise=noise,
         k_s=k_s, v_s=v_s, d_s=d_s, diverged=np.asarray(result.diverged, dtype=bool),
-        drift_source=drift,
+        drift_source=drift, noise_source=noise_source, last=stats[-1],
     )
 
 
-def _cell(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int):
+@dataclass(frozen=True)
+class _CellPaths:
+    """One cell's kept models, spread over ``paths_per_model`` paths each, from ``start`` on."""
+
+    i_t: int
+    i_s: int
+    start: int
+    keep: np.ndarray  # (nR,) bool: the models that did not diverge
+    paths_per_model: int
+    times: np.ndarray  # (n_times,)
+    dt: float
+
+    def series(self, values: np.ndarray) -> np.ndarray:
+        """(nT, nS, nR, n_snap, ...) -> (n_times, R_kept * P, ...), model-major."""
+        v = values[self.i_t, self.i_s, self.keep, self.start:]
+        return np.repeat(np.moveaxis(v, 1, 0), self.paths_per_model, axis=1)
+
+    def initial(self, values: np.ndarray) -> np.ndarray:
+        """(nT, nS, nR, n_snap, ...) -> (R_kept * P, ...) at the start snapshot."""
+        v = values[self.i_t, self.i_s, self.keep, self.start]
+        return np.repeat(v, self.paths_per_model, axis=0)
+
+    @property
+    def models(self) -> np.ndarray:
+        return np.repeat(np.flatnonzero(self.keep), self.paths_per_model)
+
+
+def _cell_paths(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int,
+                paths_per_model: int, steps_per_interval: int) -> _CellPaths:
     i_t, i_s = (int(c) for c in cell)
     n_t, n_s = coeffs.diverged.shape[:2]
     if not (0 <= i_t < n_t and 0 <= i_s < n_s):
@@ -185,15 +217,14 @@ def _cell(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int):
     start = check_int("start", start, minimum=0)
     if start >= n_snap - 1:
         raise ValueError(f"start must lie in [0, {n_snap - 2}] (a later snapshot must follow)")
+    paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
+    steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
     keep = ~coeffs.diverged[i_t, i_s]
     if not keep.any():
         raise ValueError(f"every model of cell {cell} diverged: nothing to predict")
-    return i_t, i_s, start, keep
-
-
-def _paths(values: np.ndarray, paths_per_model: int) -> np.ndarray:
-    """(R, n_snap, ...) -> (n_snap, R * P, ...), model-major (paths of model r adjacent)."""
-    return np.repeat(np.moveaxis(values, 1, 0), paths_per_model, axis=1)
+    times = coeffs.times[i_t, start:]
+    return _CellPaths(i_t, i_s, start, keep, paths_per_model, times,
+                      float(np.min(np.diff(times))) / steps)
 
 
 def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
@@ -211,19 +242,13 @@ def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], sta
     x : numpy.ma.MaskedArray, shape (n_times, R_kept * paths_per_model, N)
     models : ndarray of int, shape (R_kept * paths_per_model,), the seed index of each path
     """
-    i_t, i_s, start, keep = _cell(coeffs, cell, start)
-    paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
-    steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
-    times = coeffs.times[i_t, start:]
-    sel = (slice(None), slice(start, None))
-    k = _paths(coeffs.drift[i_t, i_s, keep][sel], paths_per_model)
-    v = _paths(coeffs.noise[i_t, i_s, keep][sel], paths_per_model)
-    x0 = np.repeat(coeffs.eigenvalues[i_t, i_s, keep, start], paths_per_model, axis=0)
-    eq = DysonBrownianMotion(piecewise_linear(times, k), piecewise_linear(times, v),
-                             float(coeffs.temperature[i_t]))
-    dt = float(np.min(np.diff(times))) / steps
-    x = integrate(eq, x0, times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=dt)
-    return times, x, np.repeat(np.flatnonzero(keep), paths_per_model)
+    c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
+    x0 = c.initial(coeffs.eigenvalues)
+    eq = DysonBrownianMotion(piecewise_linear(c.times, c.series(coeffs.drift)),
+                             piecewise_linear(c.times, c.series(coeffs.noise)),
+                             float(coeffs.temperature[c.i_t]))
+    x = integrate(eq, x0, c.times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=c.dt)
+    return c.times, x, c.models
 
 
 def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
@@ -239,17 +264,12 @@ def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: 
     times, spacing (masked, shape (n_times, R_kept * paths_per_model, 1)), models : as
     :func:`predict_eigenvalues`.
     """
-    i_t, i_s, start, keep = _cell(coeffs, cell, start)
-    paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
-    steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
-    times = coeffs.times[i_t, start:]
-    sel = (slice(None), slice(start, None))
-    k_s, v_s, d_s = (_paths(c[i_t, i_s, keep][sel], paths_per_model)
-                     for c in (coeffs.k_s, np.maximum(coeffs.v_s, 0.0), coeffs.d_s))
-    s0 = np.repeat(coeffs.spacing[i_t, i_s, keep, start], paths_per_model)
+    c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
+    k_s, v_s, d_s = (c.series(v) for v in (coeffs.k_s, coeffs.v_s, coeffs.d_s))
+    s0 = c.initial(coeffs.spacing)
     check_positive("initial spacing", s0)
-    eq = LevelSpacingSDE(piecewise_linear(times, k_s), piecewise_linear(times, v_s),
-                         piecewise_linear(times, d_s), float(coeffs.temperature[i_t]))
-    dt = float(np.min(np.diff(times))) / steps
-    s = integrate(eq, s0[:, None], times, n_paths=s0.size, solver=solver, seed=seed, dt=dt)
-    return times, s, np.repeat(np.flatnonzero(keep), paths_per_model)
+    eq = LevelSpacingSDE(piecewise_linear(c.times, k_s),
+                         piecewise_linear(c.times, np.maximum(v_s, 0.0)),
+                         piecewise_linear(c.times, d_s), float(coeffs.temperature[c.i_t]))
+    s = integrate(eq, s0[:, None], c.times, n_paths=s0.size, solver=solver, seed=seed, dt=c.dt)
+    return c.times, s, c.models

@@ -46,6 +46,9 @@ def test_measure_run_matches_gradstats_and_training_drift(small_run):
     np.testing.assert_allclose(c.eigenvalues[..., 1, :], s2.eigenvalues, rtol=1e-10)
     _, k = predict.training_drift(small_run.w2[..., 2, :, :], small_run.grad[..., 2, :, :])
     np.testing.assert_allclose(c.drift[..., 1, :], k)
+    assert (c.drift_source, c.noise_source) == ("training", "test")
+    assert c.last.snapshot == 2
+    np.testing.assert_allclose(c.last.k_s_release, s2.k_s_release, rtol=1e-12)
     test = predict.measure_run(small_run, snapshots=[2], drift="test")
     np.testing.assert_allclose(test.drift[..., 0, :], np.diagonal(s2.k, axis1=-2, axis2=-1))
     np.testing.assert_allclose(c.spacing[..., 1], (s2.eigenvalues[..., -1]
@@ -104,3 +107,14 @@ def test_bad_arguments_are_refused(small_run):
         predict.predict_spacing(c, (0, 0), start=1)
     with pytest.raises(ValueError, match="w2 and grad"):
         predict.training_drift(np.ones((2, 3)), np.ones((3, 2)))
+
+
+def test_noise_on_training_inputs_is_recorded_and_used(small_run):
+    from dysonsgd import gradstats
+
+    c = predict.measure_run(small_run, snapshots=[1, 2], noise="training", noise_points=32)
+    assert c.noise_source == "training"
+    ref = gradstats.measure(small_run, 2, x=gradstats.training_inputs(small_run, 32))
+    np.testing.assert_allclose(c.noise[..., 1, :, :], ref.v, rtol=1e-12)
+    with pytest.raises(ValueError, match="noise"):
+        predict.measure_run(small_run, noise="train")
