@@ -247,9 +247,11 @@ def observed_convergence(spacing: np.ndarray, growth_threshold: float) -> np.nda
     return spacing[..., -1] / spacing[..., half] - 1.0 <= growth_threshold
 
 
-def _ks(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float]:
-    res = stats.ks_2samp(pred, obs)
-    return float(res.statistic), float(res.pvalue)
+def _compare_spacing(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, float]:
+    """KS distance, KS p-value, and Wasserstein distance in units of the observed spread."""
+    ks = stats.ks_2samp(pred, obs)
+    wasserstein = stats.wasserstein_distance(pred, obs) / max(obs.std(), 1e-300)
+    return float(ks.statistic), float(ks.pvalue), float(wasserstein)
 
 
 def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_table=None,
@@ -292,9 +294,9 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     summary = phase.phase_summary(result)
     labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
                                    summary["diverged"])
-    final = gradstats_final(result, options["convention"])
+    k_s, v_s = spacing_coefficients_at_end(coeffs.last, options["convention"])
     converged_415 = phase.convergence_criterion(
-        final["k_s"], final["v_s"], result.temperature[:, None, None],
+        k_s, v_s, result.temperature[:, None, None],
         result.sigma_w[None, :, None], widths=result.config.widths,
         convention=options["convention"])
     observed = observed_convergence(coeffs.spacing, tol["growth_threshold"])
@@ -329,24 +331,21 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
         _, x_pred, _ = predict.predict_eigenvalues(coeffs, (i_t, i_s), **kw)
         _, s_pred, _ = predict.predict_spacing(coeffs, (i_t, i_s), **kw)
         n = x_pred.shape[-1]
-        s_dbm = np.ma.compressed((x_pred[-1, :, -1] - x_pred[-1, :, 0]) / (n - 1))
+        s_dbm_t = (x_pred[..., -1] - x_pred[..., 0]) / (n - 1)  # (n_t, paths), masked
+        s_obs_t = coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:]  # (models, n_t)
+        by_snap = [_compare_spacing(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])
+                   for k in range(1, s_obs_t.shape[1])]
+        ks_d, ks_p, wass = by_snap[-1]
+        s_dbm = np.ma.compressed(s_dbm_t[-1])
         s_sde = np.ma.compressed(s_pred[-1, :, 0])
-        s_obs = coeffs.spacing[i_t, i_s, keep, -1]
-        ks_d, ks_p = _ks(s_dbm, s_obs)
+        s_obs = s_obs_t[:, -1]
         ratio_dbm = float(s_dbm.mean() / s_obs.mean())
         ratio_sde = float(s_sde.mean() / s_obs.mean())
-        wass = float(stats.wasserstein_distance(s_dbm, s_obs) / max(s_obs.std(), 1e-300))
-        s_dbm_t = (x_pred[..., -1] - x_pred[..., 0]) / (n - 1)
-        s_obs_t = coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:]
-        by_snap = [(_ks(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])[0],
-                    float(stats.wasserstein_distance(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])
-                          / max(s_obs_t[:, k].std(), 1e-300)))
-                   for k in range(1, s_obs_t.shape[1])]
         cell_info.update({
             "spacing_epochs": [int(e) for e in
                                result.snapshot_epochs[options["start_snapshot"] + 1:]],
-            "spacing_ks_by_snapshot": [d for d, _ in by_snap],
-            "spacing_wasserstein_by_snapshot": [w for _, w in by_snap],
+            "spacing_ks_by_snapshot": [d for d, _, _ in by_snap],
+            "spacing_wasserstein_by_snapshot": [w for _, _, w in by_snap],
             "spacing_observed_mean": float(s_obs.mean()),
             "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
             "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
@@ -380,9 +379,8 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
         add("eigenvalue_spread", spread_worst, f"<= {tol['spread_ratio_max']:g}",
             spread_worst <= tol["spread_ratio_max"])
         traces[(temp, inv)] = spacing_traces(
-            result.snapshot_epochs[options["start_snapshot"]:],
-            coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:],
-            (x_pred[..., -1] - x_pred[..., 0]) / (n - 1), s_pred[..., 0])
+            result.snapshot_epochs[options["start_snapshot"]:], s_obs_t, s_dbm_t,
+            s_pred[..., 0])
         verdict = converged_415[i_t, i_s, keep]
         seen = observed[i_t, i_s, keep]
         agree = float(np.mean(verdict == seen))
@@ -514,14 +512,12 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
     return out
 
 
-def gradstats_final(result, convention: str) -> dict[str, np.ndarray]:
-    """K_S and V_S at the last snapshot on the test inputs, in the paper's or release's form."""
-    from dysonsgd import gradstats
-
-    st = gradstats.measure(result, -1)
+def spacing_coefficients_at_end(last, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """K_S and V_S of a :class:`~dysonsgd.gradstats.GradientStatistics` (the last snapshot, on
+    the test inputs) in the paper's (B.7) or the release's form, for (4.15)."""
     if convention == "release":
-        return {"k_s": st.k_s_release, "v_s": st.v_s_release}
-    return {"k_s": st.k_s, "v_s": st.v_s}
+        return last.k_s_release, last.v_s_release
+    return last.k_s, last.v_s
 
 
 def spacing_traces(epochs, observed: np.ndarray, dbm, sde) -> dict[str, Any]:
