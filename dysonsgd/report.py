@@ -1,18 +1,17 @@
 """The Markdown report and figures of ``dysonsgd validate`` (I/O at the edge: matplotlib, files).
 
-:func:`write_report` takes the dict of :func:`dysonsgd.validation.evaluate` plus the per-cell
-trajectories and writes ``report.md`` with PNG and PDF figures into a directory.
+:func:`write_report` takes the dict of :func:`dysonsgd.validation.evaluate` (checks, cells and
+per-cell S(t) traces) and writes ``report.md`` with PNG and PDF figures into a directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 
-def _figure_spacing(cells: Sequence[Mapping[str, Any]], traces: Mapping[tuple[float, float], Any],
-                    path: Path) -> list[Path]:
+def _figure_spacing(traces: Mapping[tuple[float, float], Any], path: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,18 +46,18 @@ def _figure_spacing(cells: Sequence[Mapping[str, Any]], traces: Mapping[tuple[fl
     return out
 
 
-def write_report(outcome: Mapping[str, Any], traces: Mapping[tuple[float, float], Any],
-                 out_dir: str | Path, title: str, wall_time: float) -> Path:
+def write_report(outcome: Mapping[str, Any], out_dir: str | Path, title: str,
+                 wall_time: float) -> Path:
     """Write ``report.md`` and ``spacing.png``/``.pdf`` into ``out_dir``; return the report path.
 
     Parameters
     ----------
-    outcome : the dict of :func:`dysonsgd.validation.evaluate`
-    traces : {(T, 1/sigma_W): {"epochs": (n_t,), "observed"/"dbm"/"sde": (mean, sd)}}
+    outcome : the dict of :func:`dysonsgd.validation.evaluate`; its ``traces`` are
+        {(T, 1/sigma_W): {"epochs": (n_t,), "observed"/"dbm"/"sde": (mean, sd)}}
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figs = _figure_spacing(outcome["cells"], traces, out_dir / "spacing")
+    figs = _figure_spacing(outcome["traces"], out_dir / "spacing")
     checks = outcome["checks"]
     n_fail = sum(not c.passed for c in checks)
     lines = [f"# dysonsgd validate: {title}", "",

@@ -107,16 +107,17 @@ def _run(args: argparse.Namespace) -> int:
                                      steps_per_interval=args.steps_per_interval,
                                      solver=args.solver, seed=args.seed)
             broken = np.ma.getmaskarray(pred)[-1].any(axis=-1)
+            kept = np.unique(models)
             obs_full = (coeffs.eigenvalues if args.kind == "dyson" else coeffs.spacing[..., None])
-            observed = obs_full[i_t, i_s, np.unique(models), args.snapshot:]
-            pred_s = pred[..., 0] if args.kind == "spacing" else (
-                (pred[..., -1] - pred[..., 0]) / (pred.shape[-1] - 1))
-            obs_s = coeffs.spacing[i_t, i_s, np.unique(models), -1]
-            final = np.ma.compressed(pred_s[-1])
+            observed = obs_full[i_t, i_s, kept, args.snapshot:]
+            last = pred[-1]  # (paths, N): S itself, or the eigenvalues whose spread gives S
+            final = np.ma.compressed(last[:, 0] if args.kind == "spacing"
+                                     else (last[:, -1] - last[:, 0]) / (last.shape[-1] - 1))
+            obs_s = coeffs.spacing[i_t, i_s, kept, -1]
             cells.append({
                 "temperature": float(result.temperature[i_t]),
                 "sigma_w": float(result.sigma_w[i_s]),
-                "models": int(np.unique(models).size),
+                "models": int(kept.size),
                 "paths": int(models.size),
                 "broken_paths": int(broken.sum()),
                 "final_spacing_predicted_mean": float(final.mean()) if final.size else None,

@@ -21,13 +21,11 @@ from dysonsgd.cli._output import emit_json
 
 
 def default_config() -> Path:
-    """The embedded default: ``validation/quick.toml`` next to the package."""
-    here = Path(__file__).resolve()
-    for base in (here.parents[2], here.parents[1]):
-        path = base / "validation" / "quick.toml"
-        if path.exists():
-            return path
-    raise ValueError("config: the embedded validation/quick.toml was not found; give CONFIG")
+    """The embedded default: ``validation/quick.toml`` of the checkout the package runs from."""
+    path = Path(__file__).resolve().parents[2] / "validation" / "quick.toml"
+    if not path.exists():
+        raise ValueError("config: the embedded validation/quick.toml was not found; give CONFIG")
+    return path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     outcome = validation.evaluate(result, expected, config.validate, progress=say,
                                   diagram=diagram)
     wall = time.perf_counter() - start
-    report = write_report(outcome, outcome["traces"], args.out, config.name or path.stem, wall)
+    report = write_report(outcome, args.out, config.name or path.stem, wall)
     summary: dict[str, Any] = {
         "config": str(path), "passed": outcome["passed"], "wall_time_s": wall,
         "train_wall_time_s": float(result.wall_time), "report": str(report),
