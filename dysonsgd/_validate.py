@@ -89,3 +89,13 @@ def check_array(
             want = "(..., " + ", ".join("*" if w is None else str(w) for w in shape_tail) + ")"
             raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
     return arr
+
+
+def grid_index(grid, value: float, rtol: float = 1e-9) -> int | None:
+    """Index of the first entry of ``grid`` equal to ``value`` up to ``rtol``; None if absent.
+
+    For looking up a config's or a user's T or sigma_W among a run's grid values, which went
+    through float arithmetic (1/sigma_W, files) on the way.
+    """
+    hit = np.flatnonzero(np.isclose(np.asarray(grid, dtype=float), value, rtol=rtol))
+    return int(hit[0]) if hit.size else None

@@ -47,6 +47,7 @@ import numpy as np
 from scipy import stats
 
 from dysonsgd import predict
+from dysonsgd._validate import grid_index
 
 __all__ = [
     "CHECKS",
@@ -222,15 +223,14 @@ def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w,
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise ValueError(f"{here}: temperature and inv_sigma_w must be numbers ({exc})"
                              ) from None
-        i_t = np.flatnonzero(np.isclose(temperature, t, rtol=1e-9))
-        i_s = np.flatnonzero(np.isclose(sigma_w, s, rtol=1e-9))
-        if i_t.size == 0:
+        i_t, i_s = grid_index(temperature, t), grid_index(sigma_w, s)
+        if i_t is None:
             raise ValueError(f"{here} temperature: {t:g} is not in the grid "
                              f"{temperature.tolist()}")
-        if i_s.size == 0:
+        if i_s is None:
             raise ValueError(f"{here} inv_sigma_w: {1 / s:g} is not in the grid "
                              f"{(1 / sigma_w).tolist()}")
-        out[(int(i_t[0]), int(i_s[0]))] = str(entry["phase"])
+        out[(i_t, i_s)] = str(entry["phase"])
     return out
 
 
@@ -479,10 +479,10 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
                              {"corner_cells": int(corner.sum())}))
     if "transition" in table:
         tr = table["transition"]
-        row = np.flatnonzero(np.isclose(inv, tr["inv_sigma_w"], rtol=1e-9))
+        row = grid_index(inv, tr["inv_sigma_w"])
         lo, hi = tr["between"]
-        if row.size:
-            col = labels[:, row[0]]
+        if row is not None:
+            col = labels[:, row]
             ok = bool(np.all(col[temperature <= lo] == "ordered")
                       and np.all(col[temperature >= hi] == "high-temperature"))
             out.append(Check("diagram_transition", nan, float(tr["inv_sigma_w"]), float(ok),

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dysonsgd._validate import grid_index
 from dysonsgd.cli._output import emit_json, emit_table
 
 KINDS = ("dyson", "spacing")
@@ -53,10 +54,10 @@ def _indices(name: str, wanted, grid: np.ndarray) -> list[int]:
         return list(range(grid.size))
     out = []
     for w in wanted:
-        hit = np.flatnonzero(np.isclose(grid, w, rtol=1e-9))
-        if hit.size == 0:
+        i = grid_index(grid, w)
+        if i is None:
             raise ValueError(f"{name}: {w} is not in the run's grid {grid.tolist()}")
-        out.append(int(hit[0]))
+        out.append(i)
     return out
 
 
