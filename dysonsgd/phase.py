@@ -338,6 +338,17 @@ def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
     return np.asarray(out & np.isfinite(k_s) & np.isfinite(v_s))
 
 
+def spacing_coefficients_for(stats, convention: str = "paper") -> tuple[np.ndarray, np.ndarray]:
+    """K_S and V_S of a :class:`dysonsgd.gradstats.GradientStatistics` in the form that
+    :func:`convergence_criterion` takes for ``convention``: (B.7) as printed for ``'paper'``,
+    the release notebook's variant for ``'release'``."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if convention == "release":
+        return stats.k_s_release, stats.v_s_release
+    return stats.k_s, stats.v_s
+
+
 def converged_fraction(converged, diverged=None, axis: int = -1) -> np.ndarray:
     """Fraction of each cell's ensemble that converged by (4.15): [nT, nS, nR] -> [nT, nS].
 

@@ -294,7 +294,7 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     summary = phase.phase_summary(result)
     labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
                                    summary["diverged"])
-    k_s, v_s = spacing_coefficients_at_end(coeffs.last, options["convention"])
+    k_s, v_s = phase.spacing_coefficients_for(coeffs.last, options["convention"])
     converged_415 = phase.convergence_criterion(
         k_s, v_s, result.temperature[:, None, None],
         result.sigma_w[None, :, None], widths=result.config.widths,
@@ -510,14 +510,6 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
             out.append(Check("diagram_signal_to_noise", nan, nan, frac, f">= {need:g}",
                              frac >= need, {"level": level, "cells": total}))
     return out
-
-
-def spacing_coefficients_at_end(last, convention: str) -> tuple[np.ndarray, np.ndarray]:
-    """K_S and V_S of a :class:`~dysonsgd.gradstats.GradientStatistics` (the last snapshot, on
-    the test inputs) in the paper's (B.7) or the release's form, for (4.15)."""
-    if convention == "release":
-        return last.k_s_release, last.v_s_release
-    return last.k_s, last.v_s
 
 
 def spacing_traces(epochs, observed: np.ndarray, dbm, sde) -> dict[str, Any]:

@@ -265,3 +265,13 @@ def test_guidance_from_grid_fraction_and_signal_to_noise():
     assert phase.signal_to_noise_threshold(t_star, 0.5) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="sigma_w_grid"):
         phase.guidance(0.5, labels)
+
+
+def test_spacing_coefficients_for_picks_the_convention():
+    from types import SimpleNamespace
+
+    st = SimpleNamespace(k_s=1.0, v_s=2.0, k_s_release=3.0, v_s_release=4.0)
+    assert phase.spacing_coefficients_for(st, "paper") == (1.0, 2.0)
+    assert phase.spacing_coefficients_for(st, "release") == (3.0, 4.0)
+    with pytest.raises(ValueError, match="convention"):
+        phase.spacing_coefficients_for(st, "mine")

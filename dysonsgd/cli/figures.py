@@ -111,8 +111,7 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
     if {8, 9} & set(which) and grid_ok:
         say(f"measuring K and V on {result.n_models} models")
         st = gradstats.measure(result, -1, chunk=chunk)
-        k_s, v_s = (st.k_s, st.v_s) if convention == "paper" else (st.k_s_release,
-                                                                      st.v_s_release)
+        k_s, v_s = phase.spacing_coefficients_for(st, convention)
         conv = phase.convergence_criterion(k_s, v_s, temps[:, None, None], sig[None, :, None],
                                            result.config.widths, convention)
         frac = phase.converged_fraction(conv, result.diverged)
