@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from numpy_baseline import measure as numpy_measure
 
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 GRIDS = {
     1000: (2.0 ** np.arange(-5, 5), 2.0 ** np.arange(-3, 7), 10),

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from dysonsgd.cli import main
-from dysonsgd.store import save_result
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.runs.store import save_result
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 
 @pytest.fixture(scope="module")

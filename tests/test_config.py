@@ -1,4 +1,4 @@
-"""The shared TOML schema of ``dysonsgd sweep`` and ``dysonsgd validate`` (dysonsgd.config)."""
+"""The shared TOML schema of ``dysonsgd sweep`` and ``dysonsgd validate`` (dysonsgd.runs.config)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from dysonsgd.config import ConfigError, SweepConfig, load_config, parse_config
-from dysonsgd.training import TeacherStudentConfig
+from dysonsgd.runs.config import ConfigError, SweepConfig, load_config, parse_config
+from dysonsgd.train.ensemble import TeacherStudentConfig
 
 EXAMPLE = """
 name = "quick"

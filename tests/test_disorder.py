@@ -1,4 +1,5 @@
-"""Tests of dysonsgd.disorder: the loss as a Hamiltonian, pre-activation moments, soft spins."""
+"""Tests of dysonsgd.theory.disorder: the loss as a Hamiltonian, pre-activation moments, soft
+spins."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
 
-from dysonsgd import disorder
+from dysonsgd.theory import disorder
 
 # --------------------------------------------------------------------------------------------
 # (2.7) = (2.6)

@@ -1,4 +1,5 @@
-"""Tests of dysonsgd.gradstats: K and V of (4.4) against a slow reference loop with autograd."""
+"""Tests of dysonsgd.measure.gradstats: K and V of (4.4) against a slow reference loop with
+autograd."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dysonsgd import gradstats, observables, rmt
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.measure import gradstats, observables
+from dysonsgd.theory import rmt
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_bad_snapshot(small_run):
 
 def test_per_model_data_equals_one_model_at_a_time():
     """x per model (the replicas' own training inputs) == measuring each model alone."""
-    from dysonsgd.training import TeacherStudentConfig, train_ensemble
+    from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
     res = train_ensemble(TeacherStudentConfig(n_data=40, batch_size=4), temperature=[0.5],
                          sigma_w=[1.0, 2.0], n_seeds=3, epochs=2, snapshots=2, seed=7,

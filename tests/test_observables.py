@@ -1,4 +1,4 @@
-"""Observables of sections 3.2 and 4 (dysonsgd.observables)."""
+"""Observables of sections 3.2 and 4 (dysonsgd.measure.observables)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dysonsgd import observables as obs
-from dysonsgd.training import TeacherStudentConfig, replica_draws, train_ensemble
+from dysonsgd.measure import observables as obs
+from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, train_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""dysonsgd.phase: the symmetry-breaking line, the (4.15) fractions, phase labels, guidance."""
+"""dysonsgd.analysis.phase: the symmetry-breaking line, the (4.15) fractions, phase labels,
+guidance."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dysonsgd import observables, phase, rmt
-from dysonsgd.disorder import preactivation_variances
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.analysis import phase
+from dysonsgd.measure import observables
+from dysonsgd.theory import rmt
+from dysonsgd.theory.disorder import preactivation_variances
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 # ------------------------------------------------------------------------------------------------
 # symmetry-breaking line

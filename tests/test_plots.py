@@ -1,4 +1,5 @@
-"""dysonsgd.plots and ``dysonsgd figures``: files are valid, plotted data equal the arrays."""
+"""dysonsgd.plots.figures and ``dysonsgd figures``: files are valid, plotted data equal the
+arrays."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from matplotlib.collections import QuadMesh
 from matplotlib.contour import ContourSet
 
-from dysonsgd import disorder, phase, plots
+from dysonsgd.analysis import phase
 from dysonsgd.cli import main
-from dysonsgd.store import save_result
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.plots import figures as plots
+from dysonsgd.runs.store import save_result
+from dysonsgd.theory import disorder
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dysonsgd import predict
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.analysis import predict
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_snapshot_times_are_lr_times_steps(small_run):
 
 
 def test_measure_run_matches_gradstats_and_training_drift(small_run):
-    from dysonsgd import gradstats
+    from dysonsgd.measure import gradstats
 
     c = predict.measure_run(small_run, snapshots=[0, 2])
     s2 = gradstats.measure(small_run, 2)
@@ -59,7 +59,7 @@ def _synthetic(k, v, x0, times):
     """One cell, R models, constant coefficients over the snapshots."""
     r, n = x0.shape
     n_snap = len(times)
-    from dysonsgd import rmt
+    from dysonsgd.theory import rmt
 
     drift = np.broadcast_to(k, (1, 1, r, n_snap, n)).copy()
     noise = np.broadcast_to(v, (1, 1, r, n_snap, n, n)).copy()
@@ -110,7 +110,7 @@ def test_bad_arguments_are_refused(small_run):
 
 
 def test_noise_on_training_inputs_is_recorded_and_used(small_run):
-    from dysonsgd import gradstats
+    from dysonsgd.measure import gradstats
 
     c = predict.measure_run(small_run, snapshots=[1, 2], noise="training", noise_points=32)
     assert c.noise_source == "training"

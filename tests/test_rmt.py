@@ -1,4 +1,5 @@
-"""Tests of dysonsgd.rmt against exact formulas, quadrature, scikit-rmt and matrix simulation."""
+"""Tests of dysonsgd.theory.rmt against exact formulas, quadrature, scikit-rmt and matrix
+simulation."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from dysonsgd import rmt
-from dysonsgd.rmt import marchenko_pastur, wigner_surmise
+from dysonsgd.theory import rmt
+from dysonsgd.theory.rmt import marchenko_pastur, wigner_surmise
 
 ratios = st.floats(min_value=0.02, max_value=1.0)
 scales = st.floats(min_value=1e-6, max_value=1e6)

@@ -1,4 +1,4 @@
-"""Tests of dysonsgd.sde against direct matrix simulation, sdeint and exact solutions."""
+"""Tests of dysonsgd.sde.equations against direct matrix simulation, sdeint and exact solutions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dysonsgd import _sde_fused, _sde_kernels, symbolic
-from dysonsgd.sde import (
+from dysonsgd.sde._fused import kernels as _sde_kernels
+from dysonsgd.sde._fused import step as _sde_fused
+from dysonsgd.sde.equations import (
     Adaptive,
     DysonBrownianMotion,
     EulerMaruyama,
@@ -23,6 +24,7 @@ from dysonsgd.sde import (
     langevin_sgd_discrete,
     piecewise_linear,
 )
+from dysonsgd.theory import symbolic
 
 
 def _random_index_sample(eigs, rng):
@@ -397,7 +399,7 @@ def test_fused_is_deterministic_across_threads_blocks_and_path_counts():
     np.testing.assert_array_equal(few.data, one.data[:, :5])
     # blocks of 7 steps instead of one call for all 30
     plan = {"n_paths": 64, "solver": None, "seed": 9}
-    from dysonsgd import sde
+    from dysonsgd.sde import equations as sde
 
     y = np.broadcast_to(x0, (64, 3)).copy()
     steps = np.array([10, 20])

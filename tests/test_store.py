@@ -1,4 +1,4 @@
-"""Runs on disk: .nc/.npz files and Zarr sweep stores (dysonsgd.store)."""
+"""Runs on disk: .nc/.npz files and Zarr sweep stores (dysonsgd.runs.store)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from dysonsgd import store
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.runs import store
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 CFG = TeacherStudentConfig(n_data=40, batch_size=4, activation="relu")
 TEMPS = [0.25, 1.0, 8.0]

@@ -1,4 +1,4 @@
-"""Sweeps: resumable stores, kill -9, packs, dask clusters, the CLI (dysonsgd.sweep)."""
+"""Sweeps: resumable stores, kill -9, packs, dask clusters, the CLI (dysonsgd.runs.sweep)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dysonsgd import store
 from dysonsgd.cli import main
-from dysonsgd.config import load_config, parse_config
-from dysonsgd.sweep import (
+from dysonsgd.runs import store
+from dysonsgd.runs.config import load_config, parse_config
+from dysonsgd.runs.sweep import (
     cells_per_pack,
     model_memory_bytes,
     pack_overhead_bytes,
     plan_packs,
     run_sweep,
 )
-from dysonsgd.training import TeacherStudentConfig, train_ensemble
+from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 # 4 x 3 cells of 4 seeds; relu at T = 8 diverges for some seeds. A cell takes ~0.2 s
 TINY = """
@@ -186,7 +186,7 @@ def test_store_of_another_config_is_refused(tiny, tmp_path):
 
 
 def test_a_second_sweep_on_the_same_store_is_refused(tiny):
-    from dysonsgd.sweep import store_lock
+    from dysonsgd.runs.sweep import store_lock
 
     path, ref, _ = tiny
     with store_lock(ref), pytest.raises(ValueError, match="another sweep"):
@@ -338,7 +338,7 @@ def test_separate_scheduler_and_worker_give_identical_arrays(tiny, tmp_path, cap
 
 
 def test_unreachable_scheduler_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
-    from dysonsgd import sweep
+    from dysonsgd.runs import sweep
 
     monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
     path, _, _ = tiny

@@ -8,8 +8,8 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dysonsgd import disorder, rmt, symbolic
-from dysonsgd.symbolic import phi, ratio, sigma2, sigma_z2, x
+from dysonsgd.theory import disorder, rmt, symbolic
+from dysonsgd.theory.symbolic import phi, ratio, sigma2, sigma_z2, x
 
 
 def test_potential_matches_numeric():

@@ -1,4 +1,4 @@
-"""Tests of dysonsgd.training: exactness against the per-model NumPy loop, gradients against
+"""Tests of dysonsgd.train.ensemble: exactness against the per-model NumPy loop, gradients against
 autograd, batching invariance, divergence handling, input checks and the phase-diagram sanity
 checks of section 3 on small ensembles."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dysonsgd import observables as obs
-from dysonsgd.training import (
+from dysonsgd.measure import observables as obs
+from dysonsgd.train.ensemble import (
     EnsembleResult,
     TeacherStudentConfig,
     per_sample_gradients,
@@ -87,7 +87,7 @@ def test_float32_kernel_agrees_with_torch_and_float64():
 
 
 def test_shuffled_order_matches_numpy_loop_and_differs_from_fixed():
-    from dysonsgd.training import epoch_permutation
+    from dysonsgd.train.ensemble import epoch_permutation
 
     cfg = TeacherStudentConfig(n_data=200, data_order="shuffled")
     kw = dict(temperature=2.0**-3, sigma_w=0.5, n_seeds=2, epochs=3, snapshots=4, seed=7,

@@ -1,11 +1,11 @@
-"""dysonsgd.validation: config tables, the observed-convergence rule, the checks."""
+"""dysonsgd.analysis.validation: config tables, the observed-convergence rule, the checks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dysonsgd import validation
+from dysonsgd.analysis import validation
 
 
 def test_defaults_and_overrides():

@@ -3,10 +3,10 @@
 dysonsgd figures RUN --out DIR [--figures 1 2 ... 9] [--convention paper|release]
                  [--format png pdf] [--dpi 150] [--chunk 256] [--json]
 
-RUN is read with :func:`dysonsgd.store.load_result`. Figures that need data the run lacks (a
+RUN is read with :func:`dysonsgd.runs.store.load_result`. Figures that need data the run lacks (a
 grid figure from a single row or column, say) are skipped with the reason, never an error.
 Figures 8 and 9 measure K_S and V_S at the last snapshot on the release's 128 test inputs
-(:func:`dysonsgd.gradstats.measure`, ``--chunk`` models at a time) and draw the (4.15)
+(:func:`dysonsgd.measure.gradstats.measure`, ``--chunk`` models at a time) and draw the (4.15)
 converged-fraction contours; ``--convention`` picks the paper's signed K_S (default) or the
 release notebook's absolute values. Test loss and alignment follow the paper's equations (2.6)
 and (3.5), not the release's conventions (see docs/phase.md).
@@ -70,8 +70,10 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
                  formats=("png", "pdf"), chunk: int = 256, progress=None,
                  dpi: int = 150) -> dict[str, Any]:
     """Build and save the requested figures; returns what was written and what was skipped."""
-    from dysonsgd import gradstats, phase, plots
-    from dysonsgd.observables import eigenvalues
+    from dysonsgd.analysis import phase
+    from dysonsgd.measure import gradstats
+    from dysonsgd.measure.observables import eigenvalues
+    from dysonsgd.plots import figures as plots
 
     say = progress or (lambda msg: None)
     which = sorted(set(which))
@@ -178,8 +180,8 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysonsgd._validate import check_int
-    from dysonsgd.store import load_result
+    from dysonsgd._checks import check_int
+    from dysonsgd.runs.store import load_result
 
     check_int("--chunk", args.chunk)
     check_int("--dpi", args.dpi, minimum=10)

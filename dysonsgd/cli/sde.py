@@ -6,8 +6,8 @@ dysonsgd sde dyson|spacing --from RUN [--snapshot START] [--temperature T ...] [
 
 For every selected cell, each non-diverged model's trajectories start from its own eigenvalues
 (or spacing) at snapshot START and follow its own K(t), V(t), linear in t between the measured
-snapshots (:mod:`dysonsgd.predict`). The output holds the predicted trajectories next to the
-observed ones, on the run's snapshot times (t = lr * SGD steps).
+snapshots (:mod:`dysonsgd.analysis.predict`). The output holds the predicted trajectories next to
+the observed ones, on the run's snapshot times (t = lr * SGD steps).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd._validate import grid_index
+from dysonsgd._checks import grid_index
 from dysonsgd.cli._output import emit_json, emit_table
 
 KINDS = ("dyson", "spacing")
@@ -72,7 +72,7 @@ def _validate_args(args: argparse.Namespace) -> None:
         if not args.out.parent.exists():
             raise ValueError(f"out: directory {str(args.out.parent)!r} does not exist")
     if args.solver is not None:
-        from dysonsgd.sde import SOLVERS
+        from dysonsgd.sde.equations import SOLVERS
 
         if args.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {args.solver!r}")
@@ -81,8 +81,8 @@ def _validate_args(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from scipy import stats
 
-    from dysonsgd import predict
-    from dysonsgd.store import load_result
+    from dysonsgd.analysis import predict
+    from dysonsgd.runs.store import load_result
 
     _validate_args(args)
     result = load_result(args.run)

@@ -4,11 +4,11 @@ dysonsgd sweep CONFIG.toml [--out STORE] [--device cpu|cuda[:k]]
                [--scheduler tcp://HOST:PORT | --cluster local [--workers N]]
                [--pack CELLS] [--threads N] [--no-fsync] [--quiet] [--json]
 
-CONFIG is a sweep or validation config (:mod:`dysonsgd.config`; ``[expect]`` and ``[validate]``
+CONFIG is a sweep or validation config (:mod:`dysonsgd.runs.config`; ``[expect]`` and ``[validate]``
 are ignored). Cells already complete in STORE (default ``NAME.zarr``) are skipped, so an
 interrupted sweep is resumed by running the same command again. A progress bar on stderr shows
 cells done, model-steps/s and the ETA; ``--quiet`` hides it, ``--json`` prints a
-machine-readable summary. Read the store with :func:`dysonsgd.store.load_result` (any command's
+machine-readable summary. Read the store with :func:`dysonsgd.runs.store.load_result` (any command's
 RUN argument).
 """
 
@@ -81,8 +81,8 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysonsgd.config import load_config
-    from dysonsgd.sweep import dask_client, run_sweep
+    from dysonsgd.runs.config import load_config
+    from dysonsgd.runs.sweep import dask_client, run_sweep
 
     config = load_config(args.config)
     out = args.out if args.out is not None else Path(f"{config.name}.zarr")

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd import disorder, rmt, symbolic
-from dysonsgd._validate import check_positive
+from dysonsgd._checks import check_positive
 from dysonsgd.cli._output import emit_json, emit_table
+from dysonsgd.theory import disorder, rmt, symbolic
 
 #: the paper's set-up (section 3.1): widths (n0, n1, n2, n3) and the grid of 1/sigma_W
 PAPER_WIDTHS = (3, 32, 16, 1)

@@ -8,7 +8,7 @@ dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E 
 ``--paper-grid`` fills in the paper's 12 x 12 grid (T = 2^-5..2^6, 1/sigma_W = 2^-8..2^3) for
 whichever of --temperature / --sigma-w is not given. The result is written as netCDF
 (``.nc``, xarray's scipy engine) or as ``.npz`` (the same variables, attributes in a JSON string
-``attrs``); read either back with :func:`dysonsgd.store.load_result`.
+``attrs``); read either back with :func:`dysonsgd.runs.store.load_result`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd.cli._output import emit_json, emit_table
-from dysonsgd.store import save_result
+from dysonsgd.runs.store import save_result
 
 PAPER_TEMPERATURES = tuple(2.0**k for k in range(-5, 7))
 PAPER_SIGMA_W = tuple(2.0**k for k in range(-3, 9))
@@ -75,7 +75,7 @@ def summarise(result, path: Path | None = None) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from dysonsgd.training import TeacherStudentConfig, train_ensemble
+    from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
     temps = args.temperature
     sigmas = args.sigma_w

@@ -4,7 +4,8 @@ dysonsgd validate [CONFIG] [--run RUN] [--out DIR] [--json] [--quiet]
 
 Trains the config's grid (or reads ``--run``: a run file or a sweep store), measures K and V
 along training, integrates (4.3) and (4.8) from them, and checks prediction against observation
-with the tolerances of the config's ``[validate]`` table (:mod:`dysonsgd.validation`). Prints a
+with the tolerances of the config's ``[validate]`` table (:mod:`dysonsgd.analysis.validation`).
+Prints a
 PASS/FAIL table, writes ``report.md`` with figures into DIR, and exits 1 on any FAIL. Without
 CONFIG it runs the embedded default, ``validation/quick.toml``.
 """
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(config, progress: bool):
-    from dysonsgd.training import train_ensemble
+    from dysonsgd.train.ensemble import train_ensemble
 
     return train_ensemble(config.model, temperature=list(config.temperature),
                           sigma_w=list(config.sigma_w), n_seeds=config.seeds,
@@ -68,9 +69,9 @@ def _check_run_matches(result, config, path: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysonsgd import validation
-    from dysonsgd.config import load_config
-    from dysonsgd.report import write_report
+    from dysonsgd.analysis import validation
+    from dysonsgd.plots.report import write_report
+    from dysonsgd.runs.config import load_config
 
     start = time.perf_counter()
     path = args.config or default_config()
@@ -89,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     say = (lambda msg: None) if args.quiet or args.json else (
         lambda msg: print(f"dysonsgd validate: {msg}", file=sys.stderr, flush=True))
     if args.run is not None:
-        from dysonsgd.store import load_result
+        from dysonsgd.runs.store import load_result
 
         say(f"reading {args.run}")
         result = load_result(args.run)
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{config.seeds} seeds x {config.epochs} epochs)")
         result = _train(config, progress=not (args.quiet or args.json))
         if args.save_run is not None:
-            from dysonsgd.store import save_result
+            from dysonsgd.runs.store import save_result
 
             save_result(result, args.save_run)
     outcome = validation.evaluate(result, expected, config.validate, progress=say,

@@ -1,8 +1,8 @@
 """Symbolic derivations (sympy) behind the formulas of sections 2 and 4 and appendix B.
 
 Every function *derives* its result from a starting expression and returns sympy objects; none
-returns a hard-coded answer. The numeric modules (:mod:`dysonsgd.rmt`,
-:mod:`dysonsgd.disorder`) implement the closed forms, and the tests compare the two through
+returns a hard-coded answer. The numeric modules (:mod:`dysonsgd.theory.rmt`,
+:mod:`dysonsgd.theory.disorder`) implement the closed forms, and the tests compare the two through
 :func:`sympy.lambdify`. The notebooks in ``theory/`` walk through the same derivations.
 
 Contents
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from dysonsgd._validate import check_int
+from dysonsgd._checks import check_int
 
 __all__ = [
     "HamiltonianForm",

@@ -3,7 +3,7 @@
 Pure functions on arrays. ``v`` may be a broadcast view (zero strides on the path axis) of a
 single (N, N) matrix. The kernels that the general engine calls once per step are serial: a
 parallel region per step costs more than it saves on a busy machine (its barrier waits for the
-slowest thread); the fused engine (:mod:`dysonsgd._sde_fused`) is parallel over paths instead.
+slowest thread); the fused engine (:mod:`dysonsgd.sde._fused.step`) is parallel over paths instead.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def implicit_window(x, xn, c, v, a, fraction, tol, max_iter):  # pragma: no cove
 # --------------------------------------------------------------------------------------------
 #
 # Every normal is a pure function of (key, path, step, component, bridge node): the fused
-# integrator (dysonsgd._sde_fused) draws the same numbers whatever the thread count, the block
+# integrator (dysonsgd.sde._fused.step) draws the same numbers whatever the thread count, the block
 # of steps or the split of paths over threads. Philox4x32-10 is the counter-based generator of
 # Salmon et al., "Parallel random numbers: as easy as 1, 2, 3" (SC'11), which passes BigCrush;
 # it maps a 128-bit counter and a 64-bit key to 128 random bits. The ziggurat is Marsaglia and
@@ -414,7 +414,7 @@ def normals(z, n, keys, path, step, node, ki, wi, fi):  # pragma: no cover - com
 def standard_normals(keys, n_paths, n_steps, n, node, ki, wi, fi):  # pragma: no cover
     """The fused integrator's normals for paths < n_paths, steps < n_steps: (n_paths, n_steps, n).
 
-    ``keys`` is the (4,) uint64 key array of :func:`dysonsgd._sde_fused.keys_from_seed`.
+    ``keys`` is the (4,) uint64 key array of :func:`dysonsgd.sde._fused.step.keys_from_seed`.
     """
     out = np.empty((n_paths, n_steps, n))
     for p in nb.prange(n_paths):

@@ -2,7 +2,7 @@
 
 A config names a grid of teacher-student ensembles (section 3.1 of the paper) and how to train
 it; a *validation* config is a sweep config plus its expectations (the free-form ``[expect]`` and
-``[validate]`` tables, which :mod:`dysonsgd.validation` reads and the sweep ignores)::
+``[validate]`` tables, which :mod:`dysonsgd.analysis.validation` reads and the sweep ignores)::
 
     name = "quick"                      # optional
     description = "..."                 # optional
@@ -44,7 +44,7 @@ from typing import Any
 
 import tomllib
 
-from dysonsgd.training import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
+from dysonsgd.train.ensemble import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
 
 __all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config"]
 
@@ -103,7 +103,7 @@ class SweepConfig:
     seeds : int
         Replicas per cell; replica ``r`` uses ``SeedSequence(seed, spawn_key=(r,))``.
     epochs, snapshots, seed : int
-        As :func:`dysonsgd.training.train_ensemble`.
+        As :func:`dysonsgd.train.ensemble.train_ensemble`.
     dtype : {'float32', 'float64'}
     model : TeacherStudentConfig
         Widths, activation, data size, batch size, data order, divergence threshold.

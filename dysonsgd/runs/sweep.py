@@ -1,10 +1,10 @@
 """Sweeps: a config's grid trained cell by cell into a resumable Zarr store.
 
-A sweep trains every cell ``(i_T, i_S)`` of a :class:`~dysonsgd.config.SweepConfig` (one
-temperature, one ``sigma_W``, all seeds) with :func:`~dysonsgd.training.train_ensemble` and
-writes it into a sweep store (:mod:`dysonsgd.store`), marking it complete only once its data are
+A sweep trains every cell ``(i_T, i_S)`` of a :class:`~dysonsgd.runs.config.SweepConfig` (one
+temperature, one ``sigma_W``, all seeds) with :func:`~dysonsgd.train.ensemble.train_ensemble` and
+writes it into a sweep store (:mod:`dysonsgd.runs.store`), marking it complete only once its data are
 on disk. Because a model's numbers depend only on ``(seed, its grid coordinates, seed index)``
-(see :mod:`dysonsgd.training`), cells trained alone, in packs, in any order, on any number of
+(see :mod:`dysonsgd.train.ensemble`), cells trained alone, in packs, in any order, on any number of
 processes give the store the same content as one ``train_ensemble`` call over the whole grid,
 bit for bit (on one device and dtype).
 
@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd import store as _store
-from dysonsgd._validate import check_int
-from dysonsgd.config import SweepConfig
-from dysonsgd.training import TeacherStudentConfig, replica_draws, snapshot_epochs
+from dysonsgd.runs import store as _store
+from dysonsgd._checks import check_int
+from dysonsgd.runs.config import SweepConfig
+from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, snapshot_epochs
 
 __all__ = [
     "Pack",
@@ -217,7 +217,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
             import numba
 
             threads = numba.get_num_threads()
-        from dysonsgd._kernels import lanes_for
+        from dysonsgd.train._numba.kernels import lanes_for
 
         lanes = lanes_for(np.float32 if config.dtype == "float32" else np.float64)
         models = CPU_MODELS_PER_THREAD_BLOCK * lanes * max(1, threads)
@@ -414,12 +414,12 @@ def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
     Returns
     -------
     cells : list
-        ``(i_T, i_S, arrays, meta)`` per cell, for :meth:`dysonsgd.store.CellWriter.write`.
+        ``(i_T, i_S, arrays, meta)`` per cell, for :meth:`dysonsgd.runs.store.CellWriter.write`.
     summaries : list of dict
         Per cell: ``cell``, ``temperature``, ``sigma_w``, ``wall_time_s`` (the pack's time
         divided among its cells), ``model_steps``, ``diverged``, ``finished_at``, ``host``.
     """
-    from dysonsgd.training import train_ensemble
+    from dysonsgd.train.ensemble import train_ensemble
 
     _set_threads(threads if threads is not None else _worker_threads(slots_by_host))
     rows, cols = [int(i) for i in rows], [int(j) for j in cols]
@@ -464,7 +464,7 @@ def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: 
     slots_by_host : dict, optional
         Worker slots per host (dask), to share each host's CPUs among its workers.
     durable : bool
-        fsync each cell's data before its marker (see :class:`dysonsgd.store.CellWriter`).
+        fsync each cell's data before its marker (see :class:`dysonsgd.runs.store.CellWriter`).
 
     Returns
     -------

@@ -1,7 +1,8 @@
 """Observables of section 3.2 and 4 on trained teacher-student ensembles.
 
 Pure array functions, vectorised over any leading (ensemble) axes, plus thin wrappers taking an
-:class:`dysonsgd.training.EnsembleResult`. Shapes use ``...`` for the ensemble axes (for a result:
+:class:`dysonsgd.train.ensemble.EnsembleResult`. Shapes use ``...`` for the ensemble axes (for a
+result:
 ``(nT, nS, nR)``), ``P`` for test points, ``n2 x n1`` for ``W2``.
 
 Conventions (see ``reference-notes.md``, Analysis):
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dysonsgd._validate import check_array, check_int
+from dysonsgd._checks import check_array, check_int
 
 __all__ = [
     "alignment",

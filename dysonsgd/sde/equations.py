@@ -16,7 +16,7 @@ All equations are Itô SDEs with diagonal noise, dy_i = f_i(t, y) dt + g_i(t, y)
 of shape (n_paths, N). The discrete Langevin update (2.29) is :func:`langevin_sgd_discrete`.
 
 Two engines run the solvers (``integrate(..., engine=)``): the general one steps all paths in
-numpy (any equation, solver, callable coefficients); the fused one (:mod:`dysonsgd._sde_fused`)
+numpy (any equation, solver, callable coefficients); the fused one (:mod:`dysonsgd.sde._fused.step`)
 runs blocks of steps of Dyson Brownian motion or the spacing SDE with array or
 :func:`piecewise_linear` coefficients in one compiled kernel, on threads over paths, with
 counter-based Gaussian increments (Philox4x32-10), so its paths depend on the seed and the path
@@ -53,9 +53,10 @@ from typing import Protocol
 import numpy as np
 from scipy import stats
 
-from dysonsgd import _sde_fused as _fused
-from dysonsgd import _sde_kernels as _kernels
-from dysonsgd._sde_solvers import (
+from dysonsgd._checks import check_array, check_int, check_positive
+from dysonsgd.sde._fused import kernels as _kernels
+from dysonsgd.sde._fused import step as _fused
+from dysonsgd.sde.solvers import (
     SOLVERS,
     Adaptive,
     BrownianPath,
@@ -63,8 +64,7 @@ from dysonsgd._sde_solvers import (
     EulerMaruyama,
     Platen,
 )
-from dysonsgd._sde_solvers import resolve_solver as _resolve_solver
-from dysonsgd._validate import check_array, check_int, check_positive
+from dysonsgd.sde.solvers import resolve_solver as _resolve_solver
 
 __all__ = [
     "SOLVERS",
@@ -384,7 +384,7 @@ class LevelSpacingSDE(_SplitDrift):
     For constant K_S < 0 the stationary density solves the zero-flux Fokker-Planck equation,
     p(S) proportional to S^(V_S/D_S) exp(K_S S / (T D_S)): a Gamma law with shape
     V_S/D_S + 1 and rate -K_S/(T D_S) (:meth:`stationary_distribution`, derived in
-    :func:`dysonsgd.symbolic.spacing_stationary_density`). Its mode is the fixed point
+    :func:`dysonsgd.theory.symbolic.spacing_stationary_density`). Its mode is the fixed point
     S* = -T V_S/K_S of the deterministic part (4.9). S = 0 is reached only if V_S/D_S < 1
     (a Bessel process of dimension 1 + V_S/D_S).
     """
@@ -638,7 +638,7 @@ def _fused_scheme(solver):
 
 
 def _fused_plan(equation, solver, y: np.ndarray, total_steps: int):
-    """The arrays for :func:`dysonsgd._sde_fused.integrate_fused`, or None if not fusable.
+    """The arrays for :func:`dysonsgd.sde._fused.step.integrate_fused`, or None if not fusable.
 
     Fusable: Dyson Brownian motion or the spacing SDE whose coefficients are arrays or
     :class:`PiecewiseLinear` (not other callables), solved by Euler-Maruyama, the drift-implicit

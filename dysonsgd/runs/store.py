@@ -1,6 +1,6 @@
 """Reading and writing training runs.
 
-A *run* is an :class:`~dysonsgd.training.EnsembleResult` on disk, in one of the formats
+A *run* is an :class:`~dysonsgd.train.ensemble.EnsembleResult` on disk, in one of the formats
 :func:`load_result` recognises:
 
 - ``.nc``: netCDF through xarray's scipy engine;
@@ -37,7 +37,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dysonsgd.training import EnsembleResult
+from dysonsgd.train.ensemble import EnsembleResult
 
 #: file suffixes :func:`save_result` writes and :func:`load_result` reads
 FILE_SUFFIXES = (".nc", ".npz")

@@ -1,6 +1,7 @@
 """SDE predictions from a trained run: Dyson Brownian motion and the level-spacing SDE.
 
-This module joins measurement (:mod:`dysonsgd.gradstats`) and integration (:mod:`dysonsgd.sde`):
+This module joins measurement (:mod:`dysonsgd.measure.gradstats`) and integration
+(:mod:`dysonsgd.sde.equations`):
 it measures K and V along a run, one grid cell at a time, and integrates (4.3) and (4.8) with
 those coefficients from the run's own eigenvalues.
 
@@ -23,7 +24,7 @@ Two sources (``drift=``):
 On a trained network the test-set mean of Delta^X is dominated by the generalisation gap (in
 the ordered cell it is ~40x the training drift), and integrating it moves the eigenvalues the
 wrong way; the training drift reproduces the observed increments. V is always the variance of
-the rotated per-sample update on the test inputs (:func:`dysonsgd.gradstats.measure`).
+the rotated per-sample update on the test inputs (:func:`dysonsgd.measure.gradstats.measure`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd import gradstats, rmt
-from dysonsgd._validate import check_int, check_positive
-from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
+from dysonsgd._checks import check_int, check_positive
+from dysonsgd.measure import gradstats
+from dysonsgd.sde.equations import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
+from dysonsgd.theory import rmt
 
 __all__ = [
     "DRIFT_SOURCES",
@@ -105,7 +107,7 @@ class MeasuredCoefficients:
     diverged : (nT, nS, nR)
     drift_source, noise_source : 'training' or 'test': the data behind K and V
     last : GradientStatistics
-        Everything :func:`dysonsgd.gradstats.measure` gave at the last measured snapshot
+        Everything :func:`dysonsgd.measure.gradstats.measure` gave at the last measured snapshot
         (K and V on the measurement data, the paper's and the release's K_S, V_S).
     """
 
@@ -137,7 +139,7 @@ def measure_run(result, snapshots=None, drift: str = "training", noise: str = "t
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     snapshots : sequence of int, optional
         Snapshot indices (default: all), increasing.
     drift : {'training', 'test'}
@@ -148,7 +150,7 @@ def measure_run(result, snapshots=None, drift: str = "training", noise: str = "t
     noise_points : int
         Training inputs per model for ``noise='training'``.
     chunk : int
-        Models per batch in :func:`dysonsgd.gradstats.measure`.
+        Models per batch in :func:`dysonsgd.measure.gradstats.measure`.
     """
     if drift not in DRIFT_SOURCES:
         raise ValueError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")

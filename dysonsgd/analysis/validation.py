@@ -2,7 +2,7 @@
 
 Given a trained run, :func:`evaluate` measures K and V along training, integrates Dyson Brownian
 motion (4.3) and the spacing SDE (4.8) per model from the measured coefficients
-(:mod:`dysonsgd.predict`), and compares prediction with observation, cell by cell:
+(:mod:`dysonsgd.analysis.predict`), and compares prediction with observation, cell by cell:
 
 ``spacing_ks``
     KS test (two-sample) of the predicted against the observed distribution of the mean level
@@ -28,7 +28,7 @@ motion (4.3) and the spacing SDE (4.8) per model from the measured coefficients
     observed to converge (figure 8 works with these fractions); the per-model agreement is
     reported alongside.
 ``phase``
-    The label of :func:`dysonsgd.phase.classify_phases` against the expected one.
+    The label of :func:`dysonsgd.analysis.phase.classify_phases` against the expected one.
 
 Every check and its tolerance comes from the config's ``[validate]`` table (defaults in
 :data:`DEFAULT_TOLERANCES`); which cells each check applies to is configurable by phase
@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dysonsgd import predict
-from dysonsgd._validate import grid_index
+from dysonsgd._checks import grid_index
+from dysonsgd.analysis import predict
 
 __all__ = [
     "CHECKS",
@@ -260,7 +260,7 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     expected_phases : mapping (i_T, i_S) -> phase label
         The cells to check and the phase each should be in (cells absent are not checked).
     validate_table : mapping, optional
@@ -276,7 +276,7 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     dict with ``checks`` (list of :class:`Check`), ``cells`` (per-cell metrics: phases,
     fractions, spacing statistics), ``options`` and ``tolerances``.
     """
-    from dysonsgd import phase  # above the SDE layer, imported lazily
+    from dysonsgd.analysis import phase  # above the SDE layer, imported lazily
 
     tol, applies, options = parse_validate_table(validate_table)
     say = progress or (lambda msg: None)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import comb
 
-from dysonsgd._validate import check_array, check_in_range, check_int, check_positive
+from dysonsgd._checks import check_array, check_in_range, check_int, check_positive
 
 __all__ = [
     "initial_spacing_bound",
@@ -437,7 +437,7 @@ def spacing_coefficients(drift, noise) -> tuple[np.ndarray, np.ndarray, np.ndarr
         D_S = (V_11 + V_NN) / (2 (N - 1)^2),
 
     with indices 1-based as in the paper. (B.7) is implemented as printed; the release
-    notebook's variant is offered by :mod:`dysonsgd.gradstats`.
+    notebook's variant is offered by :mod:`dysonsgd.measure.gradstats`.
 
     Parameters
     ----------

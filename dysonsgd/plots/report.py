@@ -1,7 +1,7 @@
 """The Markdown report and figures of ``dysonsgd validate`` (I/O at the edge: matplotlib, files).
 
-:func:`write_report` takes the dict of :func:`dysonsgd.validation.evaluate` (checks, cells and
-per-cell S(t) traces) and writes ``report.md`` with PNG and PDF figures into a directory.
+:func:`write_report` takes the dict of :func:`dysonsgd.analysis.validation.evaluate` (checks, cells
+and per-cell S(t) traces) and writes ``report.md`` with PNG and PDF figures into a directory.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def write_report(outcome: Mapping[str, Any], out_dir: str | Path, title: str,
 
     Parameters
     ----------
-    outcome : the dict of :func:`dysonsgd.validation.evaluate`; its ``traces`` are
+    outcome : the dict of :func:`dysonsgd.analysis.validation.evaluate`; its ``traces`` are
         {(T, 1/sigma_W): {"epochs": (n_t,), "observed"/"dbm"/"sde": (mean, sd)}}
     """
     out_dir = Path(out_dir)

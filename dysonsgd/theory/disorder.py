@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import linalg, optimize
 
-from dysonsgd._validate import check_array, check_int, check_positive
+from dysonsgd._checks import check_array, check_int, check_positive
 
 __all__ = [
     "ACTIVATIONS",
@@ -346,7 +346,7 @@ def potential_coefficients(sigma_z2, order: int = 4) -> np.ndarray:
         c_2n = (1 / (2 sigma_z2)) (1/n) sum_{k=1}^n 1/(2k - 1) - 1/n,
 
     giving c_2 = 1/(2 sigma_z2) - 1 and c_4 = 1/(3 sigma_z2) - 1/2 as in (2.22). Odd
-    coefficients vanish. :func:`dysonsgd.symbolic.potential_series` derives the same series.
+    coefficients vanish. :func:`dysonsgd.theory.symbolic.potential_series` derives the same series.
 
     Parameters
     ----------
@@ -372,7 +372,7 @@ def critical_variance() -> float:
     """sigma_c^2 = 1/2: the pre-activation variance at which V(phi) turns into a double well.
 
     The curvature of the potential at phi = 0 is c_2 = 1/(2 sigma_z^2) - 1, eq. (2.22), which
-    changes sign at sigma_z^2 = 1/2. :func:`dysonsgd.symbolic.critical_variance` derives it.
+    changes sign at sigma_z^2 = 1/2. :func:`dysonsgd.theory.symbolic.critical_variance` derives it.
     """
     return 0.5
 

@@ -25,7 +25,8 @@ guidance
 phase_summary
     Every per-model observable the above need, from an EnsembleResult.
 
-Layer: above :mod:`dysonsgd.sde`; imports only theory and measurement modules. Pure functions
+Layer: above :mod:`dysonsgd.sde.equations`; imports only theory and measurement modules. Pure
+functions
 take arrays shaped ``(nT, nS, nR)`` (temperature, sigma_W, seed) or anything that broadcasts;
 the ensemble is the last axis.
 """
@@ -38,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd import disorder
-from dysonsgd._validate import check_array, check_in_range, check_int, check_positive
+from dysonsgd._checks import check_array, check_in_range, check_int, check_positive
+from dysonsgd.theory import disorder
 
 __all__ = [
     "CONVENTIONS",
@@ -233,7 +234,7 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     x_test : (P, n0), optional
         Default the release's 128 test inputs (numpy seed 42).
 
@@ -245,7 +246,7 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
     is over seeds; its expectation for the given inputs is
     :func:`preactivation_ratio_for_inputs`.
     """
-    from dysonsgd import observables
+    from dysonsgd.measure import observables
 
     if result.config.activation != "tanh":
         raise ValueError("the symmetry-breaking argument needs tanh (the run's activation is "
@@ -290,7 +291,7 @@ def signal_to_noise_threshold(temperature, sigma_w, widths=PAPER_WIDTHS) -> np.n
     """The left-hand side of (4.15), ``(n2 - 1) T / (4 sqrt(n2/n1) sigma_W^2)``.
 
     It is ``T / S_0`` with ``S_0 = 4 sigma_W^2 sqrt(r) / (n2 - 1)`` the Marchenko-Pastur bound
-    (4.14) on the initial mean spacing (:func:`dysonsgd.rmt.initial_spacing_bound`).
+    (4.14) on the initial mean spacing (:func:`dysonsgd.theory.rmt.initial_spacing_bound`).
     Broadcasts ``temperature`` against ``sigma_w``.
     """
     temperature = np.asarray(check_positive("temperature", temperature), dtype=float)
@@ -307,7 +308,7 @@ def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
     ----------
     k_s, v_s : array_like, broadcastable to [nT, nS, nR]
         K_S and V_S of (B.7)/(B.9) at the end of training (e.g.
-        :func:`dysonsgd.gradstats.measure` at the last snapshot: ``k_s, v_s`` for
+        :func:`dysonsgd.measure.gradstats.measure` at the last snapshot: ``k_s, v_s`` for
         ``convention='paper'``, ``k_s_release, v_s_release`` for ``'release'``).
     temperature, sigma_w : array_like
         T and sigma_W of each model (e.g. ``T[:, None, None]``, ``sigma_W[None, :, None]``).
@@ -319,7 +320,7 @@ def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
         V_S > 0 this is the paper's ``-K_S / V_S >= (n2 - 1) T / (4 sqrt(r) sigma_W^2)``
         (4.13)/(4.15). ``'release'``: the notebook's test ``K_S / V_S >= (n2 - 1) T / (4
         sqrt(r) sigma_W^2)`` with its K_S = (|K_NN| - |K_11|)/(N - 1) built from absolute
-        values (:func:`dysonsgd.gradstats.spacing_coefficients_release`).
+        values (:func:`dysonsgd.measure.gradstats.spacing_coefficients_release`).
 
     Returns
     -------
@@ -339,7 +340,7 @@ def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
 
 
 def spacing_coefficients_for(stats, convention: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """K_S and V_S of a :class:`dysonsgd.gradstats.GradientStatistics` in the form that
+    """K_S and V_S of a :class:`dysonsgd.measure.gradstats.GradientStatistics` in the form that
     :func:`convergence_criterion` takes for ``convention``: (B.7) as printed for ``'paper'``,
     the release notebook's variant for ``'release'``."""
     if convention not in CONVENTIONS:
@@ -629,7 +630,7 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     x_test : (P, n0), optional
         Default the release's 128 test inputs (numpy seed 42).
 
@@ -647,7 +648,7 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         ``preactivation_ratio`` rho (tanh only, else NaN), ``diverged`` (bool) and
         ``diverged_fraction`` (nT, nS).
     """
-    from dysonsgd import observables as ob
+    from dysonsgd.measure import observables as ob
 
     x = ob._test_x(result, x_test)
     w1, w2t, w3 = result.teacher()

@@ -8,7 +8,8 @@ Dyson Brownian motion (4.3), and through (B.7), (B.9) the K_S, V_S, D_S of the s
 
 Conventions
 -----------
-- :func:`spacing_coefficients` is (B.7) as printed (via :func:`dysonsgd.rmt.spacing_coefficients`).
+- :func:`spacing_coefficients` is (B.7) as printed (via
+:func:`dysonsgd.theory.rmt.spacing_coefficients`).
 - :func:`spacing_coefficients_release` is the release notebook's variant, for comparison: its
   Coulomb sum takes V[N, N-k+1] where (B.7) has V[N, N-k] (so the k = 1 term is the diagonal
   V_NN), and its K_S is the difference of the *absolute* diagonal entries of the rotated K;
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd import rmt
-from dysonsgd._validate import check_array, check_int
+from dysonsgd._checks import check_array, check_int
+from dysonsgd.theory import rmt
 
 __all__ = [
     "GradientStatistics",
@@ -125,7 +126,7 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     n_points : int, optional
         Keep the first ``n_points`` inputs (default all ``n_data``); the inputs are i.i.d., so
         this is a random subsample.
@@ -134,7 +135,7 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
     -------
     ndarray, shape (1, 1, nR, n_points, n0): pass as ``x`` to :func:`measure`.
     """
-    from dysonsgd import training  # measurement layer, imported lazily
+    from dysonsgd.train import ensemble as training  # measurement layer, imported lazily
 
     n_data = result.config.n_data
     n_points = n_data if n_points is None else check_int("n_points", n_points, minimum=1)
@@ -169,7 +170,7 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
 
     Parameters
     ----------
-    result : dysonsgd.training.EnsembleResult
+    result : dysonsgd.train.ensemble.EnsembleResult
     snapshot : int
         Snapshot index (negative counts from the end).
     x : array_like, shape (D, n0) or (nT, nS, nR, D, n0) (or broadcastable), optional
@@ -178,7 +179,8 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     chunk : int
         Models per batch (bounds the memory of the per-sample gradients).
     """
-    from dysonsgd import observables, training  # measurement layer, imported lazily
+    from dysonsgd.measure import observables  # measurement layer, imported lazily
+    from dysonsgd.train import ensemble as training  # measurement layer, imported lazily
 
     chunk = check_int("chunk", chunk)
     n = len(result.snapshot_epochs)

@@ -1,8 +1,9 @@
-"""Solvers and the Brownian path of :mod:`dysonsgd.sde` (re-exported there).
+"""Solvers and the Brownian path of :mod:`dysonsgd.sde.equations` (re-exported there).
 
-A solver advances the paths ``rows`` of an equation (see :class:`dysonsgd.sde.Equation`) by one
+A solver advances the paths ``rows`` of an equation (see :class:`dysonsgd.sde.equations.Equation`)
+by one
 step with given Brownian increments; :class:`Adaptive` refines a step along the Brownian bridge
-of :class:`BrownianPath`. The fused engine (:mod:`dysonsgd._sde_fused`) runs the same schemes
+of :class:`BrownianPath`. The fused engine (:mod:`dysonsgd.sde._fused.step`) runs the same schemes
 in a compiled kernel.
 """
 
@@ -15,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dysonsgd._validate import check_int, check_positive
+from dysonsgd._checks import check_int, check_positive
 
 __all__ = [
     "SOLVERS",

@@ -27,8 +27,9 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from dysonsgd import disorder, phase
-from dysonsgd._validate import check_array
+from dysonsgd._checks import check_array
+from dysonsgd.analysis import phase
+from dysonsgd.theory import disorder
 
 __all__ = [
     "ALIGNMENT_RANGE",

@@ -1,23 +1,25 @@
 """Fused integration of Dyson Brownian motion (4.3) and the spacing SDE (4.8) in one kernel.
 
-:func:`dysonsgd.sde.integrate` comes here when the coefficients are arrays (constant, or linear
-in time between knots as given by :func:`dysonsgd.sde.piecewise_linear`) and the solver is one
+:func:`dysonsgd.sde.equations.integrate` comes here when the coefficients are arrays (constant, or
+linear
+in time between knots as given by :func:`dysonsgd.sde.equations.piecewise_linear`) and the solver
+is one
 of Euler-Maruyama, the drift-implicit step or the adaptive scheme built on them. Whole blocks of
 steps then run in one compiled call per chunk of paths, with the Gaussian increments drawn
-in the kernel from the counter-based generator of :mod:`dysonsgd._sde_kernels`: normal j of
+in the kernel from the counter-based generator of :mod:`dysonsgd.sde._fused.kernels`: normal j of
 step s of path p is a function of (seed, p, s, j) only, so the result does not depend on the
 thread count or on how the paths and steps are split into blocks. The kernel releases the GIL
 and chunks of paths run on ``numba.get_num_threads()`` Python threads (a serial kernel
 compiles in a fraction of the time of numba's ``parallel=True``).
 
-The schemes are those of :mod:`dysonsgd.sde`, step by step:
+The schemes are those of :mod:`dysonsgd.sde.equations`, step by step:
 
 - Euler-Maruyama: x' = x + (K + T sum_j V_ij/(x_i - x_j)) h + sqrt(T V_ii) dW_i.
 - drift-implicit: the explicit step is kept when it stays in the domain, no neighbouring gap (or
   the distance to a wall) shrank by more than ``fraction`` of itself and no pair is stiff
   (h T V_{i,i+1} > fraction g^2); otherwise the Coulomb term is taken implicitly for the levels
   of the flagged pairs (damped Newton on their convex log-barrier energy, the other levels at
-  their explicit positions; :func:`dysonsgd._sde_kernels.implicit_step`), or as the positive
+  their explicit positions; :func:`dysonsgd.sde._fused.kernels.implicit_step`), or as the positive
   root of a quadratic for the spacing.
 - adaptive: a step that fails (leaves the domain, or moves more than ``safety`` length scales)
   is halved along the Brownian bridge of the same path, depth first, down to h / 2**max_depth;
@@ -38,8 +40,8 @@ import numba
 import numba as nb
 import numpy as np
 
-from dysonsgd._sde_kernels import FAST as _FAST
-from dysonsgd._sde_kernels import ZIGGURAT, _philox, _ziggurat_slow, implicit_step, normals
+from dysonsgd.sde._fused.kernels import FAST as _FAST
+from dysonsgd.sde._fused.kernels import ZIGGURAT, _philox, _ziggurat_slow, implicit_step, normals
 
 __all__ = ["MAX_STEPS", "fused_block", "integrate_fused", "keys_from_seed"]
 
@@ -98,7 +100,8 @@ def _moved(a, b):  # pragma: no cover - compiled
 
 @nb.njit(inline="always", error_model="numpy")
 def _near(x, xn, tv, h, f, wall, spacing):  # pragma: no cover - compiled
-    """The criterion of DriftImplicit (see dysonsgd.sde.DysonBrownianMotion.near_singularity)."""
+    """The criterion of DriftImplicit (see
+    dysonsgd.sde.equations.DysonBrownianMotion.near_singularity)."""
     if f == 0.0:
         return True
     if spacing:
@@ -205,7 +208,7 @@ def _refine(
 def _fill_normals(z, words, step0, count, n, path, keys, ki, wi, fi):  # pragma: no cover
     """z[j, q] = the grid normal j of path ``path``, step ``step0 + q``, for q < count.
 
-    The same numbers as :func:`dysonsgd._sde_kernels.normals` with node 0; the loop over
+    The same numbers as :func:`dysonsgd.sde._fused.kernels.normals` with node 0; the loop over
     steps is innermost, where Philox vectorises (about 8x faster than over the lanes).
     """
     k0, k1 = keys[0], keys[1]  # scalars: loads of keys in the loop would block vectorising

@@ -35,8 +35,8 @@ spawn keys, so :func:`replica_draws` replays any single model.
 
 Backends
 --------
-``'numba'`` (CPU default) runs the fused kernels of :mod:`dysonsgd._kernels`: SIMD lanes are
-models, each block's ``W2`` stays in L1 over many epochs; float32 uses a rational ``tanh``
+``'numba'`` (CPU default) runs the fused kernels of :mod:`dysonsgd.train._numba.kernels`: SIMD
+lanes are models, each block's ``W2`` stays in L1 over many epochs; float32 uses a rational ``tanh``
 accurate to 4e-7, float64 is exact. ``'torch'`` is a plain batched ``torch.bmm`` loop on any
 device (CUDA included) with exact activations. Both implement the same algorithm and agree to
 rounding (tests check it).
@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dysonsgd._validate import check_int, check_positive
+from dysonsgd._checks import check_int, check_positive
 
 __all__ = [
     "EnsembleResult",
@@ -657,7 +657,7 @@ def train_ensemble(
 
     t_setup = time.perf_counter() - t_start
     if backend == "numba":
-        from dysonsgd._kernels import run_numba as engine
+        from dysonsgd.train._numba.kernels import run_numba as engine
     else:
         engine = _train_torch
     out = engine(config, x, w1, w3, y, group, w2_init, lr, epochs, snaps, orders, dev, tdtype,

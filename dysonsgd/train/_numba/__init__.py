@@ -1,0 +1,1 @@
+"""train/_numba"""
