@@ -1,7 +1,9 @@
-"""Argument checks shared by the numerical modules.
+"""Argument checks shared by every layer, and the library's one input-error type.
 
-Every public function checks its inputs before doing work and raises ``ValueError``
-naming the parameter and the allowed range.
+Every public function checks its inputs before doing work and raises :class:`InputError`
+naming the parameter and the allowed range. The ``dysonsgd`` command maps exactly this type
+(and its subclasses, such as :class:`dysonsgd.runs.config.ConfigError`) to exit status 2;
+any other exception is a bug and shows as one.
 """
 
 from __future__ import annotations
@@ -11,14 +13,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+__all__ = ["InputError", "check_array", "check_in_range", "check_int", "check_positive"]
+
+
+class InputError(ValueError):
+    """Bad input to dysonsgd: the message names the parameter and the allowed range.
+
+    A subclass of ``ValueError``, so ``except ValueError`` keeps working; raised before any work
+    starts.
+    """
+
 
 def _finite_array(name: str, value) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number or array of real numbers") from exc
+        raise InputError(f"{name} must be a real number or array of real numbers") from exc
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite (got NaN or infinity)")
+        raise InputError(f"{name} must be finite (got NaN or infinity)")
     return arr
 
 
@@ -28,7 +40,7 @@ def check_positive(name: str, value, *, allow_zero: bool = False):
     bad = arr < 0 if allow_zero else arr <= 0
     if np.any(bad):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        raise InputError(f"{name} must be {bound}, got {value!r}")
     return float(arr) if arr.ndim == 0 else arr
 
 
@@ -48,7 +60,7 @@ def check_in_range(
     if np.any(below | above):
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+        raise InputError(f"{name} must lie in {lo}{low:g}, {high:g}{hi}, got {value!r}")
     return float(arr) if arr.ndim == 0 else arr
 
 
@@ -58,9 +70,9 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             value = int(value)
         else:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -77,7 +89,7 @@ def check_array(
     """
     arr = _finite_array(name, value)
     if arr.ndim < min_ndim:
-        raise ValueError(
+        raise InputError(
             f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}"
         )
     if shape_tail is not None:
@@ -87,7 +99,7 @@ def check_array(
         )
         if not ok:
             want = "(..., " + ", ".join("*" if w is None else str(w) for w in shape_tail) + ")"
-            raise ValueError(f"{name} must have shape {want}, got {arr.shape}")
+            raise InputError(f"{name} must have shape {want}, got {arr.shape}")
     return arr
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd._checks import check_array, check_in_range, check_int, check_positive
+from dysonsgd._checks import InputError, check_array, check_in_range, check_int, check_positive
 from dysonsgd.theory import disorder
 
 __all__ = [
@@ -122,7 +122,7 @@ class SymmetryBreakingLine:
     def sigma_z2(self, sigma_w, estimate: str = "input_average") -> np.ndarray:
         """sigma_z^2 = rho sigma_W^2 at initialisation for the chosen estimate."""
         if estimate not in self.ratio:
-            raise ValueError(f"estimate must be one of {sorted(self.ratio)}, got {estimate!r}")
+            raise InputError(f"estimate must be one of {sorted(self.ratio)}, got {estimate!r}")
         return self.ratio[estimate] * np.asarray(check_positive("sigma_w", sigma_w)) ** 2
 
     def assumption_error(self, estimate: str = "input_average") -> dict[str, float]:
@@ -166,7 +166,7 @@ def symmetry_breaking_line(widths=PAPER_WIDTHS, measured_ratio: float | None = N
     """
     widths = tuple(widths)
     if len(widths) != 4:
-        raise ValueError(f"widths must be (n0, n1, n2, n3), got {widths!r}")
+        raise InputError(f"widths must be (n0, n1, n2, n3), got {widths!r}")
     n0 = check_int("widths[0]", widths[0])
     sigma_c2 = disorder.critical_variance()
     ratio = {
@@ -202,7 +202,7 @@ def preactivation_ratio(x, w1, w2_init, sigma_w) -> np.ndarray:
     w2 = check_array("w2_init", w2_init, min_ndim=2)
     sigma_w = np.asarray(check_positive("sigma_w", sigma_w), dtype=float)
     if w1.shape[-1] != x.shape[-1] or w2.shape[-1] != w1.shape[-2]:
-        raise ValueError(f"shapes do not chain: x {x.shape}, w1 {w1.shape}, w2_init {w2.shape}")
+        raise InputError(f"shapes do not chain: x {x.shape}, w1 {w1.shape}, w2_init {w2.shape}")
     phi1 = np.tanh(x @ np.swapaxes(w1, -1, -2))
     z = phi1 @ np.swapaxes(w2, -1, -2)
     return np.mean(z * z, axis=(-2, -1)) / sigma_w**2
@@ -249,7 +249,7 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
     from dysonsgd.measure import observables
 
     if result.config.activation != "tanh":
-        raise ValueError("the symmetry-breaking argument needs tanh (the run's activation is "
+        raise InputError("the symmetry-breaking argument needs tanh (the run's activation is "
                          f"{result.config.activation!r})")
     x = observables._test_x(result, x_test)
     k = observables._snap(result, snapshot)
@@ -327,7 +327,7 @@ def convergence_criterion(k_s, v_s, temperature, sigma_w, widths=PAPER_WIDTHS,
     bool ndarray of the broadcast shape; NaN inputs give False.
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     k_s = np.asarray(k_s, dtype=float)
     v_s = np.asarray(v_s, dtype=float)
     lhs = signal_to_noise_threshold(temperature, sigma_w, widths)
@@ -344,7 +344,7 @@ def spacing_coefficients_for(stats, convention: str = "paper") -> tuple[np.ndarr
     :func:`convergence_criterion` takes for ``convention``: (B.7) as printed for ``'paper'``,
     the release notebook's variant for ``'release'``."""
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if convention == "release":
         return stats.k_s_release, stats.v_s_release
     return stats.k_s, stats.v_s
@@ -386,7 +386,7 @@ def signal_to_noise_boundary(fraction, temperature, level: float = 0.68) -> np.n
     temps = check_array("temperature", temperature)
     level = check_in_range("level", level, 0.0, 1.0, low_open=True, high_open=True)
     if temps.shape != frac.shape[:1] or np.any(np.diff(temps) <= 0) or np.any(temps <= 0):
-        raise ValueError(f"temperature must be positive, ascending, of length {frac.shape[0]}")
+        raise InputError(f"temperature must be positive, ascending, of length {frac.shape[0]}")
     logt = np.log2(temps)
     out = np.empty(frac.shape[1])
     for j in range(frac.shape[1]):
@@ -461,7 +461,7 @@ def _cell_medians(final_test_loss, feature_correlation, diverged):
     loss = np.asarray(final_test_loss, dtype=float)
     corr = np.asarray(feature_correlation, dtype=float)
     if loss.ndim < 1 or corr.shape != loss.shape:
-        raise ValueError(f"final_test_loss and feature_correlation must have the same shape "
+        raise InputError(f"final_test_loss and feature_correlation must have the same shape "
                          f"(..., nR), got {loss.shape} and {corr.shape}")
     div = (np.zeros(loss.shape, bool) if diverged is None
            else np.broadcast_to(np.asarray(diverged, dtype=bool), loss.shape))
@@ -497,7 +497,7 @@ def classify_phases(final_test_loss, feature_correlation, diverged=None,
     """
     th = PhaseThresholds() if thresholds is None else thresholds
     if not isinstance(th, PhaseThresholds):
-        raise ValueError(f"thresholds must be a PhaseThresholds, got {type(th).__name__}")
+        raise InputError(f"thresholds must be a PhaseThresholds, got {type(th).__name__}")
     med_loss, med_corr, div_frac = _cell_medians(final_test_loss, feature_correlation, diverged)
     labels = np.where(med_corr >= th.jamming_correlation_min, "jamming", "high-temperature")
     labels = np.where(med_loss <= th.ordered_loss_max, "ordered", labels)
@@ -512,7 +512,7 @@ def phase_codes(labels) -> np.ndarray:
     for i, name in enumerate(PHASES):
         codes[labels == name] = i
     if np.any(codes < 0):
-        raise ValueError(f"labels must be among {PHASES}, got {sorted(set(labels.ravel()))}")
+        raise InputError(f"labels must be among {PHASES}, got {sorted(set(labels.ravel()))}")
     return codes
 
 
@@ -565,12 +565,12 @@ def guidance(sigma_w: float, labels=None, temperature=None, sigma_w_grid=None, f
             snr / signal_to_noise_threshold(1.0, sigma_w, widths))
     if labels is not None:
         if temperature is None or sigma_w_grid is None:
-            raise ValueError("labels need temperature and sigma_w_grid")
+            raise InputError("labels need temperature and sigma_w_grid")
         labels = np.asarray(labels)
         temps = check_array("temperature", temperature)
         grid = check_array("sigma_w_grid", sigma_w_grid)
         if labels.shape != (temps.size, grid.size):
-            raise ValueError(f"labels must have shape ({temps.size}, {grid.size}), got "
+            raise InputError(f"labels must have shape ({temps.size}, {grid.size}), got "
                              f"{labels.shape}")
         order = np.argsort(temps)
         temps, labels = temps[order], labels[order]

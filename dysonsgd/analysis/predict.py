@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd._checks import check_int, check_positive
+from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.measure import gradstats
 from dysonsgd.sde.equations import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
 from dysonsgd.theory import rmt
@@ -82,7 +82,7 @@ def training_drift(w2: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.nda
     w2 = np.asarray(w2, dtype=float)
     grad = np.asarray(grad, dtype=float)
     if w2.shape != grad.shape or w2.ndim < 2:
-        raise ValueError(f"w2 and grad must have the same shape (..., n2, n1), got "
+        raise InputError(f"w2 and grad must have the same shape (..., n2, n1), got "
                          f"{w2.shape} and {grad.shape}")
     eig, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
     a = np.swapaxes(u, -1, -2) @ w2  # U^T W2
@@ -153,17 +153,17 @@ def measure_run(result, snapshots=None, drift: str = "training", noise: str = "t
         Models per batch in :func:`dysonsgd.measure.gradstats.measure`.
     """
     if drift not in DRIFT_SOURCES:
-        raise ValueError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")
+        raise InputError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")
     if noise not in DRIFT_SOURCES:
-        raise ValueError(f"noise must be one of {DRIFT_SOURCES}, got {noise!r}")
+        raise InputError(f"noise must be one of {DRIFT_SOURCES}, got {noise!r}")
     n_snap = len(result.snapshot_epochs)
     snaps = np.arange(n_snap) if snapshots is None else np.asarray(snapshots, dtype=int)
     if snaps.ndim != 1 or snaps.size == 0:
-        raise ValueError("snapshots must be a non-empty sequence of snapshot indices")
+        raise InputError("snapshots must be a non-empty sequence of snapshot indices")
     if np.any(snaps < 0) or np.any(snaps >= n_snap):
-        raise ValueError(f"snapshots must lie in [0, {n_snap - 1}], got {snaps.tolist()}")
+        raise InputError(f"snapshots must lie in [0, {n_snap - 1}], got {snaps.tolist()}")
     if snaps.size > 1 and np.any(np.diff(snaps) <= 0):
-        raise ValueError("snapshots must be strictly increasing")
+        raise InputError("snapshots must be strictly increasing")
     x = gradstats.training_inputs(result, noise_points) if noise == "training" else None
     stats = [gradstats.measure(result, int(s), x=x, chunk=chunk) for s in snaps]
     eig = np.stack([s.eigenvalues for s in stats], axis=3)
@@ -214,16 +214,16 @@ def _cell_paths(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int,
     i_t, i_s = (int(c) for c in cell)
     n_t, n_s = coeffs.diverged.shape[:2]
     if not (0 <= i_t < n_t and 0 <= i_s < n_s):
-        raise ValueError(f"cell must index the ({n_t}, {n_s}) grid, got {cell}")
+        raise InputError(f"cell must index the ({n_t}, {n_s}) grid, got {cell}")
     n_snap = coeffs.snapshots.size
     start = check_int("start", start, minimum=0)
     if start >= n_snap - 1:
-        raise ValueError(f"start must lie in [0, {n_snap - 2}] (a later snapshot must follow)")
+        raise InputError(f"start must lie in [0, {n_snap - 2}] (a later snapshot must follow)")
     paths_per_model = check_int("paths_per_model", paths_per_model, minimum=1)
     steps = check_int("steps_per_interval", steps_per_interval, minimum=1)
     keep = ~coeffs.diverged[i_t, i_s]
     if not keep.any():
-        raise ValueError(f"every model of cell {cell} diverged: nothing to predict")
+        raise InputError(f"every model of cell {cell} diverged: nothing to predict")
     times = coeffs.times[i_t, start:]
     return _CellPaths(i_t, i_s, start, keep, paths_per_model, times,
                       float(np.min(np.diff(times))) / steps)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dysonsgd._checks import grid_index
+from dysonsgd._checks import InputError, grid_index
 from dysonsgd.analysis import predict
 
 __all__ = [
@@ -138,47 +138,47 @@ def parse_validate_table(table: Mapping[str, Any] | None, where: str = "[validat
     for key, value in table.items():
         if key == "applies":
             if not isinstance(value, Mapping):
-                raise ValueError(f"{where} applies: must be a table of check = [phases]")
+                raise InputError(f"{where} applies: must be a table of check = [phases]")
             for check, phases in value.items():
                 if check not in CHECKS:
-                    raise ValueError(f"{where}.applies {check}: unknown check (allowed: "
+                    raise InputError(f"{where}.applies {check}: unknown check (allowed: "
                                      f"{', '.join(CHECKS)})")
                 if not isinstance(phases, list) or any(p not in PHASES for p in phases):
-                    raise ValueError(f"{where}.applies {check}: must be a list of phases from "
+                    raise InputError(f"{where}.applies {check}: must be a list of phases from "
                                      f"{PHASES}, got {phases!r}")
                 applies[check] = tuple(phases)
         elif key in DEFAULT_TOLERANCES:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{where} {key}: must be a number, got {value!r}")
+                raise InputError(f"{where} {key}: must be a number, got {value!r}")
             value = float(value)
             if key == "ks_alpha" and not 0 < value < 1:
-                raise ValueError(f"{where} {key}: must lie in (0, 1), got {value}")
+                raise InputError(f"{where} {key}: must lie in (0, 1), got {value}")
             if key in ("spacing_mean_ratio_max", "sde_mean_ratio_max",
                        "spread_ratio_max") and value < 1:
-                raise ValueError(f"{where} {key}: must be >= 1, got {value}")
+                raise InputError(f"{where} {key}: must be >= 1, got {value}")
             if key == "verdict_fraction_tolerance" and not 0 <= value <= 1:
-                raise ValueError(f"{where} {key}: must lie in [0, 1], got {value}")
+                raise InputError(f"{where} {key}: must lie in [0, 1], got {value}")
             if key in ("trajectory_mean_max", "growth_threshold") and value <= 0:
-                raise ValueError(f"{where} {key}: must be > 0, got {value}")
+                raise InputError(f"{where} {key}: must be > 0, got {value}")
             tol[key] = value
         elif key in DEFAULT_OPTIONS:
             expected = type(DEFAULT_OPTIONS[key])
             if isinstance(value, bool) or not isinstance(value, expected):
-                raise ValueError(f"{where} {key}: must be of type {expected.__name__}, "
+                raise InputError(f"{where} {key}: must be of type {expected.__name__}, "
                                  f"got {value!r}")
             if key == "convention" and value not in ("paper", "release"):
-                raise ValueError(f"{where} {key}: must be 'paper' or 'release', got {value!r}")
+                raise InputError(f"{where} {key}: must be 'paper' or 'release', got {value!r}")
             if key == "drift" and value not in predict.DRIFT_SOURCES:
-                raise ValueError(f"{where} {key}: must be one of {predict.DRIFT_SOURCES}, "
+                raise InputError(f"{where} {key}: must be one of {predict.DRIFT_SOURCES}, "
                                  f"got {value!r}")
             if key in ("paths_per_model", "steps_per_interval") and value < 1:
-                raise ValueError(f"{where} {key}: must be >= 1, got {value}")
+                raise InputError(f"{where} {key}: must be >= 1, got {value}")
             if key == "start_snapshot" and value < 0:
-                raise ValueError(f"{where} {key}: must be >= 0, got {value}")
+                raise InputError(f"{where} {key}: must be >= 0, got {value}")
             options[key] = value
         else:
             allowed = ", ".join([*DEFAULT_TOLERANCES, *DEFAULT_OPTIONS, "applies"])
-            raise ValueError(f"{where} {key}: unknown key (allowed: {allowed})")
+            raise InputError(f"{where} {key}: unknown key (allowed: {allowed})")
     return tol, applies, options
 
 
@@ -196,39 +196,39 @@ def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w,
     expect = dict(expect or {})
     unknown = set(expect) - {"phases", "diagram"}
     if unknown:
-        raise ValueError(f"{where} {sorted(unknown)[0]}: unknown key (allowed: phases, diagram)")
+        raise InputError(f"{where} {sorted(unknown)[0]}: unknown key (allowed: phases, diagram)")
     entries = expect.get("phases", [])
     if not isinstance(entries, list):
-        raise ValueError(f"{where} phases: must be an array of tables")
+        raise InputError(f"{where} phases: must be an array of tables")
     temperature = np.asarray(temperature, dtype=float)
     sigma_w = np.asarray(sigma_w, dtype=float)
     out: dict[tuple[int, int], str] = {}
     for k, entry in enumerate(entries):
         here = f"{where} phases[{k}]"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{here}: must be a table {{temperature, inv_sigma_w, phase}}")
+            raise InputError(f"{here}: must be a table {{temperature, inv_sigma_w, phase}}")
         extra = set(entry) - {"temperature", "inv_sigma_w", "sigma_w", "phase"}
         if extra:
-            raise ValueError(f"{here} {sorted(extra)[0]}: unknown key (allowed: temperature, "
+            raise InputError(f"{here} {sorted(extra)[0]}: unknown key (allowed: temperature, "
                              "inv_sigma_w, sigma_w, phase)")
         if entry.get("phase") not in PHASES:
-            raise ValueError(f"{here} phase: must be one of {PHASES}, got "
+            raise InputError(f"{here} phase: must be one of {PHASES}, got "
                              f"{entry.get('phase')!r}")
         if ("inv_sigma_w" in entry) == ("sigma_w" in entry):
-            raise ValueError(f"{here}: give exactly one of inv_sigma_w and sigma_w")
+            raise InputError(f"{here}: give exactly one of inv_sigma_w and sigma_w")
         try:
             t = float(entry["temperature"])
             s = (1.0 / float(entry["inv_sigma_w"]) if "inv_sigma_w" in entry
                  else float(entry["sigma_w"]))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"{here}: temperature and inv_sigma_w must be numbers ({exc})"
+            raise InputError(f"{here}: temperature and inv_sigma_w must be numbers ({exc})"
                              ) from None
         i_t, i_s = grid_index(temperature, t), grid_index(sigma_w, s)
         if i_t is None:
-            raise ValueError(f"{here} temperature: {t:g} is not in the grid "
+            raise InputError(f"{here} temperature: {t:g} is not in the grid "
                              f"{temperature.tolist()}")
         if i_s is None:
-            raise ValueError(f"{here} inv_sigma_w: {1 / s:g} is not in the grid "
+            raise InputError(f"{here} inv_sigma_w: {1 / s:g} is not in the grid "
                              f"{(1 / sigma_w).tolist()}")
         out[(i_t, i_s)] = str(entry["phase"])
     return out
@@ -282,11 +282,11 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     say = progress or (lambda msg: None)
     n_snap = len(result.snapshot_epochs)
     if not options["start_snapshot"] < n_snap - 1:
-        raise ValueError(f"[validate] start_snapshot: must be < {n_snap - 1} (the run has "
+        raise InputError(f"[validate] start_snapshot: must be < {n_snap - 1} (the run has "
                          f"{n_snap} snapshots), got {options['start_snapshot']}")
     for cell, label in expected_phases.items():
         if label not in PHASES:
-            raise ValueError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
+            raise InputError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
                              f"{label!r}")
     say("measuring K and V along training")
     coeffs = predict.measure_run(result, drift=options["drift"])
@@ -413,25 +413,25 @@ def parse_diagram_table(table: Mapping[str, Any], where: str = "[expect.diagram]
     table = dict(table)
     for key in table:
         if key not in DIAGRAM_KEYS:
-            raise ValueError(f"{where} {key}: unknown key (allowed: {', '.join(DIAGRAM_KEYS)})")
+            raise InputError(f"{where} {key}: unknown key (allowed: {', '.join(DIAGRAM_KEYS)})")
     for key in ("ordered_corner", "jamming_region"):
         box = table.get(key)
         if box is not None and (not isinstance(box, Mapping) or set(box) - {
                 "temperature_max", "temperature_min", "inv_sigma_w_max", "inv_sigma_w_min"}):
-            raise ValueError(f"{where} {key}: must be a table of temperature_min/max, "
+            raise InputError(f"{where} {key}: must be a table of temperature_min/max, "
                              "inv_sigma_w_min/max")
     tr = table.get("transition")
     if tr is not None:
         between = tr.get("between") if isinstance(tr, Mapping) else None
         if (not isinstance(between, list) or len(between) != 2 or not between[0] < between[1]
                 or "inv_sigma_w" not in tr):
-            raise ValueError(f"{where} transition: must be {{inv_sigma_w = v, between = [T_lo, "
+            raise InputError(f"{where} transition: must be {{inv_sigma_w = v, between = [T_lo, "
                              "T_hi]}} with T_lo < T_hi")
     for key in ("loss_ratio_min", "feature_correlation_min", "signal_to_noise_level",
                 "separation_min"):
         if key in table and (isinstance(table[key], bool)
                              or not isinstance(table[key], int | float) or table[key] <= 0):
-            raise ValueError(f"{where} {key}: must be a positive number, got {table[key]!r}")
+            raise InputError(f"{where} {key}: must be a positive number, got {table[key]!r}")
     return table
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from dysonsgd import __version__
+from dysonsgd._checks import InputError
 
 #: sub-command modules, in the order they appear in ``dysonsgd --help``
 COMMANDS: tuple[str, ...] = (
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except ValueError as exc:  # bad input detected by the library: a clear message, no traceback
+    except InputError as exc:  # the library's own input errors only; anything else is a bug
         print(f"dysonsgd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
 
 ALL_FIGURES = tuple(range(1, 10))
@@ -79,9 +80,9 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
     which = sorted(set(which))
     bad = [n for n in which if n not in ALL_FIGURES]
     if bad:
-        raise ValueError(f"figures must be among 1..9, got {bad}")
+        raise InputError(f"figures must be among 1..9, got {bad}")
     if convention not in phase.CONVENTIONS:
-        raise ValueError(f"convention must be one of {phase.CONVENTIONS}, got {convention!r}")
+        raise InputError(f"convention must be one of {phase.CONVENTIONS}, got {convention!r}")
     n_t, n_s, n_r = result.diverged.shape
     temps, sig = result.temperature, result.sigma_w
     written: dict[str, list[str]] = {}

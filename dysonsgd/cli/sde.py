@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dysonsgd._checks import grid_index
+from dysonsgd._checks import InputError, grid_index
 from dysonsgd.cli._output import emit_json, emit_table
 
 KINDS = ("dyson", "spacing")
@@ -56,26 +56,26 @@ def _indices(name: str, wanted, grid: np.ndarray) -> list[int]:
     for w in wanted:
         i = grid_index(grid, w)
         if i is None:
-            raise ValueError(f"{name}: {w} is not in the run's grid {grid.tolist()}")
+            raise InputError(f"{name}: {w} is not in the run's grid {grid.tolist()}")
         out.append(i)
     return out
 
 
 def _validate_args(args: argparse.Namespace) -> None:
     if args.paths_per_model < 1:
-        raise ValueError(f"paths-per-model must be >= 1, got {args.paths_per_model}")
+        raise InputError(f"paths-per-model must be >= 1, got {args.paths_per_model}")
     if args.steps_per_interval < 1:
-        raise ValueError(f"steps-per-interval must be >= 1, got {args.steps_per_interval}")
+        raise InputError(f"steps-per-interval must be >= 1, got {args.steps_per_interval}")
     if args.out is not None:
         if args.out.suffix not in (".nc", ".npz"):
-            raise ValueError(f"out must end in .nc or .npz, got {str(args.out)!r}")
+            raise InputError(f"out must end in .nc or .npz, got {str(args.out)!r}")
         if not args.out.parent.exists():
-            raise ValueError(f"out: directory {str(args.out.parent)!r} does not exist")
+            raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
     if args.solver is not None:
         from dysonsgd.sde.equations import SOLVERS
 
         if args.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {args.solver!r}")
+            raise InputError(f"solver must be one of {sorted(SOLVERS)}, got {args.solver!r}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     result = load_result(args.run)
     n_snap = len(result.snapshot_epochs)
     if not 0 <= args.snapshot < n_snap - 1:
-        raise ValueError(f"snapshot must lie in [0, {n_snap - 2}] (a later snapshot must "
+        raise InputError(f"snapshot must lie in [0, {n_snap - 2}] (a later snapshot must "
                          f"follow), got {args.snapshot}")
     i_ts = _indices("temperature", args.temperature, result.temperature)
     i_ss = _indices("sigma-w", args.sigma_w, result.sigma_w)

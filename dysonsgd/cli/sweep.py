@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
 
 
@@ -89,9 +90,9 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("pack", "threads", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value}")
+            raise InputError(f"{name} must be an integer >= 1, got {value}")
     if args.workers is not None and args.cluster is None:
-        raise ValueError("workers: --workers goes with --cluster local")
+        raise InputError("workers: --workers goes with --cluster local")
     progress = _Progress(enabled=not args.quiet)
     try:
         with dask_client(args.scheduler, args.cluster, args.workers) as client:

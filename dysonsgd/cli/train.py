@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
 from dysonsgd.runs.store import save_result
 
@@ -83,13 +84,13 @@ def _run(args: argparse.Namespace) -> int:
         temps = temps or list(PAPER_TEMPERATURES)
         sigmas = sigmas or list(PAPER_SIGMA_W)
     if not temps:
-        raise ValueError("temperature: give --temperature values (or --paper-grid)")
+        raise InputError("temperature: give --temperature values (or --paper-grid)")
     if not sigmas:
-        raise ValueError("sigma_w: give --sigma-w values (or --paper-grid)")
+        raise InputError("sigma_w: give --sigma-w values (or --paper-grid)")
     if args.out.suffix not in (".nc", ".npz"):
-        raise ValueError(f"out must end in .nc or .npz, got {str(args.out)!r}")
+        raise InputError(f"out must end in .nc or .npz, got {str(args.out)!r}")
     if not args.out.parent.exists():
-        raise ValueError(f"out: directory {str(args.out.parent)!r} does not exist")
+        raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
     config = TeacherStudentConfig(activation=args.activation, n_data=args.n_data,
                                   batch_size=args.batch_size, data_order=args.data_order)
     result = train_ensemble(

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json
 
 
@@ -25,7 +26,7 @@ def default_config() -> Path:
     """The embedded default: ``validation/quick.toml`` of the checkout the package runs from."""
     path = Path(__file__).resolve().parents[2] / "validation" / "quick.toml"
     if not path.exists():
-        raise ValueError("config: the embedded validation/quick.toml was not found; give CONFIG")
+        raise InputError("config: the embedded validation/quick.toml was not found; give CONFIG")
     return path
 
 
@@ -64,7 +65,7 @@ def _check_run_matches(result, config, path: Path) -> None:
             and len(result.snapshot_epochs) == config.snapshots
             and int(result.snapshot_epochs[-1]) == config.epochs)
     if not same:
-        raise ValueError(f"run: {str(path)!r} was not made by this config (grid, model, epochs "
+        raise InputError(f"run: {str(path)!r} was not made by this config (grid, model, epochs "
                          "or snapshots differ); train it with `dysonsgd sweep CONFIG`")
 
 
@@ -76,13 +77,13 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     path = args.config or default_config()
     if args.save_run is not None and args.save_run.suffix not in (".nc", ".npz"):
-        raise ValueError(f"save-run must end in .nc or .npz, got {str(args.save_run)!r}")
+        raise InputError(f"save-run must end in .nc or .npz, got {str(args.save_run)!r}")
     config = load_config(path)
     where = f"{path.name}: [expect]"
     expected = validation.parse_expect_phases(config.expect, config.temperature,
                                               config.sigma_w, where=where)
     if not expected:
-        raise ValueError(f"{path.name}: [expect] phases: no cells to check")
+        raise InputError(f"{path.name}: [expect] phases: no cells to check")
     validation.parse_validate_table(config.validate, where=f"{path.name}: [validate]")
     diagram = (config.expect or {}).get("diagram")
     if diagram is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd._checks import check_array, check_int
+from dysonsgd._checks import InputError, check_array, check_int
 from dysonsgd.theory import rmt
 
 __all__ = [
@@ -67,7 +67,7 @@ def _delta_x(w2, grads) -> np.ndarray:
     w2 = check_array("w2", w2, min_ndim=2)
     grads = check_array("grads", grads, min_ndim=3)
     if grads.shape[-2:] != w2.shape[-2:]:
-        raise ValueError(
+        raise InputError(
             f"grads must have shape (..., D, {w2.shape[-2]}, {w2.shape[-1]}), got {grads.shape}"
         )
     half = np.einsum("...ik,...ajk->...aij", w2, grads)  # W2 Delta^T
@@ -140,7 +140,7 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
     n_data = result.config.n_data
     n_points = n_data if n_points is None else check_int("n_points", n_points, minimum=1)
     if n_points > n_data:
-        raise ValueError(f"n_points must be <= n_data = {n_data}, got {n_points}")
+        raise InputError(f"n_points must be <= n_data = {n_data}, got {n_points}")
     xs = [training.replica_draws(result.config, result.seed, int(r))["x"][:n_points]
           for r in result.spawn_keys]
     return np.stack(xs)[None, None]
@@ -185,7 +185,7 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     chunk = check_int("chunk", chunk)
     n = len(result.snapshot_epochs)
     if not -n <= snapshot < n:
-        raise ValueError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
+        raise InputError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
     snapshot %= n
     widths = result.config.widths
     x = (
@@ -200,7 +200,7 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
         try:
             x = np.broadcast_to(x, (*grid, *x.shape[-2:]))
         except ValueError as exc:
-            raise ValueError(f"x must broadcast to {(*grid, None, widths[0])}, got {x.shape}"
+            raise InputError(f"x must broadcast to {(*grid, None, widths[0])}, got {x.shape}"
                              ) from exc
         x_flat = x.reshape(-1, *x.shape[-2:])
     flat = [a.reshape(-1, *a.shape[len(grid) :]) for a in (w1, w2t, w3, w2)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dysonsgd._checks import check_array, check_int
+from dysonsgd._checks import InputError, check_array, check_int
 
 __all__ = [
     "alignment",
@@ -55,7 +55,7 @@ def _act(name: str, z: np.ndarray) -> np.ndarray:
         return np.maximum(z, 0.0)
     if name == "identity":
         return z
-    raise ValueError(f"activation must be 'tanh', 'relu' or 'identity', got {name!r}")
+    raise InputError(f"activation must be 'tanh', 'relu' or 'identity', got {name!r}")
 
 
 def test_inputs(n_points: int = 128, n0: int = 3, seed: int = 42) -> np.ndarray:
@@ -161,7 +161,7 @@ def mean_level_spacing(x: np.ndarray) -> np.ndarray:
     """Average level spacing (4.5), ``S = (x_max - x_min) / (n2 - 1)``: (..., n2) -> (...)."""
     x = np.asarray(x, float)
     if x.shape[-1] < 2:
-        raise ValueError(f"x must hold at least 2 eigenvalues on its last axis, got {x.shape}")
+        raise InputError(f"x must hold at least 2 eigenvalues on its last axis, got {x.shape}")
     return (np.max(x, axis=-1) - np.min(x, axis=-1)) / (x.shape[-1] - 1)
 
 
@@ -172,7 +172,7 @@ def time_averaged_rate(x_t: np.ndarray, x_0: np.ndarray, t) -> np.ndarray:
     """
     t = np.asarray(t, float)
     if np.any(~(t > 0)):
-        raise ValueError(f"t must be > 0 (epochs), got {t!r}")
+        raise InputError(f"t must be > 0 (epochs), got {t!r}")
     return np.log(mean_level_spacing(x_t) / mean_level_spacing(x_0)) / t
 
 
@@ -189,7 +189,7 @@ def ensemble_mean(values: np.ndarray, axis: int = 2) -> np.ndarray:
 def _snap(result, snapshot: int) -> int:
     n = len(result.snapshot_epochs)
     if not -n <= snapshot < n:
-        raise ValueError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
+        raise InputError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
     return snapshot % n
 
 
@@ -202,7 +202,7 @@ def _test_x(result, x_test):
 def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = "release"):
     """Test loss per model at ``snapshot``, (nT, nS, nR); ``convention`` 'release' or 'paper'."""
     if convention not in ("release", "paper"):
-        raise ValueError(f"convention must be 'release' or 'paper', got {convention!r}")
+        raise InputError(f"convention must be 'release' or 'paper', got {convention!r}")
     k = _snap(result, snapshot)
     w1, w2t, w3 = result.teacher()
     fn = test_loss_release if convention == "release" else test_loss_paper
@@ -246,7 +246,7 @@ def result_rate(result, snapshot: int = -1) -> np.ndarray:
     k = _snap(result, snapshot)
     t = result.snapshot_epochs[k]
     if t <= 0:
-        raise ValueError("snapshot must be after the initial state (epoch > 0)")
+        raise InputError("snapshot must be after the initial state (epoch > 0)")
     x = eigenvalues(result.w2[..., [0, k], :, :])
     return time_averaged_rate(x[..., 1, :], x[..., 0, :], t)
 

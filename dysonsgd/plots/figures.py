@@ -27,7 +27,7 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from dysonsgd._checks import check_array
+from dysonsgd._checks import InputError, check_array
 from dysonsgd.analysis import phase
 from dysonsgd.theory import disorder
 
@@ -74,7 +74,7 @@ def save_figure(fig: Figure, out_dir, name: str, formats: Sequence[str] = ("png"
     paths = []
     for fmt in formats:
         if fmt not in ("png", "pdf", "svg"):
-            raise ValueError(f"formats must be among png, pdf, svg, got {fmt!r}")
+            raise InputError(f"formats must be among png, pdf, svg, got {fmt!r}")
         path = out / f"{name}.{fmt}"
         fig.savefig(path, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(path)
@@ -100,7 +100,7 @@ def _grid(values, temperature, sigma_w):
     s = check_array("sigma_w", sigma_w)
     v = np.asarray(values, dtype=float)
     if v.shape != (t.size, s.size):
-        raise ValueError(f"values must have shape ({t.size}, {s.size}), got {v.shape}")
+        raise InputError(f"values must have shape ({t.size}, {s.size}), got {v.shape}")
     it = np.argsort(t)
     inv = 1.0 / s
     js = np.argsort(inv)

@@ -44,6 +44,7 @@ from typing import Any
 
 import tomllib
 
+from dysonsgd._checks import InputError
 from dysonsgd.train.ensemble import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
 
 __all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config"]
@@ -58,7 +59,7 @@ DTYPES = ("float32", "float64")
 TOP = "top level"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config that cannot be used: ``"{file}: [{section}] {key}: {reason}"``.
 
     Attributes ``file``, ``section``, ``key`` and ``reason`` hold the parts of the message.

@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from dysonsgd.train.ensemble import EnsembleResult
+from dysonsgd._checks import InputError
 
 #: file suffixes :func:`save_result` writes and :func:`load_result` reads
 FILE_SUFFIXES = (".nc", ".npz")
@@ -47,7 +48,7 @@ def save_result(result: EnsembleResult, path: str | Path) -> Path:
     """Write ``result`` to ``path`` (``.nc``: netCDF via xarray/scipy; ``.npz``: numpy archive)."""
     path = Path(path)
     if path.suffix not in FILE_SUFFIXES:
-        raise ValueError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
+        raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
     ds = result.to_xarray()
     if path.suffix == ".npz":
         arrays = {name: ds[name].values for name in ds.variables}
@@ -87,7 +88,7 @@ def load_result(path: str | Path) -> EnsembleResult:
 
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"run: {str(path)!r} does not exist")
+        raise InputError(f"run: {str(path)!r} does not exist")
     if path.is_dir():
         return load_sweep(path)
     if path.suffix == ".npz":
@@ -95,11 +96,11 @@ def load_result(path: str | Path) -> EnsembleResult:
     elif path.suffix == ".nc":
         ds = xr.load_dataset(path, engine="scipy")
     else:
-        raise ValueError(f"run: {str(path)!r} is not a run file ({', '.join(FILE_SUFFIXES)})")
+        raise InputError(f"run: {str(path)!r} is not a run file ({', '.join(FILE_SUFFIXES)})")
     try:
         return EnsembleResult.from_xarray(ds)
     except KeyError as exc:
-        raise ValueError(f"run: {str(path)!r} lacks {exc} (not a dysonsgd run?)") from exc
+        raise InputError(f"run: {str(path)!r} lacks {exc} (not a dysonsgd run?)") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
 
     path = Path(path)
     if path.exists():
-        raise ValueError(f"store: {str(path)!r} already exists")
+        raise InputError(f"store: {str(path)!r} already exists")
     temperature = np.asarray(temperature, dtype=np.float64)
     sigma_w = np.asarray(sigma_w, dtype=np.float64)
     snaps = np.asarray(snapshot_epochs, dtype=np.int64)
@@ -245,12 +246,12 @@ class CellWriter:
         for i_t, i_s, arrays, meta in cells:
             missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
             if missing:
-                raise ValueError(f"write_cell: missing {sorted(missing)}")
+                raise InputError(f"write_cell: missing {sorted(missing)}")
             for name in CELL_ARRAYS:
                 target = self.arrays[name]
                 value = np.asarray(arrays[name])
                 if value.shape != tuple(target.shape[2:]):
-                    raise ValueError(f"write_cell: {name} must have shape "
+                    raise InputError(f"write_cell: {name} must have shape "
                                      f"{tuple(target.shape[2:])}, got {value.shape}")
                 target[i_t, i_s] = value.astype(target.dtype, copy=False)
             for name in CELL_META:
@@ -314,10 +315,10 @@ def store_attrs(path: str | Path) -> dict:
 
     path = Path(path)
     if not is_sweep_store(path):
-        raise ValueError(f"store: {str(path)!r} is not a Zarr sweep store")
+        raise InputError(f"store: {str(path)!r} is not a Zarr sweep store")
     attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     if attrs.get("format") != SWEEP_FORMAT:
-        raise ValueError(f"store: {str(path)!r} is not a dysonsgd sweep store "
+        raise InputError(f"store: {str(path)!r} is not a dysonsgd sweep store "
                          f"(format {attrs.get('format')!r}, expected {SWEEP_FORMAT!r})")
     return attrs
 
@@ -362,7 +363,7 @@ def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
     hint = (f"finish it with `dysonsgd sweep CONFIG --out {path}` (completed cells are "
             "skipped)")
     if n_done < n_all and (not partial or n_done == 0):
-        raise ValueError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete; {hint}")
+        raise InputError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete; {hint}")
     rows, cols = np.arange(done.shape[0]), np.arange(done.shape[1])
     if n_done < n_all:
         full_rows = np.nonzero(done.all(axis=1))[0]
@@ -372,14 +373,14 @@ def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
         else:
             cols = full_cols
         if rows.size == 0 or cols.size == 0:
-            raise ValueError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete "
+            raise InputError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete "
                              f"but no complete row or column; {hint}")
     ds = ds.isel(temperature=rows, sigma_w=cols)
     ds.attrs["wall_time_s"] = float(ds["cell_wall_time_s"].values.sum())
     try:
         return EnsembleResult.from_xarray(ds)
     except KeyError as exc:
-        raise ValueError(f"store: {str(path)!r} lacks {exc} (not a dysonsgd sweep?)") from exc
+        raise InputError(f"store: {str(path)!r} lacks {exc} (not a dysonsgd sweep?)") from exc
 
 
 def remove_partial_files(path: str | Path) -> int:

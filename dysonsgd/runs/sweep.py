@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd.runs import store as _store
-from dysonsgd._checks import check_int
+from dysonsgd._checks import InputError, check_int
 from dysonsgd.runs.config import SweepConfig
 from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, snapshot_epochs
 
@@ -106,7 +106,7 @@ def plan_packs(pending: Sequence[tuple[int, int]], cells_per_pack: int) -> list[
     """
     if isinstance(cells_per_pack, bool) or not isinstance(cells_per_pack, (int, np.integer)) \
             or cells_per_pack < 1:
-        raise ValueError(f"cells_per_pack must be an integer >= 1, got {cells_per_pack!r}")
+        raise InputError(f"cells_per_pack must be an integer >= 1, got {cells_per_pack!r}")
     by_row: dict[int, list[int]] = {}
     for i, j in sorted(set(pending)):
         by_row.setdefault(int(i), []).append(int(j))
@@ -209,7 +209,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
         chunk = int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * _itemsize(config.dtype)))
         models = min(models, chunk)
         if models < seeds:
-            raise ValueError(
+            raise InputError(
                 f"device: {device} has {free_bytes / 2**30:.2f} GiB free, too little for one "
                 f"cell of {seeds} models ({per_model * seeds / 2**30:.2f} GiB)")
     else:
@@ -229,7 +229,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
 
 def _itemsize(dtype: str) -> int:
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return 4 if dtype == "float32" else 8
 
 
@@ -290,9 +290,9 @@ def provenance(config: SweepConfig, device: str) -> dict[str, Any]:
     }
 
 
-def _mismatch(store: Path, attrs: dict, config: SweepConfig) -> ValueError:
+def _mismatch(store: Path, attrs: dict, config: SweepConfig) -> InputError:
     theirs = attrs.get("name", "?")
-    return ValueError(
+    return InputError(
         f"store: {str(store)!r} was written by a different config ({theirs!r}, fingerprint "
         f"{attrs.get('fingerprint')}; this config {config.name!r} has {config.fingerprint()}): "
         "refusing to mix them. Start a new store with another --out, or delete this one "
@@ -319,7 +319,7 @@ def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
     store = Path(store)
     if store.exists():
         if not _store.is_sweep_store(store):
-            raise ValueError(f"store: {str(store)!r} exists and is not a sweep store; give "
+            raise InputError(f"store: {str(store)!r} exists and is not a sweep store; give "
                              "another --out")
         attrs = _store.store_attrs(store)
         if attrs.get("fingerprint") != config.fingerprint():
@@ -327,7 +327,7 @@ def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
         _store.remove_partial_files(store)
     else:
         if not store.parent.is_dir():
-            raise ValueError(f"store: directory {str(store.parent)!r} does not exist")
+            raise InputError(f"store: directory {str(store.parent)!r} does not exist")
         n0, n1, n2, n3 = config.model.widths
         w1 = np.empty((config.seeds, n1, n0))
         w2t = np.empty((config.seeds, n2, n1))
@@ -367,7 +367,7 @@ def store_lock(store: str | Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"store: {str(store)!r} is being written by another sweep "
+            raise InputError(f"store: {str(store)!r} is being written by another sweep "
                              f"(lock {lock}); wait for it or use another --out") from None
         yield
     finally:
@@ -488,11 +488,11 @@ def dask_client(scheduler: str | None = None, cluster: str | None = None,
     ``LocalCluster`` (``cluster='local'``, ``workers`` processes of one thread each); ``None``
     when neither is given (in-process)."""
     if scheduler and cluster:
-        raise ValueError("scheduler: give either --scheduler or --cluster, not both")
+        raise InputError("scheduler: give either --scheduler or --cluster, not both")
     if cluster not in (None, "local"):
-        raise ValueError(f"cluster must be 'local', got {cluster!r}")
+        raise InputError(f"cluster must be 'local', got {cluster!r}")
     if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise InputError(f"workers must be an integer >= 1, got {workers!r}")
     if not scheduler and not cluster:
         yield None
         return
@@ -502,7 +502,7 @@ def dask_client(scheduler: str | None = None, cluster: str | None = None,
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as exc:
-            raise ValueError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
+            raise InputError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
         with client:
             try:  # pack sizes depend on the workers: give the first one a moment to join
                 client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
@@ -574,23 +574,23 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
 
     t0 = time.perf_counter()
     if not isinstance(config, SweepConfig):
-        raise ValueError(f"config must be a SweepConfig, got {type(config).__name__}")
+        raise InputError(f"config must be a SweepConfig, got {type(config).__name__}")
     device = str(device)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}") from None
+        raise InputError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
+        raise InputError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
     if dev.type == "cuda" and client is None and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise InputError(f"device {device!r} requested but CUDA is not available")
     if pack_cells is not None:
         pack_cells = check_int("pack_cells", pack_cells, minimum=1)
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
     store = Path(store).absolute()
     if not store.parent.is_dir():
-        raise ValueError(f"store: directory {str(store.parent)!r} does not exist")
+        raise InputError(f"store: directory {str(store.parent)!r} does not exist")
     scheduler = "in-process" if client is None else str(client.scheduler.address)
     with store_lock(store):
         session, done = prepare_store(config, store, device, scheduler)

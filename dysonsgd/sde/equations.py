@@ -53,7 +53,7 @@ from typing import Protocol
 import numpy as np
 from scipy import stats
 
-from dysonsgd._checks import check_array, check_int, check_positive
+from dysonsgd._checks import InputError, check_array, check_int, check_positive
 from dysonsgd.sde._fused import kernels as _kernels
 from dysonsgd.sde._fused import step as _fused
 from dysonsgd.sde.solvers import (
@@ -138,11 +138,11 @@ def piecewise_linear(times, values) -> PiecewiseLinear:
     times = check_array("times", times)
     values = check_array("values", values)
     if times.ndim != 1 or values.shape[0] != times.size:
-        raise ValueError(
+        raise InputError(
             f"values must have shape (len(times), ...) = ({times.size}, ...), got {values.shape}"
         )
     if times.size > 1 and np.any(np.diff(times) <= 0):
-        raise ValueError("times must be strictly increasing")
+        raise InputError("times must be strictly increasing")
     return PiecewiseLinear(times, values)
 
 
@@ -172,13 +172,13 @@ def _select(arr: np.ndarray, rows, tail_ndim: int) -> np.ndarray:
 
 def _check_noise_matrix(v: np.ndarray) -> None:
     if v.shape[-1] != v.shape[-2]:
-        raise ValueError(f"noise must have shape (..., N, N), got {v.shape}")
+        raise InputError(f"noise must have shape (..., N, N), got {v.shape}")
     if not np.all(np.isfinite(v)):
-        raise ValueError("noise must be finite")
+        raise InputError("noise must be finite")
     if np.any(v < 0):
-        raise ValueError("noise V_ij is a variance and must be >= 0 element-wise")
+        raise InputError("noise V_ij is a variance and must be >= 0 element-wise")
     if not np.allclose(v, np.swapaxes(v, -1, -2), rtol=1e-10, atol=0.0):
-        raise ValueError("noise V must be symmetric (V_ij = V_ji)")
+        raise InputError("noise V must be symmetric (V_ij = V_ji)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ class DysonBrownianMotion(_SplitDrift):
         if not callable(drift) and not callable(noise):
             n_k, n_v = np.shape(drift)[-1], np.shape(noise)[-1]
             if n_k != n_v:
-                raise ValueError(
+                raise InputError(
                     f"drift must have shape (..., {n_v}) to match noise, got {np.shape(drift)}"
                 )
         self._drift = _as_coefficient("drift", drift, 1)
@@ -359,11 +359,11 @@ class DysonBrownianMotion(_SplitDrift):
     def check_state(self, x: np.ndarray) -> None:
         if not np.all(self.valid(x)):
             wall = " with x_1 > 0" if self.positive else ""
-            raise ValueError(f"y0 must hold strictly increasing eigenvalues{wall}")
+            raise InputError(f"y0 must hold strictly increasing eigenvalues{wall}")
         k, v = self.coefficients(0.0, x)
         _check_noise_matrix(np.asarray(v))
         if not np.all(np.isfinite(k)):
-            raise ValueError("drift must be finite")
+            raise InputError("drift must be finite")
 
 
 class LevelSpacingSDE(_SplitDrift):
@@ -404,11 +404,11 @@ class LevelSpacingSDE(_SplitDrift):
         if not callable(value):
             arr = check_array(name, value, min_ndim=0)
             if arr.ndim > 1:
-                raise ValueError(
+                raise InputError(
                     f"{name} must be a scalar or have shape (n_paths,), got {arr.shape}"
                 )
             if non_negative and np.any(arr < 0):
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+                raise InputError(f"{name} must be >= 0, got {value!r}")
         return _as_coefficient(name, value, 0)
 
     def _at(self, t: float, y: np.ndarray, rows):
@@ -449,16 +449,16 @@ class LevelSpacingSDE(_SplitDrift):
 
     def check_state(self, y: np.ndarray) -> None:
         if not np.all(self.valid(y)):
-            raise ValueError("y0 must be a positive spacing S > 0")
+            raise InputError("y0 must be a positive spacing S > 0")
         _, v, d = self._at(0.0, y, None)
         if np.any(v < 0) or np.any(d < 0):
-            raise ValueError("v_s and d_s must be >= 0")
+            raise InputError("v_s and d_s must be >= 0")
 
     # -- closed-form analysis, eqs. (4.9)-(4.10) ---------------------------------------------
 
     def _constants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self._constant:
-            raise ValueError("this analysis needs constant k_s, v_s, d_s (not callables)")
+            raise InputError("this analysis needs constant k_s, v_s, d_s (not callables)")
         return tuple(np.asarray(c, dtype=float) for c in self._values)
 
     def fixed_point(self) -> np.ndarray:
@@ -477,9 +477,9 @@ class LevelSpacingSDE(_SplitDrift):
         """The stationary law of S as a frozen ``scipy.stats.gamma`` (requires K_S < 0, D_S > 0)."""
         k, v, d = self._constants()
         if np.any(k >= 0):
-            raise ValueError("k_s must be < 0 for a stationary density (no restoring force)")
+            raise InputError("k_s must be < 0 for a stationary density (no restoring force)")
         if np.any(d <= 0):
-            raise ValueError("d_s must be > 0 for a stationary density")
+            raise InputError("d_s must be > 0 for a stationary density")
         return stats.gamma(a=v / d + 1.0, scale=self.temperature * d / (-k))
 
 
@@ -515,7 +515,7 @@ class LangevinSGD(_SplitDrift):
     def diffusion(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
         var = np.broadcast_to(self._var(t, w, rows), w.shape)
         if np.any(var < 0):
-            raise ValueError("gradient_variance must be >= 0")
+            raise InputError("gradient_variance must be >= 0")
         return np.sqrt(self.temperature * var)
 
     def valid(self, w: np.ndarray) -> np.ndarray:
@@ -529,7 +529,7 @@ class LangevinSGD(_SplitDrift):
 
     def check_state(self, w: np.ndarray) -> None:
         if not np.all(self.valid(w)):
-            raise ValueError("y0 must be finite")
+            raise InputError("y0 must be finite")
 
 
 def _as_weight_function(name: str, value) -> Callable[[np.ndarray], np.ndarray]:
@@ -666,7 +666,7 @@ def _fused_plan(equation, solver, y: np.ndarray, total_steps: int):
             return None
         k_s, v_s, d_s = np.broadcast_arrays(*arrays)
         if np.any(v_s < 0) or np.any(d_s < 0):
-            raise ValueError("v_s and d_s must be >= 0 at every time")
+            raise InputError("v_s and d_s must be >= 0 at every time")
         kk = np.ascontiguousarray(k_s[..., None])
         tv = np.ascontiguousarray(temperature * v_s[..., None, None])
         dd = np.ascontiguousarray(2.0 * temperature * d_s[..., None])
@@ -678,7 +678,7 @@ def _fused_plan(equation, solver, y: np.ndarray, total_steps: int):
         kk, v = k_arr[0], v_arr[0]
         _check_noise_matrix(v)
         if not np.all(np.isfinite(kk)):
-            raise ValueError("drift must be finite")
+            raise InputError("drift must be finite")
         tv = temperature * v
         dd = np.ascontiguousarray(np.einsum("kpii->kpi", tv))
     kind, fraction, safety, max_depth = scheme
@@ -749,27 +749,27 @@ def integrate(
     """
     times = check_array("times", times)
     if times.ndim != 1 or times.size < 2:
-        raise ValueError("times must be a 1-d array of at least 2 output times")
+        raise InputError("times must be a 1-d array of at least 2 output times")
     if np.any(np.diff(times) <= 0):
-        raise ValueError("times must be strictly increasing")
+        raise InputError("times must be strictly increasing")
     n_paths = check_int("n_paths", n_paths)
     if dt is not None:
         dt = check_positive("dt", dt)
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     solver = _resolve_solver(solver)
     y = np.atleast_1d(check_array("y0", y0, min_ndim=0)).astype(float)
     if y.ndim == 1:
         y = np.broadcast_to(y, (n_paths, y.size)).copy()
     elif y.ndim != 2 or y.shape[0] != n_paths:
-        raise ValueError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
+        raise InputError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
     equation.check_state(y)
     counts = _steps_per_interval(times, dt)
     plan = None
     if engine != "general":
         plan = _fused_plan(equation, solver, y, int(counts.sum()))
         if plan is None and engine == "fused":
-            raise ValueError(
+            raise InputError(
                 "engine='fused' needs DysonBrownianMotion or LevelSpacingSDE with array or "
                 "piecewise_linear coefficients and an euler, implicit or adaptive solver"
             )

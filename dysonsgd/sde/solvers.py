@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dysonsgd._checks import check_int, check_positive
+from dysonsgd._checks import InputError, check_int, check_positive
 
 __all__ = [
     "SOLVERS",
@@ -240,10 +240,10 @@ def resolve_solver(solver) -> Solver:
         return Adaptive()
     if isinstance(solver, str):
         if solver not in SOLVERS:
-            raise ValueError(
+            raise InputError(
                 f"solver must be one of {sorted(SOLVERS)} or a solver object, got {solver!r}"
             )
         return SOLVERS[solver]()
     if not hasattr(solver, "step"):
-        raise ValueError(f"solver must be a name or an object with a step() method, got {solver!r}")
+        raise InputError(f"solver must be a name or an object with a step() method, got {solver!r}")
     return solver

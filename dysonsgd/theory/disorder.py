@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import linalg, optimize
 
-from dysonsgd._checks import check_array, check_int, check_positive
+from dysonsgd._checks import InputError, check_array, check_int, check_positive
 
 __all__ = [
     "ACTIVATIONS",
@@ -80,7 +80,7 @@ def couplings(w_last, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     w, y = _check_last_layer(w_last, y, "y")
     if y.shape[-2] != w.shape[-2]:
-        raise ValueError(
+        raise InputError(
             f"y must have shape (..., n_L={w.shape[-2]}, D) to match w_last, got {y.shape}"
         )
     coupling = np.einsum("...ki,...kj->...ij", w, w)
@@ -114,9 +114,9 @@ def hamiltonian_loss(coupling, field, phi, const=0.0) -> np.ndarray:
     field = check_array("field", field, min_ndim=2)
     n, d = phi.shape[-2:]
     if coupling.shape[-2:] != (n, n):
-        raise ValueError(f"coupling must have shape (..., {n}, {n}), got {coupling.shape}")
+        raise InputError(f"coupling must have shape (..., {n}, {n}), got {coupling.shape}")
     if field.shape[-2:] != (n, d):
-        raise ValueError(f"field must have shape (..., {n}, {d}), got {field.shape}")
+        raise InputError(f"field must have shape (..., {n}, {d}), got {field.shape}")
     quad = np.einsum("...ij,...ia,...ja->...", coupling, phi, phi)
     lin = np.einsum("...ja,...ja->...", field, phi)
     return 0.5 * quad / d - lin / d + np.asarray(const, dtype=float)
@@ -140,7 +140,7 @@ def mse_loss(w_last, phi, y) -> np.ndarray:
     w, y = _check_last_layer(w_last, y, "y")
     phi = check_array("phi", phi, min_ndim=2)
     if phi.shape[-2] != w.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"phi must have shape (..., n_{{L-1}}={w.shape[-1]}, D) to match w_last, "
             f"got {phi.shape}"
         )
@@ -261,9 +261,9 @@ def preactivation_variances(
     """
     s2 = check_array("sigma2s", sigma2s)
     if np.any(s2 <= 0):
-        raise ValueError(f"sigma2s must all be > 0, got {sigma2s!r}")
+        raise InputError(f"sigma2s must all be > 0, got {sigma2s!r}")
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        raise InputError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     input_variance = check_positive("input_variance", input_variance)
     order = check_int("quadrature_order", quadrature_order, minimum=2)
     act = ACTIVATIONS[activation]
@@ -293,7 +293,7 @@ def preactivation_variances(
 def _check_phi(phi) -> np.ndarray:
     phi = np.asarray(phi, dtype=float)
     if np.any(np.isnan(phi)):
-        raise ValueError("phi must not contain NaN")
+        raise InputError("phi must not contain NaN")
     return phi
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 from scipy.special import comb
 
-from dysonsgd._checks import check_array, check_in_range, check_int, check_positive
+from dysonsgd._checks import InputError, check_array, check_in_range, check_int, check_positive
 
 __all__ = [
     "initial_spacing_bound",
@@ -231,7 +231,7 @@ def _check_mp_shapes(*args, **kwds):
     values.update({k: v for k, v in kwds.items() if k in names})
     missing = [n for n in names if n not in values]
     if missing:
-        raise ValueError(f"marchenko_pastur needs the shape parameter(s) {', '.join(missing)}")
+        raise InputError(f"marchenko_pastur needs the shape parameter(s) {', '.join(missing)}")
     check_in_range("ratio", values["ratio"], 0.0, 1.0, low_open=True)
     check_positive("sigma2", values["sigma2"])
 
@@ -357,7 +357,7 @@ def mean_level_spacing(eigenvalues, axis: int = -1, assume_sorted: bool = False)
     x = check_array("eigenvalues", eigenvalues)
     n = x.shape[axis]
     if n < 2:
-        raise ValueError(f"eigenvalues needs at least 2 entries along axis {axis}, got {n}")
+        raise InputError(f"eigenvalues needs at least 2 entries along axis {axis}, got {n}")
     if assume_sorted:
         x = np.moveaxis(x, axis, -1)
         return np.abs(x[..., -1] - x[..., 0]) / (n - 1)
@@ -403,7 +403,7 @@ def spacing_ratios(eigenvalues, axis: int = -1, tilde: bool = False) -> np.ndarr
     """
     x = check_array("eigenvalues", eigenvalues)
     if x.shape[axis] < 3:
-        raise ValueError(f"eigenvalues needs at least 3 entries along axis {axis}")
+        raise InputError(f"eigenvalues needs at least 3 entries along axis {axis}")
     s = np.diff(np.sort(x, axis=axis), axis=axis)
     s = np.moveaxis(s, axis, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -421,9 +421,9 @@ def spacing_ratio_mean(ensemble: str = "goe", tilde: bool = True) -> float:
     """
     table = {"goe": 0.5307, "poisson": 2.0 * math.log(2.0) - 1.0}
     if not tilde:
-        raise ValueError("tilde must be True: the mean of the untilded ratio diverges (Poisson)")
+        raise InputError("tilde must be True: the mean of the untilded ratio diverges (Poisson)")
     if ensemble not in table:
-        raise ValueError(f"ensemble must be one of {sorted(table)}, got {ensemble!r}")
+        raise InputError(f"ensemble must be one of {sorted(table)}, got {ensemble!r}")
     return table[ensemble]
 
 
@@ -454,14 +454,14 @@ def spacing_coefficients(drift, noise) -> tuple[np.ndarray, np.ndarray, np.ndarr
     noise = check_array("noise", noise, min_ndim=2)
     n = noise.shape[-1]
     if noise.shape[-2] != n or n < 2:
-        raise ValueError(f"noise must have shape (..., N, N) with N >= 2, got {noise.shape}")
+        raise InputError(f"noise must have shape (..., N, N) with N >= 2, got {noise.shape}")
     drift = check_array("drift", drift)
     # a matrix K has the shape of V; a vector K_i that of V without its last axis (deciding by
     # the trailing (N, N) alone would misread K_i of shape (n_snap, N) with n_snap = N)
     if drift.shape == noise.shape:
         drift = np.diagonal(drift, axis1=-2, axis2=-1)
     elif drift.shape != noise.shape[:-1]:
-        raise ValueError(f"drift must have shape {noise.shape[:-1]} (K_i) or {noise.shape} "
+        raise InputError(f"drift must have shape {noise.shape[:-1]} (K_i) or {noise.shape} "
                          f"(K_ij) to match noise, got {drift.shape}")
     k_s = (drift[..., -1] - drift[..., 0]) / (n - 1)
     d_s = (noise[..., 0, 0] + noise[..., -1, -1]) / (2.0 * (n - 1) ** 2)

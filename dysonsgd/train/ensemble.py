@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dysonsgd._checks import check_int, check_positive
+from dysonsgd._checks import InputError, check_int, check_positive
 
 __all__ = [
     "EnsembleResult",
@@ -114,15 +114,15 @@ class TeacherStudentConfig:
     def __post_init__(self) -> None:
         widths = tuple(self.widths)
         if len(widths) != 4:
-            raise ValueError(f"widths must be 4 layer sizes (n0, n1, n2, n3), got {self.widths!r}")
+            raise InputError(f"widths must be 4 layer sizes (n0, n1, n2, n3), got {self.widths!r}")
         for k, w in enumerate(widths):
             check_int(f"widths[{k}]", w, minimum=1)
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise InputError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         layers = tuple(self.trained_layers)
         if layers != (2,):
-            raise ValueError(
+            raise InputError(
                 f"trained_layers: only (2,) (the middle matrix W2, as in the paper) is "
                 f"implemented, got {self.trained_layers!r}"
             )
@@ -130,15 +130,15 @@ class TeacherStudentConfig:
         check_int("n_data", self.n_data, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         if self.n_data % self.batch_size:
-            raise ValueError(
+            raise InputError(
                 f"batch_size must divide n_data, got batch_size={self.batch_size}, "
                 f"n_data={self.n_data}"
             )
         if self.data_order not in DATA_ORDERS:
-            raise ValueError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
+            raise InputError(f"data_order must be one of {DATA_ORDERS}, got {self.data_order!r}")
         thr = self.divergence_threshold
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
-            raise ValueError(f"divergence_threshold must be > 0 (inf allowed), got {thr!r}")
+            raise InputError(f"divergence_threshold must be > 0 (inf allowed), got {thr!r}")
         object.__setattr__(self, "divergence_threshold", float(thr))
 
     @property
@@ -162,7 +162,7 @@ def activation_fn(name: str, z):
         return z * pos, pos * 1.0
     if name == "identity":
         return z, z * 0.0 + 1.0
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+    raise InputError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
 def teacher_forward(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray,
@@ -452,7 +452,7 @@ class EnsembleResult:
 def _grid_values(name: str, value) -> np.ndarray:
     arr = np.atleast_1d(check_positive(name, value)).astype(np.float64)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a positive number or a non-empty 1-d sequence")
+        raise InputError(f"{name} must be a positive number or a non-empty 1-d sequence")
     return arr
 
 
@@ -460,11 +460,11 @@ def _resolve_device(device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}") from exc
+        raise InputError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}") from exc
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
+        raise InputError(f"device must be 'cpu' or 'cuda[:k]', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise InputError(f"device {device!r} requested but CUDA is not available")
     return dev
 
 
@@ -474,7 +474,7 @@ def _resolve_dtype(dtype) -> torch.dtype:
     try:
         return table[dtype]
     except (KeyError, TypeError):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}") from None
+        raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}") from None
 
 
 def _resolve_snapshots(snapshots, epochs: int) -> np.ndarray:
@@ -486,11 +486,11 @@ def _resolve_snapshots(snapshots, epochs: int) -> np.ndarray:
     except (TypeError, ValueError):
         arr = np.asarray([np.nan])
     if arr.ndim != 1 or arr.size < 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"snapshots must be an int >= 2 or a sequence of epoch counts, "
+        raise InputError(f"snapshots must be an int >= 2 or a sequence of epoch counts, "
                          f"got {snapshots!r}")
     arr = arr.astype(np.int64)
     if arr[0] != 0 or np.any(np.diff(arr) <= 0) or arr[-1] > epochs:
-        raise ValueError(f"snapshots must increase strictly from 0 to at most epochs={epochs}, "
+        raise InputError(f"snapshots must increase strictly from 0 to at most epochs={epochs}, "
                          f"got {snapshots!r}")
     return arr
 
@@ -502,19 +502,19 @@ def _per_model(name: str, value, tail: tuple[int, ...], grid: tuple[int, int, in
     """
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite")
+        raise InputError(f"{name} must be finite")
     n_t, n_s, n_r = grid
     m = n_t * n_s * n_r
     lead = arr.shape[: arr.ndim - len(tail)]
     if arr.ndim < len(tail) or arr.shape[arr.ndim - len(tail):] != tail:
-        raise ValueError(f"{name} must end with shape {tail}, got {arr.shape}")
+        raise InputError(f"{name} must end with shape {tail}, got {arr.shape}")
     if lead == ():
         return np.broadcast_to(arr, (n_r, *tail)).copy(), False
     if lead == (n_r,):
         return arr.copy(), False
     if lead in ((m,), (n_t, n_s, n_r)):
         return arr.reshape(m, *tail).copy(), True
-    raise ValueError(f"{name}: leading shape {lead} is none of (), ({n_r},), ({m},), {grid}")
+    raise InputError(f"{name}: leading shape {lead} is none of (), ({n_r},), ({m},), {grid}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -586,7 +586,7 @@ def train_ensemble(
     t_start = time.perf_counter()
     config = TeacherStudentConfig() if config is None else config
     if not isinstance(config, TeacherStudentConfig):
-        raise ValueError(f"config must be a TeacherStudentConfig, got {type(config).__name__}")
+        raise InputError(f"config must be a TeacherStudentConfig, got {type(config).__name__}")
     temps = _grid_values("temperature", temperature)
     sigmas = _grid_values("sigma_w", sigma_w)
     n_seeds = check_int("n_seeds", n_seeds, minimum=1)
@@ -597,11 +597,11 @@ def train_ensemble(
     dev = _resolve_device(device)
     tdtype = _resolve_dtype(dtype)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = "numba" if dev.type == "cpu" else "torch"
     if backend == "numba" and dev.type != "cpu":
-        raise ValueError("backend 'numba' runs on device 'cpu' only")
+        raise InputError("backend 'numba' runs on device 'cpu' only")
     n0, n1, n2, n3 = config.widths
     grid = (temps.size, sigmas.size, n_seeds)
     n_models = int(np.prod(grid))
@@ -620,7 +620,7 @@ def train_ensemble(
     per_model = False
     if teacher_weights is not None:
         if len(teacher_weights) != 3:
-            raise ValueError("teacher_weights must be a sequence (W1, W2*, W3)")
+            raise InputError("teacher_weights must be a sequence (W1, W2*, W3)")
         given = [_per_model(f"teacher_weights[{k}]", a, tail, grid) for k, (a, tail) in
                  enumerate(zip(teacher_weights, [(n1, n0), (n2, n1), (n3, n2)], strict=True))]
         per_model = any(p for _, p in given)
