@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dysonsgd.analysis import phase
 from dysonsgd.measure import observables
-from dysonsgd.theory import rmt
+from dysonsgd.theory import boundaries, rmt
 from dysonsgd.theory.disorder import preactivation_variances
 from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
@@ -23,7 +23,7 @@ from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 
 def test_symmetry_breaking_line_values():
-    line = phase.symmetry_breaking_line()
+    line = boundaries.symmetry_breaking_line()
     assert line.sigma_c2 == 0.5
     assert line.inv_sigma_w["paper"] == pytest.approx(math.sqrt(2.0), rel=1e-15)
     # rho from the (independent) layer recursion of disorder
@@ -39,7 +39,7 @@ def test_symmetry_breaking_line_values():
     # sigma_z^2 at the line is exactly sigma_c^2
     for name, inv in line.inv_sigma_w.items():
         assert float(line.sigma_z2(1.0 / inv, name)) == pytest.approx(0.5, rel=1e-12)
-    assert phase.symmetry_breaking_line(measured_ratio=0.32).inv_sigma_w["measured"] == \
+    assert boundaries.symmetry_breaking_line(measured_ratio=0.32).inv_sigma_w["measured"] == \
         pytest.approx(0.8)
 
 
@@ -53,7 +53,7 @@ def test_preactivation_ratio_saturated_layer_is_exactly_one():
     w2 = np.full((4, n1), sigma_w / n1)
     rho = phase.preactivation_ratio(x, w1, w2, sigma_w)
     assert rho == pytest.approx(1.0, rel=1e-14)
-    line = phase.symmetry_breaking_line(measured_ratio=float(rho))
+    line = boundaries.symmetry_breaking_line(measured_ratio=float(rho))
     assert line.inv_sigma_w["measured"] == pytest.approx(math.sqrt(2.0))
 
 
@@ -68,7 +68,7 @@ def test_preactivation_ratio_linear_regime():
 
 def test_preactivation_ratio_monte_carlo_matches_quadrature():
     mc = phase.preactivation_ratio_monte_carlo(n_teachers=3000, n_points=64, seed=1)
-    rho = phase.symmetry_breaking_line().ratio["input_average"]
+    rho = boundaries.symmetry_breaking_line().ratio["input_average"]
     assert abs(mc["ratio"] - rho) < 4 * mc["stderr"]
     assert mc["inv_sigma_w"] == pytest.approx(math.sqrt(2 * mc["ratio"]))
 
@@ -81,7 +81,7 @@ def test_measured_ratio_on_a_run_matches_the_fixed_input_oracle():
     # common random numbers: rho depends on the seed only, not on sigma_W
     np.testing.assert_allclose(rho[0, 0], rho[0, 1], rtol=1e-5)
     per_seed = rho[0, 0]
-    oracle = phase.preactivation_ratio_for_inputs(observables.test_inputs())
+    oracle = boundaries.preactivation_ratio_for_inputs(observables.test_inputs())
     assert abs(per_seed.mean() - oracle) < 4 * per_seed.std(ddof=1) / math.sqrt(per_seed.size)
     assert oracle == pytest.approx(0.3229, abs=1e-4)
 
@@ -94,30 +94,30 @@ def test_measured_ratio_on_a_run_matches_the_fixed_input_oracle():
 def test_threshold_is_temperature_over_initial_spacing_bound():
     for t, s in [(0.03125, 0.125), (4.0, 256.0), (1.0, 1.0)]:
         bound = rmt.initial_spacing_bound(s**2, 0.5, 16)
-        assert phase.signal_to_noise_threshold(t, s) == pytest.approx(t / bound, rel=1e-13)
+        assert boundaries.signal_to_noise_threshold(t, s) == pytest.approx(t / bound, rel=1e-13)
 
 
 def test_convergence_criterion_at_the_boundary_and_broadcasting():
     temps = np.array([0.5, 2.0])[:, None, None]
     sig = np.array([0.25, 1.0, 4.0])[None, :, None]
-    lhs = phase.signal_to_noise_threshold(temps, sig)
+    lhs = boundaries.signal_to_noise_threshold(temps, sig)
     v_s = np.array([0.5, 1.0, 2.0, 3.0])  # models
     ks_on = -lhs * v_s  # exactly on the boundary: converged
-    assert phase.convergence_criterion(ks_on, v_s, temps, sig).all()
-    assert not phase.convergence_criterion(ks_on * (1 - 1e-9), v_s, temps, sig).any()
-    assert phase.convergence_criterion(ks_on * (1 + 1e-9), v_s, temps, sig).all()
-    assert phase.convergence_criterion(ks_on, v_s, temps, sig).shape == (2, 3, 4)
+    assert boundaries.convergence_criterion(ks_on, v_s, temps, sig).all()
+    assert not boundaries.convergence_criterion(ks_on * (1 - 1e-9), v_s, temps, sig).any()
+    assert boundaries.convergence_criterion(ks_on * (1 + 1e-9), v_s, temps, sig).all()
+    assert boundaries.convergence_criterion(ks_on, v_s, temps, sig).shape == (2, 3, 4)
     # release: K_S / V_S >= lhs with the sign as given
-    assert phase.convergence_criterion(-ks_on, v_s, temps, sig, convention="release").all()
-    assert not phase.convergence_criterion(ks_on, v_s, temps, sig, convention="release").any()
+    assert boundaries.convergence_criterion(-ks_on, v_s, temps, sig, convention="release").all()
+    assert not boundaries.convergence_criterion(ks_on, v_s, temps, sig, convention="release").any()
     # V_S <= 0 is outside the paper's assumption: drift at S_0 decides
-    assert phase.convergence_criterion(-1.0, -0.1, 1.0, 1.0)
-    assert not phase.convergence_criterion(0.1, 0.0, 1.0, 1.0)
-    assert not phase.convergence_criterion(np.nan, 1.0, 1.0, 1.0)
+    assert boundaries.convergence_criterion(-1.0, -0.1, 1.0, 1.0)
+    assert not boundaries.convergence_criterion(0.1, 0.0, 1.0, 1.0)
+    assert not boundaries.convergence_criterion(np.nan, 1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="convention"):
-        phase.convergence_criterion(1.0, 1.0, 1.0, 1.0, convention="notebook")
+        boundaries.convergence_criterion(1.0, 1.0, 1.0, 1.0, convention="notebook")
     with pytest.raises(ValueError, match="temperature"):
-        phase.convergence_criterion(1.0, 1.0, -1.0, 1.0)
+        boundaries.convergence_criterion(1.0, 1.0, -1.0, 1.0)
 
 
 def test_converged_fraction_known_distribution():
@@ -128,9 +128,9 @@ def test_converged_fraction_known_distribution():
     sig = 1.0
     snr = rng.exponential(1.0, size=(3, 1, n))
     v_s = rng.uniform(0.5, 2.0, size=(3, 1, n))
-    conv = phase.convergence_criterion(-snr * v_s, v_s, temps[:, None, None], sig)
+    conv = boundaries.convergence_criterion(-snr * v_s, v_s, temps[:, None, None], sig)
     frac = phase.converged_fraction(conv)
-    want = np.exp(-phase.signal_to_noise_threshold(temps, sig))[:, None]
+    want = np.exp(-boundaries.signal_to_noise_threshold(temps, sig))[:, None]
     se = np.sqrt(want * (1 - want) / n)
     assert np.all(np.abs(frac - want) < 4 * se)
 
@@ -141,16 +141,16 @@ def test_converged_fraction_counts_diverged_as_not_converged():
     div = np.zeros_like(conv)
     div[..., :2] = True
     assert phase.converged_fraction(conv, div)[0, 0] == pytest.approx(0.5)
-    assert phase.sigma_levels() == (0.68, 0.95, 0.997)
+    assert boundaries.sigma_levels() == (0.68, 0.95, 0.997)
 
 
 @given(st.floats(1e-3, 1e3), st.floats(1e-3, 1e3), st.floats(1e-2, 1e2), st.floats(1e-2, 1e2))
 def test_criterion_monotone_in_temperature_and_sigma(snr, t, factor, sigma):
     # converged at T implies converged at any lower T and any larger sigma_W
-    ok = phase.convergence_criterion(-snr, 1.0, t, sigma)
+    ok = boundaries.convergence_criterion(-snr, 1.0, t, sigma)
     if ok:
-        assert phase.convergence_criterion(-snr, 1.0, t / (1 + factor), sigma)
-        assert phase.convergence_criterion(-snr, 1.0, t, sigma * (1 + factor))
+        assert boundaries.convergence_criterion(-snr, 1.0, t / (1 + factor), sigma)
+        assert boundaries.convergence_criterion(-snr, 1.0, t, sigma * (1 + factor))
 
 
 def test_signal_to_noise_boundary_interpolates_in_log_t():
@@ -173,8 +173,9 @@ def test_critical_feature_correlation():
     # E[tanh(z)^2] for z ~ N(0, 1/2), against plain Monte Carlo
     z = np.random.default_rng(0).normal(0.0, math.sqrt(0.5), 400_000)
     v = np.tanh(z) ** 2
-    assert abs(phase.CRITICAL_FEATURE_CORRELATION - v.mean()) < 4 * v.std() / math.sqrt(z.size)
-    assert phase.PhaseThresholds().jamming_correlation_min == phase.CRITICAL_FEATURE_CORRELATION
+    assert abs(boundaries.CRITICAL_FEATURE_CORRELATION - v.mean()) < 4 * v.std() / math.sqrt(z.size)
+    critical = boundaries.CRITICAL_FEATURE_CORRELATION
+    assert phase.PhaseThresholds().jamming_correlation_min == critical
 
 
 def test_classify_phases_synthetic():
@@ -265,7 +266,7 @@ def test_guidance_from_grid_fraction_and_signal_to_noise():
     # (4.15) with a measured signal-to-noise ratio: T* makes the inequality an equality
     g = phase.guidance(0.5, signal_to_noise=3.0)
     t_star = g["signal_to_noise_temperature"]
-    assert phase.signal_to_noise_threshold(t_star, 0.5) == pytest.approx(3.0)
+    assert boundaries.signal_to_noise_threshold(t_star, 0.5) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="sigma_w_grid"):
         phase.guidance(0.5, labels)
 

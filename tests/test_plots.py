@@ -15,7 +15,7 @@ from dysonsgd.analysis import phase
 from dysonsgd.cli import main
 from dysonsgd.plots import figures as plots
 from dysonsgd.runs.store import save_result
-from dysonsgd.theory import disorder
+from dysonsgd.theory import boundaries, disorder
 from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -146,8 +146,8 @@ def test_figure8_and_9_boundaries(grid):
     t_c = phase.signal_to_noise_boundary(frac[order], temps[order], 0.68)[j]
     assert len(vertical) == 1 and vertical[0].get_xdata()[0] == pytest.approx(t_c)
     for ax in fig.axes[1:3]:  # centre and right; then come the colour bars
-        assert _contour_levels(ax) == list(phase.sigma_levels())
-    line = phase.symmetry_breaking_line(measured_ratio=0.33)
+        assert _contour_levels(ax) == list(boundaries.sigma_levels())
+    line = boundaries.symmetry_breaking_line(measured_ratio=0.33)
     fig = plots.figure9(loss, g, g, g, frac, temps, sig, epochs=100, line=line)
     ax = fig.axes[0]
     xs = sorted(ln.get_xdata()[0] for ln in ax.lines)

@@ -277,6 +277,7 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     fractions, spacing statistics), ``options`` and ``tolerances``.
     """
     from dysonsgd.analysis import phase  # above the SDE layer, imported lazily
+    from dysonsgd.theory import boundaries
 
     tol, applies, options = parse_validate_table(validate_table)
     say = progress or (lambda msg: None)
@@ -295,7 +296,7 @@ def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_ta
     labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
                                    summary["diverged"])
     k_s, v_s = phase.spacing_coefficients_for(coeffs.last, options["convention"])
-    converged_415 = phase.convergence_criterion(
+    converged_415 = boundaries.convergence_criterion(
         k_s, v_s, result.temperature[:, None, None],
         result.sigma_w[None, :, None], widths=result.config.widths,
         convention=options["convention"])

@@ -75,14 +75,15 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
     from dysonsgd.measure import gradstats
     from dysonsgd.measure.observables import eigenvalues
     from dysonsgd.plots import figures as plots
+    from dysonsgd.theory import boundaries
 
     say = progress or (lambda msg: None)
     which = sorted(set(which))
     bad = [n for n in which if n not in ALL_FIGURES]
     if bad:
         raise InputError(f"figures must be among 1..9, got {bad}")
-    if convention not in phase.CONVENTIONS:
-        raise InputError(f"convention must be one of {phase.CONVENTIONS}, got {convention!r}")
+    if convention not in boundaries.CONVENTIONS:
+        raise InputError(f"convention must be one of {boundaries.CONVENTIONS}, got {convention!r}")
     n_t, n_s, n_r = result.diverged.shape
     temps, sig = result.temperature, result.sigma_w
     written: dict[str, list[str]] = {}
@@ -103,7 +104,7 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
                                                        "alignment", "gradient_norm", "rate")}
         rho = float(np.mean(s["preactivation_ratio"][0, 0])) if result.config.activation == \
             "tanh" else None
-        line = phase.symmetry_breaking_line(result.config.widths, measured_ratio=rho)
+        line = boundaries.symmetry_breaking_line(result.config.widths, measured_ratio=rho)
         info["symmetry_breaking"] = line.to_dict()
         labels = phase.classify_phases(s["test_loss"], s["feature_correlation"], s["diverged"])
         info["phases"] = {"temperature": temps.tolist(), "inv_sigma_w": (1 / sig).tolist(),
@@ -115,7 +116,7 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
         say(f"measuring K and V on {result.n_models} models")
         st = gradstats.measure(result, -1, chunk=chunk)
         k_s, v_s = phase.spacing_coefficients_for(st, convention)
-        conv = phase.convergence_criterion(k_s, v_s, temps[:, None, None], sig[None, :, None],
+        conv = boundaries.convergence_criterion(k_s, v_s, temps[:, None, None], sig[None, :, None],
                                            result.config.widths, convention)
         frac = phase.converged_fraction(conv, result.diverged)
         order = np.argsort(temps)
@@ -125,7 +126,7 @@ def make_figures(result, out_dir: Path, which=ALL_FIGURES, convention: str = "pa
             "boundary_temperature": {
                 str(level): phase.signal_to_noise_boundary(frac[order], temps[order],
                                                            level).tolist()
-                for level in phase.sigma_levels()},
+                for level in boundaries.sigma_levels()},
         }
     for n in which:
         say(f"figure {n}")

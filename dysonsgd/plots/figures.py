@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from dysonsgd._checks import InputError, check_array
 from dysonsgd.analysis import phase
-from dysonsgd.theory import disorder
+from dysonsgd.theory import boundaries, disorder
 
 __all__ = [
     "ALIGNMENT_RANGE",
@@ -145,7 +145,7 @@ def _contours(ax, fraction, temperature, sigma_w, levels: Sequence[float], style
     return out
 
 
-def _symmetry_lines(ax, line: phase.SymmetryBreakingLine | None, estimates=("paper",
+def _symmetry_lines(ax, line: boundaries.SymmetryBreakingLine | None, estimates=("paper",
                     "input_average", "measured")) -> list:
     if line is None:
         return []
@@ -329,7 +329,7 @@ def figure8(fraction, temperature, sigma_w, g_mean, alignment_mean,
     as a vertical dash-dotted line. Centre and right: the 1, 2, 3 sigma contours of the
     fraction over G(t_f, 0) and the alignment.
     """
-    levels = tuple(phase.sigma_levels() if levels is None else levels)
+    levels = tuple(boundaries.sigma_levels() if levels is None else levels)
     fig = Figure(figsize=(16, 4.5), layout="constrained")
     left, centre, right = fig.subplots(1, 3)
     t = check_array("temperature", temperature)
@@ -358,7 +358,7 @@ def figure8(fraction, temperature, sigma_w, g_mean, alignment_mean,
 
 
 def figure9(loss_mean, g_mean, alignment_mean, rate_mean, fraction, temperature, sigma_w,
-            epochs: float, line: phase.SymmetryBreakingLine | None = None,
+            epochs: float, line: boundaries.SymmetryBreakingLine | None = None,
             level: float | None = None) -> Figure:
     """Figure 9: loss, G(t_f, 0), alignment and rate with the two phase boundaries.
 
@@ -366,8 +366,8 @@ def figure9(loss_mean, g_mean, alignment_mean, rate_mean, fraction, temperature,
     the refined line sqrt(2 rho) (and the measured one, orange, when ``line`` has it);
     dash-dotted: the 1 sigma (4.15) contour of ``fraction``.
     """
-    level = phase.sigma_levels()[0] if level is None else level
-    line = phase.symmetry_breaking_line() if line is None else line
+    level = boundaries.sigma_levels()[0] if level is None else level
+    line = boundaries.symmetry_breaking_line() if line is None else line
     fig = Figure(figsize=(11, 9), layout="constrained")
     axes = fig.subplots(2, 2)
     panels = [
