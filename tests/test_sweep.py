@@ -338,9 +338,9 @@ def test_separate_scheduler_and_worker_give_identical_arrays(tiny, tmp_path, cap
 
 
 def test_unreachable_scheduler_is_a_clear_error(tiny, tmp_path, capsys, monkeypatch):
-    from dysonsgd.runs import sweep
+    from dysonsgd.runs import cluster
 
-    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
     path, _, _ = tiny
     argv = ["sweep", str(path), "--out", str(tmp_path / "x.zarr"), "--scheduler",
             "tcp://127.0.0.1:9", "--quiet"]  # port 9 (discard): nothing listens

@@ -82,8 +82,9 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dysonsgd.runs.cluster import dask_client
     from dysonsgd.runs.config import load_config
-    from dysonsgd.runs.sweep import dask_client, run_sweep
+    from dysonsgd.runs.sweep import run_sweep
 
     config = load_config(args.config)
     out = args.out if args.out is not None else Path(f"{config.name}.zarr")

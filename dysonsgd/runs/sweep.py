@@ -2,10 +2,10 @@
 
 A sweep trains every cell ``(i_T, i_S)`` of a :class:`~dysonsgd.runs.config.SweepConfig` (one
 temperature, one ``sigma_W``, all seeds) with :func:`~dysonsgd.train.ensemble.train_ensemble` and
-writes it into a sweep store (:mod:`dysonsgd.runs.store`), marking it complete only once its data are
-on disk. Because a model's numbers depend only on ``(seed, its grid coordinates, seed index)``
-(see :mod:`dysonsgd.train.ensemble`), cells trained alone, in packs, in any order, on any number of
-processes give the store the same content as one ``train_ensemble`` call over the whole grid,
+writes it into a sweep store (:mod:`dysonsgd.runs.store`), marking it complete only once
+its data are on disk. Because a model's numbers depend only on ``(seed, its grid coordinates,
+seed index)`` (see :mod:`dysonsgd.train.ensemble`), cells trained alone, in packs, in any
+order, on any number of processes give the store the same content as one ``train_ensemble`` call over the whole grid,
 bit for bit (on one device and dtype).
 
 Where the cells run:
@@ -28,31 +28,29 @@ import contextlib
 import json
 import math
 import os
-import platform
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dysonsgd.runs import store as _store
 from dysonsgd._checks import InputError, check_int
+from dysonsgd.runs import cluster
+from dysonsgd.runs import store as _store
 from dysonsgd.runs.config import SweepConfig
+from dysonsgd.runs.provenance import git_commit, package_versions, provenance
 from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, snapshot_epochs
 
 __all__ = [
     "Pack",
     "cells_per_pack",
-    "dask_client",
     "model_memory_bytes",
     "pack_overhead_bytes",
     "plan_packs",
     "prepare_store",
-    "provenance",
     "run_pack",
     "run_sweep",
     "train_pack",
@@ -64,10 +62,6 @@ CPU_MODELS_PER_THREAD_BLOCK = 8
 #: the torch backend trains at most this many bytes of per-model features at once
 #: (``budget`` in ``training._train_torch``); bigger packs run in sequential chunks
 TORCH_CHUNK_BUDGET = 2e9
-#: how long ``--scheduler`` tries to reach the scheduler
-CONNECT_TIMEOUT = "20s"
-#: seconds ``--scheduler`` waits for a first worker before planning packs without one
-WAIT_FOR_WORKERS_S = 120
 #: share of the free device memory a CUDA pack may use
 CUDA_MEMORY_FRACTION = 0.8
 
@@ -234,60 +228,8 @@ def _itemsize(dtype: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# provenance and the store
+# the store
 # ------------------------------------------------------------------------------------------------
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that produce and hold the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("dysonsgd", "numpy", "torch", "numba", "xarray", "zarr", "dask", "distributed"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def git_commit() -> str | None:
-    """``git describe --always --dirty --abbrev=40`` of the package's checkout, if any."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
-                             cwd=here, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
-def provenance(config: SweepConfig, device: str) -> dict[str, Any]:
-    """Attributes of a new store: the config, its fingerprint, the seed scheme, versions, git."""
-    return {
-        "sweep_config": json.dumps(config.to_dict()),
-        "fingerprint": config.fingerprint(),
-        "name": config.name,
-        "description": config.description,
-        "config": json.dumps(asdict(config.model)),
-        "seed": int(config.seed),
-        "replica_offset": 0,
-        "seeds": int(config.seeds),
-        "seed_scheme": ("numpy SeedSequence(seed, spawn_key=(r,)) for seed index r = 0..seeds-1:"
-                        " W1, W2*, W3, x, Z in that order; W2(0) = sigma_W Z / sqrt(n1)"),
-        "dtype": config.dtype,
-        "device": str(device),
-        "backend": "numba" if str(device) == "cpu" else "torch",
-        "wall_time_s": 0.0,
-        "model_steps": int(config.model_steps()),
-        "loss_convention": "epoch mean of (2.6) with the 1/2; NaN after divergence",
-        "versions": json.dumps(package_versions()),
-        "git_commit": git_commit() or "",
-        "created_at": time.time(),
-        "sessions": "[]",
-    }
 
 
 def _mismatch(store: Path, attrs: dict, config: SweepConfig) -> InputError:
@@ -390,22 +332,6 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def _worker_threads(slots_by_host: dict[str, int] | None) -> int | None:
-    """Threads for a task on a dask worker: this host's CPUs shared among its worker slots
-    (numba would otherwise start one thread per CPU in every worker)."""
-    if slots_by_host is None:
-        return None
-    try:
-        from distributed import get_worker
-        from distributed.comm import get_address_host
-
-        host = get_address_host(get_worker().address)
-    except (ImportError, ValueError):
-        return None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cpus or 1) // max(1, slots_by_host.get(host, 1)))
-
-
 def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
                device: str = "cpu", session: int = 0, threads: int | None = None,
                slots_by_host: dict[str, int] | None = None) -> tuple[list, list[dict]]:
@@ -421,7 +347,7 @@ def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
     """
     from dysonsgd.train.ensemble import train_ensemble
 
-    _set_threads(threads if threads is not None else _worker_threads(slots_by_host))
+    _set_threads(threads if threads is not None else cluster.worker_threads(slots_by_host))
     rows, cols = [int(i) for i in rows], [int(j) for j in cols]
     t0 = time.perf_counter()
     res = train_ensemble(config.model, temperature=[config.temperature[i] for i in rows],
@@ -479,52 +405,6 @@ def run_pack(store: str | Path, config: SweepConfig, rows: Sequence[int], cols: 
 # ------------------------------------------------------------------------------------------------
 # the sweep
 # ------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None = None, cluster: str | None = None,
-                workers: int | None = None) -> Iterator[Any]:
-    """A ``distributed.Client``: to ``scheduler`` (``tcp://HOST:PORT``), or to a new
-    ``LocalCluster`` (``cluster='local'``, ``workers`` processes of one thread each); ``None``
-    when neither is given (in-process)."""
-    if scheduler and cluster:
-        raise InputError("scheduler: give either --scheduler or --cluster, not both")
-    if cluster not in (None, "local"):
-        raise InputError(f"cluster must be 'local', got {cluster!r}")
-    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
-        raise InputError(f"workers must be an integer >= 1, got {workers!r}")
-    if not scheduler and not cluster:
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except OSError as exc:
-            raise InputError(f"scheduler: cannot connect to {scheduler!r} ({exc})") from None
-        with client:
-            try:  # pack sizes depend on the workers: give the first one a moment to join
-                client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
-            except TimeoutError:  # tasks wait in the scheduler's queue for workers
-                pass
-            yield client
-        return
-    n = workers or max(1, (os.cpu_count() or 1) // 2)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as lc, Client(lc) as client:
-        yield client
-
-
-def _slots_by_host(client) -> dict[str, int]:
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # older distributed
-        info = client.scheduler_info()
-    slots: dict[str, int] = {}
-    for w in info.get("workers", {}).values():
-        slots[w["host"]] = slots.get(w["host"], 0) + int(w.get("nthreads", 1))
-    return slots
 
 
 def _cuda_free_bytes(device: str) -> int:
@@ -595,7 +475,7 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     with store_lock(store):
         session, done = prepare_store(config, store, device, scheduler)
         pending = [c for c in config.cells() if not done[c]]
-        slots_by_host = _slots_by_host(client) if client is not None else None
+        slots_by_host = cluster.slots_by_host(client) if client is not None else None
         slots = sum(slots_by_host.values()) if slots_by_host else 1
         if pack_cells is None and pending:
             free = None
