@@ -37,8 +37,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dysonsgd.train.ensemble import EnsembleResult
 from dysonsgd._checks import InputError
+from dysonsgd.train.ensemble import EnsembleResult
 
 #: file suffixes :func:`save_result` writes and :func:`load_result` reads
 FILE_SUFFIXES = (".nc", ".npz")
