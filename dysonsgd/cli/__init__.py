@@ -11,8 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from dysonsgd import __version__
 from dysonsgd._checks import InputError
+from dysonsgd._version import __version__
 
 #: sub-command modules, in the order they appear in ``dysonsgd --help``
 COMMANDS: tuple[str, ...] = (
