@@ -1,4 +1,4 @@
-"""Trajectory-steps/s of dysonsgd.sde.equations against sdeint on the same Dyson Brownian motion.
+"""Trajectory-steps/s of dysonsgd.sde.integrate against sdeint on the same Dyson Brownian motion.
 
 Problem: N = 16 eigenvalues, constant K = linspace(-0.5, 0.5) and V with beta = 1 structure
 (V_ii = 2 V_ij = 2), T = 0.01, started from linspace(0, 1), dt = 1e-3. This is a
@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import sdeint
 
-from dysonsgd.sde.equations import DysonBrownianMotion, integrate
+from dysonsgd.sde import DysonBrownianMotion, integrate
 
 SOLVERS = {"euler": "euler", "platen": "platen", "implicit": "implicit", "adaptive": None}
 

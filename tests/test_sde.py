@@ -1,4 +1,4 @@
-"""Tests of dysonsgd.sde.equations against direct matrix simulation, sdeint and exact solutions."""
+"""Tests of dysonsgd.sde against direct matrix simulation, sdeint and exact solutions."""
 
 from __future__ import annotations
 
@@ -12,18 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dysonsgd.sde._fused import kernels as _sde_kernels
-from dysonsgd.sde._fused import step as _sde_fused
-from dysonsgd.sde.equations import (
+from dysonsgd._checks import InputError
+from dysonsgd.sde import (
     Adaptive,
+    DriftImplicit,
     DysonBrownianMotion,
     EulerMaruyama,
+    FusedScheme,
     LangevinSGD,
     LevelSpacingSDE,
+    choose_engine,
     integrate,
     langevin_sgd_discrete,
     piecewise_linear,
 )
+from dysonsgd.sde._fused import implicit as _sde_kernels
+from dysonsgd.sde._fused import philox as _sde_philox
+from dysonsgd.sde._fused.driver import integrate_fused
+from dysonsgd.sde._fused.plan import fused_plan
 from dysonsgd.theory import symbolic
 
 
@@ -337,28 +343,28 @@ def test_philox_known_answers():
         ),
     ]
     for counter, key, expected in cases:
-        got = _sde_kernels.philox4x32(
+        got = _sde_philox.philox4x32(
             np.array([counter], dtype=np.uint64), np.array(key, dtype=np.uint64)
         )
         assert got[0].tolist() == expected
 
 
 def test_counter_normals_are_independent_standard_normals():
-    keys = _sde_fused.keys_from_seed(2024)
-    z = _sde_kernels.standard_normals(keys, 400, 125, 16, 0, *_sde_kernels.ZIGGURAT)
+    keys = _sde_philox.keys_from_seed(2024)
+    z = _sde_philox.standard_normals(keys, 400, 125, 16, 0, *_sde_philox.ZIGGURAT)
     x = z.ravel()  # 800,000 draws
     m = x.size
     assert abs(x.mean()) < 4 / math.sqrt(m)
     assert abs(x.var() - 1) < 4 * math.sqrt(2 / m)
     assert stats.kstest(x, "norm").pvalue > 0.01
     # the ziggurat's slow paths: wedges and the tail beyond r = 3.654 (Marsaglia's method)
-    for cut in (1.0, 3.0, _sde_kernels._ZIG_R, 4.5):
+    for cut in (1.0, 3.0, _sde_philox._ZIG_R, 4.5):
         expected = 2 * stats.norm.sf(cut)
         assert abs(np.mean(np.abs(x) > cut) - expected) < 4 * math.sqrt(expected / m) + 1 / m
     # no correlation between components, steps, paths (and a different node is another stream)
     for a, b in ((z[:, :, 0], z[:, :, 1]), (z[:, :-1], z[:, 1:]), (z[:-1], z[1:])):
         assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 4 / math.sqrt(a.size)
-    other = _sde_kernels.standard_normals(keys, 400, 125, 16, 1, *_sde_kernels.ZIGGURAT)
+    other = _sde_philox.standard_normals(keys, 400, 125, 16, 1, *_sde_philox.ZIGGURAT)
     assert abs(np.corrcoef(x, other.ravel())[0, 1]) < 4 / math.sqrt(m)
 
 
@@ -399,14 +405,12 @@ def test_fused_is_deterministic_across_threads_blocks_and_path_counts():
     np.testing.assert_array_equal(few.data, one.data[:, :5])
     # blocks of 7 steps instead of one call for all 30
     plan = {"n_paths": 64, "solver": None, "seed": 9}
-    from dysonsgd.sde import equations as sde
-
     y = np.broadcast_to(x0, (64, 3)).copy()
     steps = np.array([10, 20])
-    fused = sde._fused_plan(eq, sde._resolve_solver(None), y, 30)
-    keys = _sde_fused.keys_from_seed(plan["seed"])
+    fused = fused_plan(eq, Adaptive(), 64, 3, 30)
+    keys = _sde_philox.keys_from_seed(plan["seed"])
     times = np.array([0.0, 0.1, 0.3])
-    small, _, _ = _sde_fused.integrate_fused(y, times, steps, keys=keys, block=7, **fused)
+    small, _, _ = integrate_fused(y, times, steps, keys, fused, block=7)
     np.testing.assert_array_equal(small, one.data)
 
 
@@ -459,3 +463,82 @@ def test_fused_adaptive_refinement_resolves_crossings():
     flagged = integrate(eq, x0, [0.0, t], n_paths=paths, dt=1e-2, seed=4, solver=shallow)
     assert 0 < flagged.mask[-1, :, 0].sum() < paths
     assert np.all(np.isfinite(np.ma.mean(flagged[-1], axis=0)))
+
+
+# --------------------------------------------------------------------------------------------
+# which engine runs: what the solver and the equation declare
+# --------------------------------------------------------------------------------------------
+
+
+def test_solvers_declare_their_fused_schemes():
+    assert EulerMaruyama().fused_scheme() == FusedScheme(False, 0.0, False, 0.0, 0)
+    assert DriftImplicit(0.25).fused_scheme() == FusedScheme(True, 0.25, False, 0.0, 0)
+    assert Adaptive().fused_scheme() == FusedScheme(True, 0.5, False, 0.0, 24)
+    adaptive = Adaptive(EulerMaruyama(), safety=0.5, max_depth=3).fused_scheme()
+    assert adaptive == FusedScheme(False, 0.0, True, 0.5, 3)
+    eq, x0 = _dbm3()
+    choice = choose_engine(eq, x0, [0.0, 0.1])
+    assert choice.engine == "fused" and "max_depth=24" in choice.reason
+    assert choose_engine(eq, x0, [0.0, 0.1], engine="general").engine == "general"
+
+
+class _ShiftedEuler(EulerMaruyama):
+    """Changes the step: must not run Euler-Maruyama's fused kernel."""
+
+    def step(self, equation, t, y, dt, dw, path, rows):
+        y_new, ok = super().step(equation, t, y, dt, dw, path, rows)
+        return y_new + dt, ok
+
+
+class _RenamedEuler(EulerMaruyama):
+    """Keeps the step: runs the same fused kernel."""
+
+
+class _LouderDyson(DysonBrownianMotion):
+    def diffusion(self, t, x, rows=None):
+        return 2.0 * super().diffusion(t, x, rows)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda k, v: (DysonBrownianMotion(k, v, 0.3), "platen"), "Platen"),
+        (lambda k, v: (DysonBrownianMotion(k, v, 0.3), _ShiftedEuler()), "redefines step"),
+        (
+            lambda k, v: (DysonBrownianMotion(k, v, 0.3), Adaptive(_ShiftedEuler(), safety=0.5)),
+            "redefines step",
+        ),
+        (
+            lambda k, v: (DysonBrownianMotion(k, v, 0.3), Adaptive(Adaptive())),
+            "refines its steps itself",
+        ),
+        (lambda k, v: (DysonBrownianMotion(k, v, 0.3), Adaptive(max_depth=31)), "max_depth"),
+        (lambda k, v: (_LouderDyson(k, v, 0.3), None), "diffusion"),
+        (lambda k, v: (DysonBrownianMotion(lambda t: k, v, 0.3), None), "callable"),
+    ],
+)
+def test_unfusable_problems_say_why(make, reason):
+    """engine="auto" runs them on the general engine and says why; engine="fused" raises."""
+    k = np.array([0.5, -0.3, 0.1])
+    v = np.array([[2.0, 0.8, 0.5], [0.8, 1.5, 0.6], [0.5, 0.6, 1.0]])
+    x0 = np.array([-1.0, 0.2, 1.5])
+    equation, solver = make(k, v)
+    choice = choose_engine(equation, x0, [0.0, 0.1], n_paths=3, solver=solver, dt=0.05)
+    assert choice.engine == "general" and reason in choice.reason
+    with pytest.raises(InputError, match=reason):
+        integrate(equation, x0, [0.0, 0.1], n_paths=3, solver=solver, dt=0.05, engine="fused")
+    auto = integrate(equation, x0, [0.0, 0.1], n_paths=3, solver=solver, dt=0.05, seed=2)
+    general = integrate(
+        equation, x0, [0.0, 0.1], n_paths=3, solver=solver, dt=0.05, seed=2, engine="general"
+    )
+    np.testing.assert_array_equal(auto.data, general.data)
+    langevin = LangevinSGD(np.zeros(3), np.ones(3), 0.1)
+    assert "coefficients_on_knots" in choose_engine(langevin, x0, [0.0, 0.1]).reason
+
+
+def test_subclass_keeping_the_step_runs_the_same_kernel():
+    eq, x0 = _dbm3()
+    run = {"n_paths": 4, "dt": 0.01, "seed": 3}
+    renamed = integrate(eq, x0, [0.0, 0.1], solver=_RenamedEuler(), engine="fused", **run)
+    euler = integrate(eq, x0, [0.0, 0.1], solver="euler", engine="fused", **run)
+    np.testing.assert_array_equal(renamed.data, euler.data)

@@ -35,7 +35,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.measure import gradstats
-from dysonsgd.sde.equations import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
+from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
 from dysonsgd.theory import rmt
 
 __all__ = [

@@ -72,7 +72,7 @@ def _validate_args(args: argparse.Namespace) -> None:
         if not args.out.parent.exists():
             raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
     if args.solver is not None:
-        from dysonsgd.sde.equations import SOLVERS
+        from dysonsgd.sde import SOLVERS
 
         if args.solver not in SOLVERS:
             raise InputError(f"solver must be one of {sorted(SOLVERS)}, got {args.solver!r}")

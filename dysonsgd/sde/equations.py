@@ -1,189 +1,64 @@
-"""Stochastic equations of section 4 and appendix B, with interchangeable solvers.
+"""The stochastic equations of section 4 and appendix B: drift, diffusion, domain.
 
-The equation (drift, diffusion, domain), the Brownian path and the solver are separate objects
-that meet in :func:`integrate`, as in diffrax:
+    :class:`DysonBrownianMotion`  the N eigenvalues of X, eq. (4.3)
+    :class:`LevelSpacingSDE`      the mean level spacing S, eqs. (4.8), (B.8)
+    :class:`LangevinSGD`          the weights under SGD as a Langevin equation, eq. (2.30)
 
-    equation  :class:`DysonBrownianMotion` (4.3), :class:`LevelSpacingSDE` (4.8),
-              :class:`LangevinSGD` (2.30)
-    path      :class:`BrownianPath`: the increments of one seeded stream, refined by Brownian
-              bridges when a solver subdivides a step
-    solver    :class:`EulerMaruyama`, :class:`Platen` (derivative-free Milstein, strong order 1
-              for diagonal noise), :class:`DriftImplicit` (Coulomb term implicit) and
-              :class:`Adaptive` (Brownian-bridge refinement; the collision-safe default wraps
-              :class:`DriftImplicit`)
-
-All equations are Itô SDEs with diagonal noise, dy_i = f_i(t, y) dt + g_i(t, y) dB_i, on a state
-of shape (n_paths, N). The discrete Langevin update (2.29) is :func:`langevin_sgd_discrete`.
-
-Two engines run the solvers (``integrate(..., engine=)``): the general one steps all paths in
-numpy (any equation, solver, callable coefficients); the fused one (:mod:`dysonsgd.sde._fused.step`)
-runs blocks of steps of Dyson Brownian motion or the spacing SDE with array or
-:func:`piecewise_linear` coefficients in one compiled kernel, on threads over paths, with
-counter-based Gaussian increments (Philox4x32-10), so its paths depend on the seed and the path
-index only. ``"auto"`` (the default) takes the fused engine wherever it applies.
-
-Collision safety
-----------------
-The Coulomb drift T V_ij/(x_i - x_j) of (4.3) and V_S T/S of (4.8) are singular where levels
-meet. Plain Euler-Maruyama then takes huge steps: it reorders eigenvalues, makes them negative,
-or throws a spacing far out from near S = 0. For beta = 1 noise this is not rare: the gap of two
-neighbours behaves like a two-dimensional Bessel process, which comes arbitrarily close to 0, so
-no fixed refinement depth of an explicit scheme suffices.
-
-The default solver therefore takes the singular drift implicitly (:class:`DriftImplicit`) where
-the explicit step is not to be trusted (a neighbouring gap shrank by more than half of itself,
-or the Coulomb kick of a pair exceeds half its gap): for Dyson Brownian motion the implicit
-step is the minimiser of the strictly convex function
-|z - c|^2/2 - dt T sum_{i<j} V_ij log(z_j - z_i) over the levels of the flagged pairs (the others
-at their explicit positions), whose log-barrier keeps the levels ordered for every step size
-(V_ij > 0); for the spacing it is the positive root of a quadratic. Constraints
-that the implicit step does not enforce (the wall x_1 > 0 of a positive spectrum, a V_ij = 0
-pair) are handled by :class:`Adaptive`: a step that leaves the domain is split in two along the
-Brownian bridge of the same path, recursively. A path that still fails at the maximum depth is
-flagged: :func:`integrate` returns a masked array in which its entries are masked from that time
-on, so ensemble statistics (``np.ma.mean``) exclude it instead of turning into NaN.
+All are Ito SDEs with diagonal noise, dy_i = f_i(t, y) dt + g_i(t, y) dB_i, on a state of shape
+(n_paths, N), and implement :class:`Equation`, what the solvers of :mod:`dysonsgd.sde.solvers`
+need. Coefficients are arrays or callables (:mod:`dysonsgd.sde.coefficients`). Dyson Brownian
+motion and the spacing SDE also give their coefficients on knots in the form the fused engine
+integrates (``coefficients_on_knots``, see :mod:`dysonsgd.sde._fused.plan`).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 from scipy import stats
 
-from dysonsgd._checks import InputError, check_array, check_int, check_positive
-from dysonsgd.sde._fused import kernels as _kernels
-from dysonsgd.sde._fused import step as _fused
-from dysonsgd.sde.solvers import (
-    SOLVERS,
-    Adaptive,
-    BrownianPath,
-    DriftImplicit,
-    EulerMaruyama,
-    Platen,
-)
-from dysonsgd.sde.solvers import resolve_solver as _resolve_solver
+from dysonsgd._checks import InputError, check_array, check_positive
+from dysonsgd.sde._fused.implicit import coulomb_sum, implicit_window
+from dysonsgd.sde._fused.plan import FusedForm, KnotCoefficients, Unfusable, overridden
+from dysonsgd.sde.coefficients import Coefficient, as_coefficient, check_noise_matrix, on_knots
 
 __all__ = [
-    "SOLVERS",
-    "Adaptive",
-    "BrownianPath",
-    "DriftImplicit",
+    "NEWTON_MAX_ITER",
+    "NEWTON_TOL",
     "DysonBrownianMotion",
     "Equation",
-    "EulerMaruyama",
     "LangevinSGD",
     "LevelSpacingSDE",
-    "PiecewiseLinear",
-    "Platen",
-    "integrate",
-    "langevin_sgd_discrete",
-    "piecewise_linear",
 ]
 
-Coefficient = np.ndarray | Callable[..., np.ndarray]
+#: tolerance and iteration limit of the implicit Coulomb step's Newton solve (both engines)
+NEWTON_TOL = 1e-10
+NEWTON_MAX_ITER = 100
+
+#: the methods that define an equation's step: a subclass that redefines one of them is not
+#: what the fused kernel integrates (see :func:`dysonsgd.sde._fused.plan.overridden`)
+_DYNAMICS = (
+    "drift",
+    "regular_drift",
+    "singular_drift",
+    "diffusion",
+    "solve_singular",
+    "valid",
+    "length_scale",
+    "near_singularity",
+)
 
 
-# --------------------------------------------------------------------------------------------
-# coefficients: constants, functions of t, or functions of (t, y)
-# --------------------------------------------------------------------------------------------
-
-
-class PiecewiseLinear:
-    """K(t) or V(t) linear in t between knots (the snapshot times), constant outside.
-
-    Made by :func:`piecewise_linear`; callable as ``f(t)``. :func:`integrate` recognises it and
-    integrates equations whose coefficients are all arrays or ``PiecewiseLinear`` in its fused
-    compiled kernel.
-    """
-
-    def __init__(self, times: np.ndarray, values: np.ndarray) -> None:
-        self.times = times
-        self.values = values
-
-    def __call__(self, t: float) -> np.ndarray:
-        times, values = self.times, self.values
-        if t <= times[0]:
-            return values[0]
-        if t >= times[-1]:
-            return values[-1]
-        k = int(np.searchsorted(times, t, side="right")) - 1
-        w = (t - times[k]) / (times[k + 1] - times[k])
-        return (1.0 - w) * values[k] + w * values[k + 1]
-
-    def at(self, knots: np.ndarray) -> np.ndarray:
-        """The values at each of ``knots``: shape (len(knots), *values.shape[1:])."""
-        return np.stack([self(float(t)) for t in knots])
-
-
-def piecewise_linear(times, values) -> PiecewiseLinear:
-    """Linear interpolation in time of coefficients measured on snapshot times.
-
-    Parameters
-    ----------
-    times : array_like, shape (n_times,)
-        Strictly increasing snapshot times.
-    values : array_like, shape (n_times, ...)
-        The coefficient at each time (e.g. K of shape (n_times, N) or V of shape
-        (n_times, N, N), or with a path axis (n_times, P, N, N)); held constant outside the
-        time range.
-
-    Returns
-    -------
-    PiecewiseLinear
-        ``f(t) -> ndarray`` of shape ``values.shape[1:]``.
-    """
-    times = check_array("times", times)
-    values = check_array("values", values)
-    if times.ndim != 1 or values.shape[0] != times.size:
-        raise InputError(
-            f"values must have shape (len(times), ...) = ({times.size}, ...), got {values.shape}"
-        )
-    if times.size > 1 and np.any(np.diff(times) <= 0):
-        raise InputError("times must be strictly increasing")
-    return PiecewiseLinear(times, values)
-
-
-def _as_coefficient(name: str, value, tail_ndim: int) -> Callable:
-    """Wrap a constant, a callable of t or a callable of (t, y) as ``f(t, y, rows)``.
-
-    A coefficient with more than ``tail_ndim`` dimensions carries a leading path axis (one
-    coefficient per trajectory); ``rows`` then selects the paths being stepped.
-    """
-    if callable(value):
-        try:
-            n_args = len(inspect.signature(value).parameters)
-        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-            n_args = 1
-        if n_args >= 2:
-            return lambda t, y, rows: value(t, y)
-        return lambda t, y, rows: _select(np.asarray(value(t), dtype=float), rows, tail_ndim)
-    arr = check_array(name, value, min_ndim=tail_ndim)
-    return lambda t, y, rows: _select(arr, rows, tail_ndim)
-
-
-def _select(arr: np.ndarray, rows, tail_ndim: int) -> np.ndarray:
-    if rows is not None and arr.ndim > tail_ndim:
-        return arr[rows]
-    return arr
-
-
-def _check_noise_matrix(v: np.ndarray) -> None:
-    if v.shape[-1] != v.shape[-2]:
-        raise InputError(f"noise must have shape (..., N, N), got {v.shape}")
-    if not np.all(np.isfinite(v)):
-        raise InputError("noise must be finite")
-    if np.any(v < 0):
-        raise InputError("noise V_ij is a variance and must be >= 0 element-wise")
-    if not np.allclose(v, np.swapaxes(v, -1, -2), rtol=1e-10, atol=0.0):
-        raise InputError("noise V must be symmetric (V_ij = V_ji)")
-
-
-# --------------------------------------------------------------------------------------------
-# equations
-# --------------------------------------------------------------------------------------------
+def _redefined(equation, cls: type, names: tuple[str, ...]) -> Unfusable | None:
+    changed = overridden(equation, cls, names)
+    if not changed:
+        return None
+    return Unfusable(
+        f"{type(equation).__name__} redefines {', '.join(changed)}: the fused engine "
+        f"integrates {cls.__name__} as written (define coefficients_on_knots() to declare it)"
+    )
 
 
 class Equation(Protocol):
@@ -217,7 +92,11 @@ class Equation(Protocol):
         itself, or the singular drift is stiff, dt * (its derivative) > ``fraction``."""
 
     def check_state(self, y: np.ndarray) -> None:
-        """Raise ValueError if the initial state or the coefficients are unusable."""
+        """Raise InputError if the initial state or the coefficients are unusable."""
+
+    def coefficients_on_knots(self, n_paths: int, dimension: int) -> KnotCoefficients | Unfusable:
+        """Optional: the coefficients on knots in the fused engine's form, or why there are
+        none (see :mod:`dysonsgd.sde._fused.plan`). Without it, the general engine runs."""
 
 
 class _SplitDrift:
@@ -257,16 +136,16 @@ class DysonBrownianMotion(_SplitDrift):
         self.temperature = check_positive("temperature", temperature)
         self.positive = bool(positive)
         if not callable(noise):
-            _check_noise_matrix(check_array("noise", noise, min_ndim=2))
+            check_noise_matrix(check_array("noise", noise, min_ndim=2))
         if not callable(drift) and not callable(noise):
             n_k, n_v = np.shape(drift)[-1], np.shape(noise)[-1]
             if n_k != n_v:
                 raise InputError(
                     f"drift must have shape (..., {n_v}) to match noise, got {np.shape(drift)}"
                 )
-        self._drift = _as_coefficient("drift", drift, 1)
-        self._noise = _as_coefficient("noise", noise, 2)
-        self._raw = (drift, noise)
+        self._drift = as_coefficient("drift", drift, 1)
+        self._noise = as_coefficient("noise", noise, 2)
+        self._values = (drift, noise)
 
     def coefficients(self, t: float, x: np.ndarray, rows=None) -> tuple[np.ndarray, np.ndarray]:
         """K (P', N) and V (P', N, N) at time t and state x, broadcast to the paths."""
@@ -279,7 +158,7 @@ class DysonBrownianMotion(_SplitDrift):
 
     def singular_drift(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
         v = np.broadcast_to(self._noise(t, x, rows), (*x.shape, x.shape[-1]))
-        return self.temperature * _kernels.coulomb_sum(np.ascontiguousarray(x), v)
+        return self.temperature * coulomb_sum(np.ascontiguousarray(x), v)
 
     def diffusion(self, t: float, x: np.ndarray, rows=None) -> np.ndarray:
         _, v = self.coefficients(t, x, rows)
@@ -292,8 +171,8 @@ class DysonBrownianMotion(_SplitDrift):
         c,
         dt,
         rows=None,
-        tol: float = 1e-10,
-        max_iter: int = 100,
+        tol: float = NEWTON_TOL,
+        max_iter: int = NEWTON_MAX_ITER,
         explicit=None,
         fraction: float = 0.0,
     ):
@@ -320,8 +199,8 @@ class DysonBrownianMotion(_SplitDrift):
         v = np.ascontiguousarray(v)
         a = dt * self.temperature
         if explicit is None:
-            explicit, fraction = c + a * _kernels.coulomb_sum(x, v), 0.0
-        z, ok = _kernels.implicit_window(
+            explicit, fraction = c + a * coulomb_sum(x, v), 0.0
+        z, ok = implicit_window(
             x, np.ascontiguousarray(explicit, dtype=float), c, v, a, float(fraction), tol, max_iter
         )
         z[~ok] = np.nan
@@ -361,9 +240,55 @@ class DysonBrownianMotion(_SplitDrift):
             wall = " with x_1 > 0" if self.positive else ""
             raise InputError(f"y0 must hold strictly increasing eigenvalues{wall}")
         k, v = self.coefficients(0.0, x)
-        _check_noise_matrix(np.asarray(v))
+        check_noise_matrix(np.asarray(v))
         if not np.all(np.isfinite(k)):
             raise InputError("drift must be finite")
+
+    def coefficients_on_knots(self, n_paths: int, dimension: int) -> KnotCoefficients | Unfusable:
+        """K, A = T V and D = T V_ii on the knots of the coefficients, for the fused engine.
+
+        Parameters
+        ----------
+        n_paths, dimension : int
+            The shape (P, N) of the state.
+
+        Returns
+        -------
+        KnotCoefficients or Unfusable
+            knots (nc,), K (nc, Pk, N), T V (nc, Pv, N, N), T V_ii (nc, Pv, N), with Pk, Pv 1
+            or P; Unfusable where drift or noise is a callable other than
+            :func:`~dysonsgd.sde.coefficients.piecewise_linear`, does not fit (P, N), or a
+            subclass redefines the dynamics.
+
+        Raises
+        ------
+        InputError
+            If V is not a variance (finite, symmetric, >= 0) or K is not finite at a knot.
+        """
+        redefined = _redefined(self, DysonBrownianMotion, (*_DYNAMICS, "coefficients"))
+        if redefined is not None:
+            return redefined
+        found = on_knots(self._values, (1, 2), n_paths)
+        if found is None:
+            return Unfusable(
+                "drift or noise is a callable other than piecewise_linear, or has a path axis "
+                "other than 1 or n_paths"
+            )
+        knots, (kk, v) = found
+        if kk.shape[-1] != dimension or v.shape[-1] != dimension:
+            return Unfusable(f"drift and noise do not have the N = {dimension} levels of y0")
+        check_noise_matrix(v)
+        if not np.all(np.isfinite(kk)):
+            raise InputError("drift must be finite")
+        tv = self.temperature * v
+        variance = np.ascontiguousarray(np.einsum("kpii->kpi", tv))
+        form = FusedForm(
+            spacing=False,
+            wall=self.positive,
+            newton_tol=NEWTON_TOL,
+            newton_max_iter=NEWTON_MAX_ITER,
+        )
+        return KnotCoefficients(knots, kk, tv, variance, form)
 
 
 class LevelSpacingSDE(_SplitDrift):
@@ -409,7 +334,7 @@ class LevelSpacingSDE(_SplitDrift):
                 )
             if non_negative and np.any(arr < 0):
                 raise InputError(f"{name} must be >= 0, got {value!r}")
-        return _as_coefficient(name, value, 0)
+        return as_coefficient(name, value, 0)
 
     def _at(self, t: float, y: np.ndarray, rows):
         shape = y.shape[:1]
@@ -453,6 +378,51 @@ class LevelSpacingSDE(_SplitDrift):
         _, v, d = self._at(0.0, y, None)
         if np.any(v < 0) or np.any(d < 0):
             raise InputError("v_s and d_s must be >= 0")
+
+    def coefficients_on_knots(self, n_paths: int, dimension: int) -> KnotCoefficients | Unfusable:
+        """K_S, A = T V_S and D = 2 T D_S on the knots of the coefficients, for the fused engine.
+
+        Parameters
+        ----------
+        n_paths, dimension : int
+            The shape (P, 1) of the state.
+
+        Returns
+        -------
+        KnotCoefficients or Unfusable
+            knots (nc,), K_S (nc, P', 1), T V_S (nc, P', 1, 1), 2 T D_S (nc, P', 1), P' 1 or P;
+            Unfusable where a coefficient is a callable other than
+            :func:`~dysonsgd.sde.coefficients.piecewise_linear`, or a subclass redefines the
+            dynamics.
+
+        Raises
+        ------
+        InputError
+            If V_S or D_S is negative at a knot.
+        """
+        redefined = _redefined(self, LevelSpacingSDE, _DYNAMICS)
+        if redefined is not None:
+            return redefined
+        if dimension != self.dimension:
+            return Unfusable(f"the spacing is one number per path, y0 has N = {dimension}")
+        found = on_knots(self._values, (0, 0, 0), n_paths)
+        if found is None:
+            return Unfusable(
+                "k_s, v_s or d_s is a callable other than piecewise_linear, or has a path axis "
+                "other than 1 or n_paths"
+            )
+        knots, arrays = found
+        k_s, v_s, d_s = np.broadcast_arrays(*arrays)
+        if np.any(v_s < 0) or np.any(d_s < 0):
+            raise InputError("v_s and d_s must be >= 0 at every time")
+        temperature = self.temperature
+        kk = np.ascontiguousarray(k_s[..., None])
+        tv = np.ascontiguousarray(temperature * v_s[..., None, None])
+        dd = np.ascontiguousarray(2.0 * temperature * d_s[..., None])
+        form = FusedForm(
+            spacing=True, wall=True, newton_tol=NEWTON_TOL, newton_max_iter=NEWTON_MAX_ITER
+        )
+        return KnotCoefficients(knots, kk, tv, dd, form)
 
     # -- closed-form analysis, eqs. (4.9)-(4.10) ---------------------------------------------
 
@@ -500,8 +470,8 @@ class LangevinSGD(_SplitDrift):
 
     def __init__(self, mean_gradient, gradient_variance, temperature: float) -> None:
         self.temperature = check_positive("temperature", temperature)
-        self._mean = _as_coefficient("mean_gradient", mean_gradient, 1)
-        self._var = _as_coefficient("gradient_variance", gradient_variance, 1)
+        self._mean = as_coefficient("mean_gradient", mean_gradient, 1)
+        self._var = as_coefficient("gradient_variance", gradient_variance, 1)
 
     def regular_drift(self, t: float, w: np.ndarray, rows=None) -> np.ndarray:
         return -np.broadcast_to(self._mean(t, w, rows), w.shape)
@@ -530,281 +500,3 @@ class LangevinSGD(_SplitDrift):
     def check_state(self, w: np.ndarray) -> None:
         if not np.all(self.valid(w)):
             raise InputError("y0 must be finite")
-
-
-def _as_weight_function(name: str, value) -> Callable[[np.ndarray], np.ndarray]:
-    if callable(value):
-        return value
-    constant = check_array(name, value, min_ndim=0)
-    return lambda w: constant
-
-
-def langevin_sgd_discrete(
-    w0,
-    mean_gradient,
-    gradient_variance,
-    learning_rate: float,
-    batch_size: int,
-    n_steps: int,
-    n_paths: int = 1,
-    seed: int = 0,
-    record_every: int = 1,
-) -> np.ndarray:
-    """The discrete Langevin update of SGD, eq. (2.29).
-
-        W' = W - lr E[Delta] + sqrt(lr^2 / |B| Var[Delta]) eta,   eta ~ N(0, 1)
-
-    Parameters
-    ----------
-    w0 : array_like, shape (D,) or (n_paths, D)
-        Flattened initial weights.
-    mean_gradient, gradient_variance : callable ``w -> (n_paths, D)`` or array (D,)
-    learning_rate : float
-    batch_size : int
-    n_steps : int
-    n_paths : int
-    seed : int
-    record_every : int
-        Keep every ``record_every``-th state.
-
-    Returns
-    -------
-    ndarray, shape (n_steps // record_every + 1, n_paths, D)
-        Step k corresponds to time t = k lr (the time of the continuous equation (2.30)).
-    """
-    lr = check_positive("learning_rate", learning_rate)
-    batch = check_int("batch_size", batch_size)
-    n_steps = check_int("n_steps", n_steps, minimum=0)
-    n_paths = check_int("n_paths", n_paths)
-    record_every = check_int("record_every", record_every)
-    w = np.array(np.broadcast_to(check_array("w0", w0), (n_paths, np.shape(w0)[-1])))
-    mean = _as_weight_function("mean_gradient", mean_gradient)
-    var = _as_weight_function("gradient_variance", gradient_variance)
-    rng = np.random.default_rng(np.random.SeedSequence(seed))
-    out = [w.copy()]
-    for step in range(1, n_steps + 1):
-        noise = np.sqrt(lr * lr / batch * np.asarray(var(w))) * rng.standard_normal(w.shape)
-        w = w - lr * np.asarray(mean(w)) + noise
-        if step % record_every == 0:
-            out.append(w.copy())
-    return np.stack(out)
-
-
-# --------------------------------------------------------------------------------------------
-# integrate
-# --------------------------------------------------------------------------------------------
-
-ENGINES = ("auto", "fused", "general")
-
-
-def _knot_values(value, tail_ndim: int):
-    """(knots or None, values with a knot axis) of an array or PiecewiseLinear; None if callable."""
-    if isinstance(value, PiecewiseLinear):
-        return value.times, value
-    if callable(value):
-        return None
-    return None, np.asarray(value, dtype=float)[None]
-
-
-def _on_knots(entries, knots: np.ndarray, tail_ndim: int, n_paths: int):
-    """Evaluate (knots, values) pairs on common knots with a path axis of 1 or n_paths."""
-    arrays = []
-    for own, value in entries:
-        arr = value.at(knots) if own is not None else np.repeat(value, knots.size, axis=0)
-        if arr.ndim == 1 + tail_ndim:
-            arr = arr[:, None]
-        if arr.ndim != 2 + tail_ndim or arr.shape[1] not in (1, n_paths):
-            return None
-        arrays.append(np.ascontiguousarray(arr, dtype=float))
-    return arrays
-
-
-def _fused_scheme(solver):
-    """(scheme, explicit fraction, safety, max depth) of a solver the fused kernel runs."""
-    adaptive = type(solver) is Adaptive
-    base = solver.base if adaptive else solver
-    if type(base) is EulerMaruyama:
-        scheme, fraction = 0, 0.0
-    elif type(base) is DriftImplicit:
-        scheme, fraction = 1, float(base.explicit_fraction)
-    else:
-        return None
-    if not adaptive:
-        return scheme, fraction, -1.0, 0
-    if solver.max_depth > _fused.MAX_DEPTH:
-        return None
-    safety = -1.0 if solver.safety is None else float(solver.safety)
-    return scheme, fraction, safety, int(solver.max_depth)
-
-
-def _fused_plan(equation, solver, y: np.ndarray, total_steps: int):
-    """The arrays for :func:`dysonsgd.sde._fused.step.integrate_fused`, or None if not fusable.
-
-    Fusable: Dyson Brownian motion or the spacing SDE whose coefficients are arrays or
-    :class:`PiecewiseLinear` (not other callables), solved by Euler-Maruyama, the drift-implicit
-    step or :class:`Adaptive` around either.
-    """
-    scheme = _fused_scheme(solver)
-    if scheme is None or total_steps >= _fused.MAX_STEPS:
-        return None
-    n_paths, n = y.shape
-    if type(equation) is DysonBrownianMotion:
-        raw, tails, spacing = equation._raw, (1, 2), 0
-    elif type(equation) is LevelSpacingSDE:
-        raw, tails, spacing = equation._values, (0, 0, 0), 1
-    else:
-        return None
-    entries = [_knot_values(value, tail) for value, tail in zip(raw, tails, strict=True)]
-    if any(entry is None for entry in entries):
-        return None
-    own = [knots for knots, _ in entries if knots is not None]
-    knots = np.unique(np.concatenate(own)) if own else np.zeros(1)
-    temperature = equation.temperature
-    if spacing:
-        arrays = _on_knots(entries, knots, 0, n_paths)
-        if arrays is None:
-            return None
-        k_s, v_s, d_s = np.broadcast_arrays(*arrays)
-        if np.any(v_s < 0) or np.any(d_s < 0):
-            raise InputError("v_s and d_s must be >= 0 at every time")
-        kk = np.ascontiguousarray(k_s[..., None])
-        tv = np.ascontiguousarray(temperature * v_s[..., None, None])
-        dd = np.ascontiguousarray(2.0 * temperature * d_s[..., None])
-    else:
-        k_arr = _on_knots(entries[:1], knots, 1, n_paths)
-        v_arr = _on_knots(entries[1:], knots, 2, n_paths)
-        if k_arr is None or v_arr is None or k_arr[0].shape[-1] != n or v_arr[0].shape[-1] != n:
-            return None
-        kk, v = k_arr[0], v_arr[0]
-        _check_noise_matrix(v)
-        if not np.all(np.isfinite(kk)):
-            raise InputError("drift must be finite")
-        tv = temperature * v
-        dd = np.ascontiguousarray(np.einsum("kpii->kpi", tv))
-    kind, fraction, safety, max_depth = scheme
-    positive = int(getattr(equation, "positive", False))
-    return {
-        "knots": knots,
-        "kk": kk,
-        "tv": tv,
-        "dd": dd,
-        "ipar": np.array([kind, max_depth, positive, spacing, 100], dtype=np.int64),
-        "fpar": np.array([fraction, safety, 1e-10]),
-    }
-
-
-def _steps_per_interval(times: np.ndarray, dt: float | None) -> np.ndarray:
-    if dt is None:
-        return np.ones(times.size - 1, dtype=np.int64)
-    spans = np.diff(times)
-    return np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64)
-
-
-def integrate(
-    equation,
-    y0,
-    times,
-    n_paths: int = 1,
-    solver=None,
-    seed=0,
-    dt: float | None = None,
-    engine: str = "auto",
-) -> np.ma.MaskedArray:
-    """Integrate an SDE for ``n_paths`` trajectories and record them at ``times``.
-
-    Parameters
-    ----------
-    equation : DysonBrownianMotion, LevelSpacingSDE, LangevinSGD or any :class:`Equation`
-    y0 : float or array_like, shape (N,) or (n_paths, N)
-        Initial state (eigenvalues ascending for Dyson Brownian motion; S > 0 for the spacing).
-    times : array_like, shape (n_times,)
-        Strictly increasing output times; integration starts at ``times[0]``.
-    n_paths : int
-        Number of trajectories.
-    solver : None, str or solver object
-        ``None`` is the collision-safe :class:`Adaptive` scheme; names are the keys of
-        :data:`SOLVERS` (``"euler"`` is plain Euler-Maruyama).
-    seed : int or numpy.random.SeedSequence
-        Seeds the Brownian increments.
-    dt : float, optional
-        Largest step of the integration grid; each output interval is divided into equal steps
-        no longer than ``dt``. Default: one step per output interval.
-    engine : {"auto", "fused", "general"}
-        ``"fused"`` runs whole blocks of steps in one compiled kernel, parallel over paths, with
-        the increments drawn in the kernel from a counter-based generator (Philox4x32-10):
-        for :class:`DysonBrownianMotion` and :class:`LevelSpacingSDE` with coefficients given as
-        arrays or :func:`piecewise_linear`, solved by ``"euler"``, ``"implicit"`` or
-        :class:`Adaptive` around either (the default). Its paths depend on the seed and the
-        path index only, not on the thread count. ``"general"`` steps all paths in numpy with a
-        :class:`BrownianPath` (any equation, solver and callable coefficients). ``"auto"``
-        (default) takes the fused engine where it applies. The two engines draw different
-        random numbers; they agree in distribution.
-
-    Returns
-    -------
-    numpy.ma.MaskedArray, shape (n_times, n_paths, N)
-        The trajectories (N = 1 for the spacing). Entries of a path that left the domain are
-        masked from the first output time after it did (and the path is frozen), so
-        ``np.ma.mean(result, axis=1)`` averages over the intact paths only.
-    """
-    times = check_array("times", times)
-    if times.ndim != 1 or times.size < 2:
-        raise InputError("times must be a 1-d array of at least 2 output times")
-    if np.any(np.diff(times) <= 0):
-        raise InputError("times must be strictly increasing")
-    n_paths = check_int("n_paths", n_paths)
-    if dt is not None:
-        dt = check_positive("dt", dt)
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
-    solver = _resolve_solver(solver)
-    y = np.atleast_1d(check_array("y0", y0, min_ndim=0)).astype(float)
-    if y.ndim == 1:
-        y = np.broadcast_to(y, (n_paths, y.size)).copy()
-    elif y.ndim != 2 or y.shape[0] != n_paths:
-        raise InputError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
-    equation.check_state(y)
-    counts = _steps_per_interval(times, dt)
-    plan = None
-    if engine != "general":
-        plan = _fused_plan(equation, solver, y, int(counts.sum()))
-        if plan is None and engine == "fused":
-            raise InputError(
-                "engine='fused' needs DysonBrownianMotion or LevelSpacingSDE with array or "
-                "piecewise_linear coefficients and an euler, implicit or adaptive solver"
-            )
-    if plan is not None:
-        out, dead, done = _fused.integrate_fused(
-            y, times, counts, keys=_fused.keys_from_seed(seed), **plan
-        )
-        broken = (dead[None, :] >= 0) & (dead[None, :] < done[:, None])
-    else:
-        out, broken = _integrate_general(equation, solver, y, times, counts, seed)
-    mask = np.broadcast_to(broken[:, :, None], out.shape)
-    return np.ma.MaskedArray(out, mask=mask.copy())
-
-
-def _integrate_general(equation, solver, y, times, counts, seed):
-    """Step all paths in numpy with a :class:`BrownianPath`; (out, broken) as in integrate."""
-    n_paths, n = y.shape
-    path = BrownianPath(n_paths, n, seed)
-    out = np.empty((times.size, n_paths, n))
-    broken = np.zeros((times.size, n_paths), dtype=bool)
-    alive = np.ones(n_paths, dtype=bool)
-    out[0] = y
-    t = float(times[0])
-    for k in range(times.size - 1):
-        n_steps = int(counts[k])
-        h = float(times[k + 1] - times[k]) / n_steps
-        for step in range(n_steps):
-            dw = path.increment(h)  # drawn for every path: the streams stay aligned
-            rows = np.flatnonzero(alive)
-            if rows.size:
-                y_new, ok = solver.step(equation, t, y[rows], h, dw[rows], path, rows)
-                keep = rows[ok]
-                y[keep] = y_new[ok]
-                alive[rows[~ok]] = False
-            t = float(times[k]) + (step + 1) * h
-        out[k + 1] = y
-        broken[k + 1] = ~alive
-    return out, broken

@@ -1,10 +1,12 @@
-"""Solvers and the Brownian path of :mod:`dysonsgd.sde.equations` (re-exported there).
+"""Solvers of the equations of :mod:`dysonsgd.sde.equations`, each with its fused-engine scheme.
 
-A solver advances the paths ``rows`` of an equation (see :class:`dysonsgd.sde.equations.Equation`)
-by one
-step with given Brownian increments; :class:`Adaptive` refines a step along the Brownian bridge
-of :class:`BrownianPath`. The fused engine (:mod:`dysonsgd.sde._fused.step`) runs the same schemes
-in a compiled kernel.
+A solver advances the paths ``rows`` of an equation (see :class:`dysonsgd.sde.Equation`) by one
+step with given Brownian increments (``step``, the general engine); :class:`Adaptive` refines a
+step along the Brownian bridge of :class:`dysonsgd.sde.BrownianPath`. Each solver also declares,
+through ``fused_scheme()``, what the fused engine (:mod:`dysonsgd.sde._fused`) runs for it: a
+:class:`~dysonsgd.sde._fused.plan.FusedScheme` with the same scheme compiled, or
+:class:`~dysonsgd.sde._fused.plan.Unfusable` with the reason (:class:`Platen`; a subclass that
+redefines ``step``, whose scheme the kernel does not know).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Protocol
 import numpy as np
 
 from dysonsgd._checks import InputError, check_int, check_positive
+from dysonsgd.sde._fused.plan import FusedScheme, Unfusable, overridden, scheme_of
+from dysonsgd.sde.brownian import BrownianPath
 
 __all__ = [
     "SOLVERS",
     "Adaptive",
-    "BrownianPath",
     "DriftImplicit",
     "EulerMaruyama",
     "Platen",
@@ -30,48 +33,14 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# Brownian path
-# --------------------------------------------------------------------------------------------
-
-
-class BrownianPath:
-    """Brownian increments for (n_paths, dimension) from one seeded stream.
-
-    Increments of the integration grid come from one stream; the midpoints that an adaptive
-    solver asks for come from a second, independent stream through the Brownian bridge, so the
-    grid increments never depend on how often a step was refined.
-
-    Parameters
-    ----------
-    n_paths, dimension : int
-    seed : int or numpy.random.SeedSequence
-    """
-
-    def __init__(self, n_paths: int, dimension: int, seed=0) -> None:
-        self.n_paths = check_int("n_paths", n_paths)
-        self.dimension = check_int("dimension", dimension)
-        sequence = (
-            seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+def _redefined_step(solver, cls: type) -> Unfusable | None:
+    """Unfusable if ``solver``'s class redefines ``step`` of ``cls`` (the kernel runs cls's)."""
+    if overridden(solver, cls, ("step",)):
+        return Unfusable(
+            f"{type(solver).__name__} redefines step(): the fused engine runs the scheme of "
+            f"{cls.__name__}, not this one (define fused_scheme() to declare one)"
         )
-        self.seed_sequence = sequence
-        grid, bridge = sequence.spawn(2)
-        self._grid = np.random.default_rng(grid)
-        self._bridge = np.random.default_rng(bridge)
-
-    def increment(self, dt: float) -> np.ndarray:
-        """B(t + dt) - B(t) for every path, shape (n_paths, dimension)."""
-        return math.sqrt(dt) * self._grid.standard_normal((self.n_paths, self.dimension))
-
-    def split(self, dw: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        """Split increments over dt into two halves, conditioned on their sum (the bridge)."""
-        first = 0.5 * dw + math.sqrt(0.25 * dt) * self._bridge.standard_normal(dw.shape)
-        return first, dw - first
-
-
-# --------------------------------------------------------------------------------------------
-# solvers
-# --------------------------------------------------------------------------------------------
+    return None
 
 
 class Solver(Protocol):
@@ -89,6 +58,10 @@ class Solver(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Advance the paths ``rows`` (states y, increments dw); return (y_new, ok)."""
 
+    def fused_scheme(self) -> FusedScheme | Unfusable:
+        """What the fused engine runs for this solver, or why it cannot (optional: a solver
+        without this method runs on the general engine)."""
+
 
 class EulerMaruyama:
     """y' = y + f dt + g dW. Strong order 1/2 (1 for additive noise), weak order 1."""
@@ -98,6 +71,15 @@ class EulerMaruyama:
     def step(self, equation, t, y, dt, dw, path, rows):
         y_new = y + equation.drift(t, y, rows) * dt + equation.diffusion(t, y, rows) * dw
         return y_new, equation.valid(y_new)
+
+    def fused_scheme(self) -> FusedScheme | Unfusable:
+        """The explicit Euler step, no refinement."""
+        redefined = _redefined_step(self, EulerMaruyama)
+        if redefined is not None:
+            return redefined
+        return FusedScheme(
+            implicit=False, explicit_fraction=0.0, limit_moves=False, safety=0.0, max_depth=0
+        )
 
 
 class Platen:
@@ -118,6 +100,12 @@ class Platen:
             g_support = equation.diffusion(t, support, rows)
         y_new = y + f * dt + g * dw + (g_support - g) * (dw * dw - dt) / (2.0 * math.sqrt(dt))
         return y_new, equation.valid(y_new)
+
+    def fused_scheme(self) -> Unfusable:
+        """Unfusable: the fused engine has no Platen step (its support-point diffusion)."""
+        return Unfusable(
+            "Platen: the fused engine runs Euler-Maruyama and the drift-implicit step only"
+        )
 
 
 class DriftImplicit:
@@ -164,6 +152,19 @@ class DriftImplicit:
             )
         return y_new, equation.valid(y_new)
 
+    def fused_scheme(self) -> FusedScheme | Unfusable:
+        """The drift-implicit step with this ``explicit_fraction``, no refinement."""
+        redefined = _redefined_step(self, DriftImplicit)
+        if redefined is not None:
+            return redefined
+        return FusedScheme(
+            implicit=True,
+            explicit_fraction=float(self.explicit_fraction),
+            limit_moves=False,
+            safety=0.0,
+            max_depth=0,
+        )
+
 
 @dataclass
 class Adaptive:
@@ -192,6 +193,25 @@ class Adaptive:
     @property
     def strong_order(self) -> float:
         return self.base.strong_order
+
+    def fused_scheme(self) -> FusedScheme | Unfusable:
+        """The base's scheme with this ``safety`` and ``max_depth`` of bridge refinement."""
+        redefined = _redefined_step(self, Adaptive)
+        if redefined is not None:
+            return redefined
+        base = scheme_of(self.base)
+        if isinstance(base, Unfusable):
+            return Unfusable(f"Adaptive around {type(self.base).__name__}: {base.reason}")
+        if base.max_depth > 0 or base.limit_moves:
+            return Unfusable(
+                f"Adaptive around {type(self.base).__name__}, which refines its steps itself: "
+                "the fused engine refines a base step"
+            )
+        return base._replace(
+            limit_moves=self.safety is not None,
+            safety=0.0 if self.safety is None else float(self.safety),
+            max_depth=int(self.max_depth),
+        )
 
     def step(self, equation, t, y, dt, dw, path, rows, depth: int = 0):
         y_new, ok = self.base.step(equation, t, y, dt, dw, path, rows)
