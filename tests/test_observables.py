@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from dysonsgd.measure import observables as obs
-from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, train_ensemble
+from dysonsgd.measure import spectrum
+from dysonsgd.model import network
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.model.draws import replica_draws
+from dysonsgd.train import train_ensemble
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_feature_correlation_and_alignment_identities():
 
 def test_eigenvalues_ascending_squares_of_singular_values():
     w = np.random.default_rng(3).normal(size=(4, 16, 32))
-    x = obs.eigenvalues(w)
+    x = spectrum.eigenvalues(w)
     sv = np.linalg.svd(w, compute_uv=False)
     np.testing.assert_allclose(x, np.sort(sv**2, axis=-1), rtol=1e-10)
     assert np.all(np.diff(x, axis=-1) >= 0)
@@ -67,12 +71,12 @@ def test_eigenvalues_ascending_squares_of_singular_values():
 
 def test_level_spacing_and_rate():
     x0 = np.array([1.0, 2.0, 4.0])
-    assert obs.mean_level_spacing(x0) == pytest.approx(1.5)
+    assert spectrum.mean_level_spacing(x0) == pytest.approx(1.5)
     assert obs.time_averaged_rate(2 * x0, x0, 10.0) == pytest.approx(math.log(2) / 10)
     with pytest.raises(ValueError, match="t must"):
         obs.time_averaged_rate(x0, x0, 0.0)
     with pytest.raises(ValueError, match="x must"):
-        obs.mean_level_spacing(np.ones((3, 1)))
+        spectrum.mean_level_spacing(np.ones((3, 1)))
 
 
 def test_initial_spectrum_has_the_marchenko_pastur_mean():
@@ -102,14 +106,14 @@ def test_result_wrappers_shapes_and_values(small_result):
     # low temperature (jamming) and lose most of it at T = 4 (paramagnet), figure 5 (left)
     same = obs.result_feature_correlation(res, snapshot=0, reference=0)
     gtf = obs.result_feature_correlation(res)
-    phi0 = obs.features(x_test, w1, res.w2[..., 0, :, :])
+    phi0 = network.features(x_test, w1, res.w2[..., 0, :, :])
     np.testing.assert_allclose(same, np.mean(phi0**2, axis=(-2, -1)), rtol=1e-13)
     assert np.all(gtf[0, 1] / same[0, 1] > 0.8)
     assert np.mean(gtf[1, 1] / same[1, 1]) < 0.6
     ev = obs.result_eigenvalues(res)
     assert ev.shape == (*grid, 4, 16)
     rate = obs.result_rate(res)
-    s = obs.mean_level_spacing(ev)
+    s = spectrum.mean_level_spacing(ev)
     np.testing.assert_allclose(rate, np.log(s[..., -1] / s[..., 0]) / 6, rtol=1e-12)
     assert obs.ensemble_mean(rate).shape == (2, 2)
     # in the ordered cell training aligns the features with the external field (3.5)

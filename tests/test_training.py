@@ -1,6 +1,6 @@
-"""Tests of dysonsgd.train.ensemble: exactness against the per-model NumPy loop, gradients against
-autograd, batching invariance, divergence handling, input checks and the phase-diagram sanity
-checks of section 3 on small ensembles."""
+"""Tests of dysonsgd.train and the network of dysonsgd.model: exactness against the per-model
+NumPy loop, gradients against autograd, batching invariance, divergence handling, input checks
+and the phase-diagram sanity checks of section 3 on small ensembles."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from dysonsgd.measure import observables as obs
-from dysonsgd.train.ensemble import (
+from dysonsgd.measure import spectrum
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.model.draws import replica_draws
+from dysonsgd.model.network import per_sample_gradients
+from dysonsgd.train import (
     EnsembleResult,
-    TeacherStudentConfig,
-    per_sample_gradients,
     release_snapshot_epochs,
-    replica_draws,
     snapshot_epochs,
     train_ensemble,
 )
@@ -87,7 +88,7 @@ def test_float32_kernel_agrees_with_torch_and_float64():
 
 
 def test_shuffled_order_matches_numpy_loop_and_differs_from_fixed():
-    from dysonsgd.train.ensemble import epoch_permutation
+    from dysonsgd.model.draws import epoch_permutation
 
     cfg = TeacherStudentConfig(n_data=200, data_order="shuffled")
     kw = dict(temperature=2.0**-3, sigma_w=0.5, n_seeds=2, epochs=3, snapshots=4, seed=7,
@@ -349,7 +350,7 @@ def test_result_to_xarray_and_netcdf_roundtrip(tmp_path):
 def _run_cell(sigma_w, temperature, epochs=30, n_seeds=8):
     res = train_ensemble(None, temperature=temperature, sigma_w=sigma_w, n_seeds=n_seeds,
                          epochs=epochs, snapshots=4, seed=1, progress=False)
-    spacing = obs.mean_level_spacing(obs.result_eigenvalues(res))[0, 0]
+    spacing = spectrum.mean_level_spacing(obs.result_eigenvalues(res))[0, 0]
     return res, spacing
 
 

@@ -6,10 +6,13 @@ V_ij = Var_a[Delta^X_ij] (element-wise, population variance over the data). Rota
 eigenbasis of X (eigenvalues ascending), their diagonal and full matrix give the coefficients of
 Dyson Brownian motion (4.3), and through (B.7), (B.9) the K_S, V_S, D_S of the spacing SDE (4.8).
 
+The per-sample gradients come from :func:`dysonsgd.model.network.per_sample_gradients`, the
+teacher's targets from :func:`dysonsgd.model.network.outputs` and the eigenbasis of X from
+:func:`dysonsgd.measure.spectrum.eigensystem`.
+
 Conventions
 -----------
-- :func:`spacing_coefficients` is (B.7) as printed (via
-:func:`dysonsgd.theory.rmt.spacing_coefficients`).
+- K_S, V_S, D_S are (B.7) as printed (:func:`dysonsgd.theory.rmt.spacing_coefficients`).
 - :func:`spacing_coefficients_release` is the release notebook's variant, for comparison: its
   Coulomb sum takes V[N, N-k+1] where (B.7) has V[N, N-k] (so the k = 1 term is the diagonal
   V_NN), and its K_S is the difference of the *absolute* diagonal entries of the rotated K;
@@ -26,14 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_int
+from dysonsgd.measure.observables import test_inputs
+from dysonsgd.measure.spectrum import eigensystem
+from dysonsgd.model.draws import replica_draws
+from dysonsgd.model.network import outputs, per_sample_gradients
 from dysonsgd.theory import rmt
 
 __all__ = [
     "GradientStatistics",
     "drift_and_noise",
     "measure",
-    "rotate_to_eigenbasis",
-    "spacing_coefficients",
     "spacing_coefficients_release",
     "training_inputs",
 ]
@@ -80,29 +85,6 @@ def _rotate(dx: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.swapaxes(u, -1, -2) @ dx @ u
 
 
-def rotate_to_eigenbasis(w2, k, v) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eigenvalues of X = W2 W2^T (ascending) and U^T K U, U^T V U: the paper's rotation.
-
-    For K this is exact (the mean commutes with the rotation). For V it is what appendix B and
-    the release do, but U^T V U of an element-wise variance is not the variance of the rotated
-    update and can be negative on the diagonal (negative D_S); :func:`measure` therefore takes
-    V as the variance of U^T Delta^X U and keeps this rotation as ``v_paper_rotation``.
-
-    Returns
-    -------
-    x : (..., n2); k_rot, v_rot : (..., n2, n2)
-    """
-    w2 = check_array("w2", w2, min_ndim=2)
-    x, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
-    ut = np.swapaxes(u, -1, -2)
-    return x, ut @ k @ u, ut @ v @ u
-
-
-def spacing_coefficients(k_rot, v_rot):
-    """K_S, V_S, D_S of (B.7) and (B.9) as printed, from the rotated K and V (ascending basis)."""
-    return rmt.spacing_coefficients(k_rot, v_rot)
-
-
 def spacing_coefficients_release(k_rot, v_rot):
     """The release notebook's K_S, V_S, D_S (see the module docstring), for comparison.
 
@@ -126,7 +108,7 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
 
     Parameters
     ----------
-    result : dysonsgd.train.ensemble.EnsembleResult
+    result : dysonsgd.train.EnsembleResult
     n_points : int, optional
         Keep the first ``n_points`` inputs (default all ``n_data``); the inputs are i.i.d., so
         this is a random subsample.
@@ -135,13 +117,11 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
     -------
     ndarray, shape (1, 1, nR, n_points, n0): pass as ``x`` to :func:`measure`.
     """
-    from dysonsgd.train import ensemble as training  # measurement layer, imported lazily
-
     n_data = result.config.n_data
     n_points = n_data if n_points is None else check_int("n_points", n_points, minimum=1)
     if n_points > n_data:
         raise InputError(f"n_points must be <= n_data = {n_data}, got {n_points}")
-    xs = [training.replica_draws(result.config, result.seed, int(r))["x"][:n_points]
+    xs = [replica_draws(result.config, result.seed, int(r))["x"][:n_points]
           for r in result.spawn_keys]
     return np.stack(xs)[None, None]
 
@@ -170,7 +150,7 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
 
     Parameters
     ----------
-    result : dysonsgd.train.ensemble.EnsembleResult
+    result : dysonsgd.train.EnsembleResult
     snapshot : int
         Snapshot index (negative counts from the end).
     x : array_like, shape (D, n0) or (nT, nS, nR, D, n0) (or broadcastable), optional
@@ -179,9 +159,6 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     chunk : int
         Models per batch (bounds the memory of the per-sample gradients).
     """
-    from dysonsgd.measure import observables  # measurement layer, imported lazily
-    from dysonsgd.train import ensemble as training  # measurement layer, imported lazily
-
     chunk = check_int("chunk", chunk)
     n = len(result.snapshot_epochs)
     if not -n <= snapshot < n:
@@ -189,7 +166,7 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     snapshot %= n
     widths = result.config.widths
     x = (
-        observables.test_inputs(128, widths[0], 42)
+        test_inputs(128, widths[0], 42)
         if x is None
         else check_array("x", x, min_ndim=2, shape_tail=(None, widths[0]))
     )
@@ -206,14 +183,14 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     flat = [a.reshape(-1, *a.shape[len(grid) :]) for a in (w1, w2t, w3, w2)]
     n_models = flat[0].shape[0]
     n2 = w2.shape[-2]
-    eig, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
+    eig, u = eigensystem(w2)
     u_flat = u.reshape(-1, n2, n2)
     k_all, v_all, v_plain = (np.empty((n_models, n2, n2)) for _ in range(3))
     for a in range(0, n_models, chunk):
         b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
         bx = x if x.ndim == 2 else x_flat[a : a + chunk]
-        y = training.teacher_forward(bx, b1, bt, b3, result.config.activation)
-        grads, _ = training.per_sample_gradients(bx, y, b1, bs, b3, result.config.activation)
+        y = outputs(bx, b1, bt, b3, result.config.activation, engine="torch")
+        grads, _ = per_sample_gradients(bx, y, b1, bs, b3, result.config.activation)
         dx = _delta_x(bs, grads)  # once per chunk: the plain variance, then the rotated moments
         v_plain[a : a + chunk] = dx.var(axis=-3)
         dx = _rotate(dx, u_flat[a : a + chunk])
@@ -221,6 +198,6 @@ def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientSta
     k_rot, v_rot = k_all.reshape(*grid, n2, n2), v_all.reshape(*grid, n2, n2)
     ut = np.swapaxes(u, -1, -2)
     v_paper = ut @ v_plain.reshape(*grid, n2, n2) @ u
-    k_s, v_s, d_s = spacing_coefficients(k_rot, v_rot)
+    k_s, v_s, d_s = rmt.spacing_coefficients(k_rot, v_rot)
     k_s_rel, v_s_rel, _ = spacing_coefficients_release(k_rot, v_paper)
     return GradientStatistics(snapshot, eig, k_rot, v_rot, v_paper, k_s, v_s, d_s, k_s_rel, v_s_rel)

@@ -1,9 +1,10 @@
 """Observables of section 3.2 and 4 on trained teacher-student ensembles.
 
 Pure array functions, vectorised over any leading (ensemble) axes, plus thin wrappers taking an
-:class:`dysonsgd.train.ensemble.EnsembleResult`. Shapes use ``...`` for the ensemble axes (for a
-result:
-``(nT, nS, nR)``), ``P`` for test points, ``n2 x n1`` for ``W2``.
+:class:`dysonsgd.train.EnsembleResult`. Shapes use ``...`` for the ensemble axes (for a result:
+``(nT, nS, nR)``), ``P`` for test points, ``n2 x n1`` for ``W2``. The network's features (2.5)
+and outputs (2.3) come from :mod:`dysonsgd.model.network`, the spectrum of ``X`` (4.1) and its
+level spacing (4.5) from :mod:`dysonsgd.measure.spectrum`.
 
 Conventions (see ``reference-notes.md``, Analysis):
 
@@ -14,8 +15,8 @@ Conventions (see ``reference-notes.md``, Analysis):
   ``sum_i (y_i - yhat_i)^2`` with no 1/2; :func:`test_loss_paper` is (2.6), with the 1/2.
 - :func:`alignment` is (3.5)-(3.6); :func:`alignment_release` additionally divides by the number
   of test points, as the release's notebook (its colour scale 0.5e-3 .. 2.5e-3 comes from it).
-- eigenvalues of ``X = W2 W2^T`` (4.1) are returned in ascending order (the notebook's SVD gives
-  them largest first).
+- eigenvalues of ``X = W2 W2^T`` (4.1) are in ascending order (the notebook's SVD gives them
+  largest first).
 """
 
 from __future__ import annotations
@@ -23,17 +24,16 @@ from __future__ import annotations
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_int
+from dysonsgd.measure.spectrum import eigenvalues, mean_level_spacing
+from dysonsgd.model.network import features, outputs
 
 __all__ = [
     "alignment",
     "alignment_release",
-    "eigenvalues",
     "ensemble_mean",
     "external_field",
     "feature_correlation",
-    "features",
     "gradient_norm",
-    "mean_level_spacing",
     "release_training_loss",
     "result_alignment",
     "result_eigenvalues",
@@ -46,16 +46,6 @@ __all__ = [
     "test_loss_release",
     "time_averaged_rate",
 ]
-
-
-def _act(name: str, z: np.ndarray) -> np.ndarray:
-    if name == "tanh":
-        return np.tanh(z)
-    if name == "relu":
-        return np.maximum(z, 0.0)
-    if name == "identity":
-        return z
-    raise InputError(f"activation must be 'tanh', 'relu' or 'identity', got {name!r}")
 
 
 def test_inputs(n_points: int = 128, n0: int = 3, seed: int = 42) -> np.ndarray:
@@ -71,27 +61,6 @@ def test_inputs(n_points: int = 128, n0: int = 3, seed: int = 42) -> np.ndarray:
     return np.random.RandomState(seed).standard_normal((n_points, n0))
 
 
-def features(x: np.ndarray, w1: np.ndarray, w2: np.ndarray, activation: str = "tanh"):
-    """Last-hidden-layer features ``phi_{j alpha}`` (2.5): ``phi(W2 phi(W1 x))``.
-
-    Parameters
-    ----------
-    x : (P, n0) or (..., P, n0)
-    w1 : (..., n1, n0)
-    w2 : (..., n2, n1)
-
-    Returns
-    -------
-    (..., P, n2) float64
-    """
-    phi1 = _act(activation, np.asarray(x, float) @ np.swapaxes(np.asarray(w1, float), -1, -2))
-    return _act(activation, phi1 @ np.swapaxes(np.asarray(w2, float), -1, -2))
-
-
-def _outputs(x, w1, w2, w3, activation):
-    return features(x, w1, w2, activation) @ np.swapaxes(np.asarray(w3, float), -1, -2)
-
-
 def test_loss_release(x, w1, w2, w2_teacher, w3, activation: str = "tanh") -> np.ndarray:
     """Test loss of figures 2 and 9: ``mean_alpha sum_i (y_i - yhat_i)^2`` (no 1/2).
 
@@ -104,7 +73,7 @@ def test_loss_release(x, w1, w2, w2_teacher, w3, activation: str = "tanh") -> np
     -------
     (...) float64
     """
-    err = _outputs(x, w1, w2, w3, activation) - _outputs(x, w1, w2_teacher, w3, activation)
+    err = outputs(x, w1, w2, w3, activation) - outputs(x, w1, w2_teacher, w3, activation)
     return np.mean(np.sum(err * err, axis=-1), axis=-1)
 
 
@@ -149,20 +118,6 @@ def alignment(h: np.ndarray, phi: np.ndarray) -> np.ndarray:
 def alignment_release(h: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """The release's alignment: (3.5) further divided by the number of test points ``P``."""
     return alignment(h, phi) / np.shape(h)[-2]
-
-
-def eigenvalues(w2: np.ndarray) -> np.ndarray:
-    """Eigenvalues ``x_i`` of ``X = W2 W2^T`` (4.1), ascending: (..., n2, n1) -> (..., n2)."""
-    w = np.asarray(w2, float)
-    return np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2))
-
-
-def mean_level_spacing(x: np.ndarray) -> np.ndarray:
-    """Average level spacing (4.5), ``S = (x_max - x_min) / (n2 - 1)``: (..., n2) -> (...)."""
-    x = np.asarray(x, float)
-    if x.shape[-1] < 2:
-        raise InputError(f"x must hold at least 2 eigenvalues on its last axis, got {x.shape}")
-    return (np.max(x, axis=-1) - np.min(x, axis=-1)) / (x.shape[-1] - 1)
 
 
 def time_averaged_rate(x_t: np.ndarray, x_0: np.ndarray, t) -> np.ndarray:
@@ -230,7 +185,7 @@ def result_alignment(result, snapshot: int = -1, x_test=None, release: bool = Fa
     x = _test_x(result, x_test)
     w1, w2t, w3 = result.teacher()
     act = result.config.activation
-    y = _outputs(x, w1, w2t, w3, act)
+    y = outputs(x, w1, w2t, w3, act)
     phi = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
     fn = alignment_release if release else alignment
     return fn(external_field(y, w3), phi)

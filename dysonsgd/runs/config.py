@@ -45,7 +45,7 @@ from typing import Any
 import tomllib
 
 from dysonsgd._checks import InputError
-from dysonsgd.train.ensemble import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
+from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
 
 __all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config"]
 

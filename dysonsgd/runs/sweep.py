@@ -38,11 +38,14 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError, check_int
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.model.draws import replica_draws
 from dysonsgd.runs import cluster
 from dysonsgd.runs import store as _store
 from dysonsgd.runs.config import SweepConfig
 from dysonsgd.runs.provenance import git_commit, package_versions, provenance
-from dysonsgd.train.ensemble import TeacherStudentConfig, replica_draws, snapshot_epochs
+from dysonsgd.train import snapshot_epochs
+from dysonsgd.train.plan import EVAL_ROWS, FEATURE_SLICE, TORCH_CHUNK_BUDGET
 
 __all__ = [
     "Pack",
@@ -59,9 +62,6 @@ __all__ = [
 #: models per SIMD block-thread that amortise a train_ensemble call on CPU (measured: a
 #: 10-model cell alone runs ~4x slower per model than 12 cells together)
 CPU_MODELS_PER_THREAD_BLOCK = 8
-#: the torch backend trains at most this many bytes of per-model features at once
-#: (``budget`` in ``training._train_torch``); bigger packs run in sequential chunks
-TORCH_CHUNK_BUDGET = 2e9
 #: share of the free device memory a CUDA pack may use
 CUDA_MEMORY_FRACTION = 0.8
 
@@ -149,7 +149,7 @@ def model_memory_bytes(model: TeacherStudentConfig, dtype: str = "float32",
     nd = model.n_data
     if str(device).startswith("cuda"):
         features = nd * (n1 + n3) * (2 if model.data_order == "shuffled" else 1)
-        evaluation = min(nd, 4096) * (3 * n2 + 2 * n3)
+        evaluation = min(nd, EVAL_ROWS) * (3 * n2 + 2 * n3)
         state = 10 * n2 * n1
         return int(item * (features + evaluation + state))
     outputs = (2 * snapshots + 3) * n2 * n1 * item + snapshots * 8
@@ -161,7 +161,7 @@ def pack_overhead_bytes(model: TeacherStudentConfig, device: str = "cuda") -> in
     pre-activations of 64 models at a time, ``64 n_data (n0 + 2 n1)`` values, plus 256 MiB
     for the CUDA context and allocator slack (CPU: the numba wave scratch, ~100 MB)."""
     n0, n1, _, _ = model.widths
-    return int(64 * model.n_data * (n0 + 2 * n1) * 8 + 256 * 2**20)
+    return int(FEATURE_SLICE * model.n_data * (n0 + 2 * n1) * 8 + 256 * 2**20)
 
 
 def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int | None = None,
@@ -211,7 +211,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
             import numba
 
             threads = numba.get_num_threads()
-        from dysonsgd.train._numba.kernels import lanes_for
+        from dysonsgd.train._numba.simd import lanes_for
 
         lanes = lanes_for(np.float32 if config.dtype == "float32" else np.float64)
         models = CPU_MODELS_PER_THREAD_BLOCK * lanes * max(1, threads)

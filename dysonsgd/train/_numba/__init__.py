@@ -1,1 +1,2 @@
-"""train/_numba"""
+"""The numba training backend: SIMD vector type (simd), kernel generation (codegen), driver
+(engine)."""

@@ -1,0 +1,173 @@
+"""The result of a training run, :class:`EnsembleResult`, and its labelled xarray form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from dysonsgd.model.config import TeacherStudentConfig
+
+__all__ = ["EnsembleResult"]
+
+
+@dataclass
+class EnsembleResult:
+    """Output of :func:`train_ensemble`; arrays are indexed ``[temperature, sigma_w, seed, ...]``.
+
+    Attributes
+    ----------
+    config : TeacherStudentConfig
+    temperature : (nT,) float64, the grid's ``T = lr / |B|``
+    sigma_w : (nS,) float64, initial scale ``sigma_W`` (not squared)
+    snapshot_epochs : (n_snap,) int64, epochs completed at each snapshot (0 = initial state)
+    w2 : (nT, nS, nR, n_snap, n2, n1), ``W2`` at each snapshot
+    grad : (nT, nS, nR, n_snap, n2, n1), epoch-mean minibatch gradient of (2.28); snapshot 0 holds
+        the full-data gradient at initialisation
+    loss : (nT, nS, nR, n_snap) float64, epoch-mean training loss (2.6) (with the 1/2); snapshot
+        0 the full-data loss at initialisation; NaN for snapshots after a divergence
+    diverged : (nT, nS, nR) bool
+    diverged_epoch, diverged_step : (nT, nS, nR) int64, 0-based epoch and step of the batch whose
+        loss crossed the threshold, -1 when the model did not diverge
+    teacher_w1, teacher_w2, teacher_w3 : (n_groups, ...) float64 teacher matrices; model
+        ``(t, s, r)`` uses group ``group[t, s, r]`` (the seed index unless the teacher or the data
+        were given per model)
+    group : (nT, nS, nR) int64
+    seed, replica_offset : the base entropy and the offset of the spawn keys
+        ``(replica_offset + r,)``
+    """
+
+    config: TeacherStudentConfig
+    temperature: np.ndarray
+    sigma_w: np.ndarray
+    snapshot_epochs: np.ndarray
+    w2: np.ndarray
+    grad: np.ndarray
+    loss: np.ndarray
+    diverged: np.ndarray
+    diverged_epoch: np.ndarray
+    diverged_step: np.ndarray
+    teacher_w1: np.ndarray
+    teacher_w2: np.ndarray
+    teacher_w3: np.ndarray
+    group: np.ndarray
+    seed: int
+    replica_offset: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    backend: str = "numba"
+    wall_time: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_models(self) -> int:
+        return int(np.prod(self.diverged.shape))
+
+    @property
+    def epochs(self) -> int:
+        return int(self.snapshot_epochs[-1])
+
+    @property
+    def learning_rate(self) -> np.ndarray:
+        """``lr = T |B|`` per temperature."""
+        return self.temperature * self.config.batch_size
+
+    @property
+    def model_steps(self) -> int:
+        """SGD steps taken over all models (one step of one model counts 1)."""
+        return self.n_models * self.epochs * self.config.steps_per_epoch
+
+    @property
+    def initial_gradient(self) -> np.ndarray:
+        """Full-data gradient at initialisation, (nT, nS, nR, n2, n1) (figure 4, right)."""
+        return self.grad[..., 0, :, :]
+
+    @property
+    def spawn_keys(self) -> np.ndarray:
+        """``SeedSequence`` spawn key of each replica, (nR,)."""
+        return self.replica_offset + np.arange(self.diverged.shape[2])
+
+    def teacher(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-model teacher ``(W1, W2*, W3)`` with shapes (nT, nS, nR, ...) (views by group)."""
+        return (self.teacher_w1[self.group], self.teacher_w2[self.group],
+                self.teacher_w3[self.group])
+
+    def to_xarray(self):
+        """Labelled ``xarray.Dataset`` (dims temperature, sigma_w, seed, snapshot, row, col).
+
+        Coordinates are in the paper's units: ``temperature`` is ``T = lr/|B|``, ``sigma_w`` is
+        ``sigma_W``, ``epoch`` (on ``snapshot``) counts completed epochs; ``learning_rate`` and
+        ``inv_sigma_w`` = ``1/sigma_W`` are auxiliary coordinates. Teacher matrices are indexed
+        by ``group`` (= seed unless given per model).
+        """
+        import xarray as xr
+
+        grid = ("temperature", "sigma_w", "seed")
+        coords = {
+            "temperature": self.temperature,
+            "sigma_w": self.sigma_w,
+            "seed": np.arange(self.diverged.shape[2]),
+            "snapshot": np.arange(len(self.snapshot_epochs)),
+            "epoch": ("snapshot", self.snapshot_epochs),
+            "learning_rate": ("temperature", self.learning_rate),
+            "inv_sigma_w": ("sigma_w", 1.0 / self.sigma_w),
+            "spawn_key": ("seed", self.spawn_keys),
+        }
+        data = {
+            "w2": ((*grid, "snapshot", "row", "col"), self.w2),
+            "grad": ((*grid, "snapshot", "row", "col"), self.grad),
+            "loss": ((*grid, "snapshot"), self.loss),
+            "diverged": (grid, self.diverged),
+            "diverged_epoch": (grid, self.diverged_epoch),
+            "diverged_step": (grid, self.diverged_step),
+            "group": (grid, self.group),
+            "teacher_w1": (("group", "hidden1", "input"), self.teacher_w1),
+            "teacher_w2": (("group", "row", "col"), self.teacher_w2),
+            "teacher_w3": (("group", "output", "row"), self.teacher_w3),
+        }
+        attrs = {
+            "config": json.dumps(asdict(self.config)),
+            "seed": int(self.seed),
+            "replica_offset": int(self.replica_offset),
+            "seed_scheme": "numpy SeedSequence(seed, spawn_key=(spawn_key,)): W1, W2*, W3, x, Z",
+            "dtype": self.dtype,
+            "device": self.device,
+            "backend": self.backend,
+            "wall_time_s": float(self.wall_time),
+            "model_steps": int(self.model_steps),
+            "loss_convention": "epoch mean of (2.6) with the 1/2; NaN after divergence",
+        }
+        ds = xr.Dataset(data, coords=coords, attrs=attrs)
+        ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
+        ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
+        return ds
+
+    @classmethod
+    def from_xarray(cls, ds) -> EnsembleResult:
+        """Inverse of :meth:`to_xarray` (e.g. after ``xarray.load_dataset``)."""
+        cfg = json.loads(ds.attrs["config"])
+        cfg["widths"] = tuple(cfg["widths"])
+        cfg["trained_layers"] = tuple(cfg["trained_layers"])
+        return cls(
+            config=TeacherStudentConfig(**cfg),
+            temperature=ds["temperature"].values.astype(np.float64),
+            sigma_w=ds["sigma_w"].values.astype(np.float64),
+            snapshot_epochs=ds["epoch"].values.astype(np.int64),
+            w2=ds["w2"].values,
+            grad=ds["grad"].values,
+            loss=ds["loss"].values.astype(np.float64),
+            diverged=ds["diverged"].values.astype(bool),
+            diverged_epoch=ds["diverged_epoch"].values.astype(np.int64),
+            diverged_step=ds["diverged_step"].values.astype(np.int64),
+            teacher_w1=ds["teacher_w1"].values,
+            teacher_w2=ds["teacher_w2"].values,
+            teacher_w3=ds["teacher_w3"].values,
+            group=ds["group"].values.astype(np.int64),
+            seed=int(ds.attrs["seed"]),
+            replica_offset=int(ds.attrs["replica_offset"]),
+            dtype=str(ds.attrs["dtype"]),
+            device=str(ds.attrs["device"]),
+            backend=str(ds.attrs["backend"]),
+            wall_time=float(ds.attrs["wall_time_s"]),
+        )
