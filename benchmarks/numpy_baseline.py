@@ -4,9 +4,11 @@ One model at a time, float64 by default, the release's algorithm (see ``referenc
 with what can be hoisted hoisted: the layer-1 features ``phi1 = act(W1 x)`` and the targets are
 computed once, so an SGD step is three small products (``z = P W2^T``, ``yhat = h W3^T``,
 ``g = delta^T P``) plus elementwise work. Snapshot, divergence and loss conventions are those of
-:func:`dysonsgd.train.ensemble.train_ensemble` (epoch-mean gradient and loss at the snapshots, the
-full- data gradient and loss at snapshot 0; a batch loss above the threshold stops the model, later
-snapshots repeat its W2 and that batch's gradient, with a NaN loss).
+:func:`dysonsgd.train.train_ensemble` (epoch-mean gradient and loss at the snapshots, the
+full-data gradient and loss at snapshot 0; a batch loss above the threshold stops the model,
+later snapshots repeat its W2 and that batch's gradient, with a NaN loss). It is written
+independently of :mod:`dysonsgd.model` (its own activations and forward pass), so that the tests
+can use it as a reference.
 
 Run ``python benchmarks/numpy_baseline.py`` for its model-steps/s on the paper's widths.
 """
@@ -130,7 +132,7 @@ def train_single(
 
 
 def paper_model(seed: int = 0, widths=(3, 32, 16, 1), n_data: int = 4000, sigma_w: float = 0.125):
-    """Teacher, inputs and W2(0) drawn as :func:`dysonsgd.train.ensemble.replica_draws` does."""
+    """Teacher, inputs and W2(0) drawn as :func:`dysonsgd.model.draws.replica_draws` does."""
     n0, n1, n2, n3 = widths
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0,))))
     w1 = rng.standard_normal((n1, n0)) / math.sqrt(n0)

@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from numpy_baseline import measure as numpy_measure
 
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.train import train_ensemble
 
 GRIDS = {
     1000: (2.0 ** np.arange(-5, 5), 2.0 ** np.arange(-3, 7), 10),

@@ -137,3 +137,22 @@ def test_student_at_teacher_is_perfectly_aligned_with_zero_test_loss():
     assert obs.result_test_loss(res)[0, 0, 0] < 1e-28
     # h . phi with h = y W3 and y = W3 phi: positive; the teacher maximises it over students
     assert obs.result_alignment(res)[0, 0, 0] > 0
+
+
+def test_spectrum_eigensystem_spacings_and_sorted_spacing():
+    w = np.random.default_rng(4).normal(size=(3, 5, 8))
+    x, u = spectrum.eigensystem(w)
+    np.testing.assert_allclose(x, spectrum.eigenvalues(w), rtol=1e-12)
+    np.testing.assert_allclose(u @ (x[..., None] * np.swapaxes(u, -1, -2)),
+                               w @ np.swapaxes(w, -1, -2), atol=1e-12)
+    s = spectrum.spacings(x)
+    assert s.shape == (3, 4) and np.all(s >= 0)
+    np.testing.assert_allclose(s.mean(-1), spectrum.mean_level_spacing(x), rtol=1e-12)
+    np.testing.assert_array_equal(spectrum.mean_level_spacing(x, ascending=True),
+                                  spectrum.mean_level_spacing(x))
+    masked = np.ma.masked_array(x, mask=np.zeros_like(x, bool))
+    masked[1] = np.ma.masked
+    got = spectrum.mean_level_spacing(masked, ascending=True)
+    assert got.mask.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="x must"):
+        spectrum.spacings(np.ones(1))

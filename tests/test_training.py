@@ -135,6 +135,32 @@ def test_per_sample_gradients_equal_autograd(activation):
     np.testing.assert_allclose(tgot.numpy(), ref, rtol=1e-12, atol=1e-14)
 
 
+def test_activation_registry_forms_agree_and_unknown_names_are_listed():
+    from dysonsgd.model import activations, network
+
+    z = np.linspace(-3.0, 3.0, 12)  # no point at relu's kink
+    for name in activations.ACTIVATIONS:
+        act = activations.lookup(name)
+        phi, dphi = act.pair(z)
+        tphi, tdphi = act.pair(torch.tensor(z))
+        np.testing.assert_allclose(act.value(z), phi, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(tphi.numpy(), phi, rtol=1e-15, atol=1e-15)
+        np.testing.assert_allclose(tdphi.numpy(), dphi, rtol=1e-15, atol=1e-15)
+        np.testing.assert_allclose(act.inplace(torch.tensor(z)).numpy(), phi, rtol=1e-15,
+                                   atol=1e-15)
+        slope = (act.value(z + 1e-6) - act.value(z - 1e-6)) / 2e-6
+        np.testing.assert_allclose(dphi, slope, rtol=1e-6, atol=1e-9)
+    x, w1, w2t, w3, _ = external_model(6, 10)
+    np.testing.assert_allclose(network.outputs(x, w1, w2t, w3, engine="torch"),
+                               network.outputs(x, w1, w2t, w3), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(network.layer1_features(x[None], w1[None], engine="torch")[0],
+                               network.layer1_features(x, w1), rtol=1e-14, atol=1e-15)
+    with pytest.raises(ValueError, match=r"activation must be one of .*'tanh', 'relu'"):
+        activations.lookup("sigmoid")
+    with pytest.raises(ValueError, match="engine"):
+        network.outputs(x, w1, w2t, w3, engine="jax")
+
+
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_recorded_gradients_equal_autograd(backend, activation):
