@@ -35,6 +35,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.measure import gradstats
+from dysonsgd.measure.spectrum import eigensystem, mean_level_spacing
 from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
 from dysonsgd.theory import rmt
 
@@ -84,7 +85,7 @@ def training_drift(w2: np.ndarray, grad: np.ndarray) -> tuple[np.ndarray, np.nda
     if w2.shape != grad.shape or w2.ndim < 2:
         raise InputError(f"w2 and grad must have the same shape (..., n2, n1), got "
                          f"{w2.shape} and {grad.shape}")
-    eig, u = np.linalg.eigh(w2 @ np.swapaxes(w2, -1, -2))
+    eig, u = eigensystem(w2)
     a = np.swapaxes(u, -1, -2) @ w2  # U^T W2
     b = np.swapaxes(u, -1, -2) @ grad  # U^T G
     drift = -2.0 * np.einsum("...ij,...ij->...i", a, b)
@@ -129,8 +130,7 @@ class MeasuredCoefficients:
     @property
     def spacing(self) -> np.ndarray:
         """Mean level spacing S (4.5), shape (nT, nS, nR, n_snap)."""
-        n = self.eigenvalues.shape[-1]
-        return (self.eigenvalues[..., -1] - self.eigenvalues[..., 0]) / (n - 1)
+        return mean_level_spacing(self.eigenvalues, ascending=True)
 
 
 def measure_run(result, snapshots=None, drift: str = "training", noise: str = "test",
