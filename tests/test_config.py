@@ -209,3 +209,53 @@ def test_sweep_config_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         cfg.seeds = 4  # type: ignore[misc]
     assert hash(cfg) == hash(parse_config(_base()))
+
+
+def test_bundled_configs_are_found_by_name_and_path(tmp_path):
+    from dysonsgd.runs.config import bundled_config, bundled_configs, find_config
+
+    assert {"quick", "paper-small", "paper"} <= set(bundled_configs())
+    assert load_config(bundled_config("quick")).name == "quick"
+    assert find_config("paper-small.toml").name == "paper-small.toml"
+    path = _write(tmp_path, EXAMPLE)
+    assert find_config(path) == path
+    with pytest.raises(ConfigError, match="nor a bundled config"):
+        find_config(tmp_path / "quick")
+    with pytest.raises(ConfigError, match="no bundled config"):
+        bundled_config("nope")
+
+
+
+def test_matches_compares_grid_model_and_snapshots():
+    from types import SimpleNamespace
+
+    cfg = parse_config(_base())  # 4 epochs, 21 snapshots
+    run = SimpleNamespace(temperature=[0.5, 2.0], sigma_w=[0.125, 1.0], config=cfg.model,
+                          snapshot_epochs=[0] * 20 + [4])
+    assert cfg.matches(run)
+    assert not cfg.matches(SimpleNamespace(**{**vars(run), "temperature": [0.5]}))
+    assert not cfg.matches(SimpleNamespace(**{**vars(run), "snapshot_epochs": [0, 4]}))
+
+
+def test_validation_config_is_typed_and_checked_once(tmp_path):
+    from dysonsgd.analysis.spec import Transition, ValidationSpec
+    from dysonsgd.runs.validation_config import load_validation_config, parse_validation_config
+
+    cfg = load_validation_config(_write(tmp_path, EXAMPLE))
+    assert cfg.sweep == load_config(tmp_path / "quick.toml") and cfg.name == "quick"
+    assert cfg.expected_phases == {(0, 0): "ordered"} and cfg.diagram is None
+    assert isinstance(cfg.spec, ValidationSpec) and cfg.spec.options["start_snapshot"] == 1
+    phases = [{"temperature": 0.5, "sigma_w": 1.0, "phase": "jamming"}]
+    diagram = {"transition": {"inv_sigma_w": 8.0, "between": [0.5, 2]}}
+    got = parse_validation_config(dict(_base(), expect={"phases": phases, "diagram": diagram}))
+    assert got.expected_phases == {(0, 1): "jamming"}
+    assert got.diagram.transition == Transition(8.0, (0.5, 2.0))
+    diagram["transition"]["inv_sigma_w"] = 3.0
+    with pytest.raises(ConfigError, match=r"\[expect.diagram\] transition: inv_sigma_w = 3 is "
+                                          "not in the grid"):
+        parse_validation_config(dict(_base(), expect={"phases": phases, "diagram": diagram}))
+    with pytest.raises(ConfigError, match=r"\[expect\] phases: no cells to check"):
+        parse_validation_config(dict(_base(), expect={"phases": []}))
+    with pytest.raises(ConfigError, match=r"\[validate\] start_snapshot: must be < 20"):
+        parse_validation_config(dict(_base(), expect={"phases": phases},
+                                     validate={"start_snapshot": 20}))

@@ -5,16 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dysonsgd.analysis import validation
+from dysonsgd.analysis import spec, validation
+from dysonsgd.runs.validation_config import (
+    parse_diagram_table,
+    parse_expect_phases,
+    parse_validate_table,
+)
 
 
 def test_defaults_and_overrides():
-    tol, applies, options = validation.parse_validate_table(
+    tol, applies, options = parse_validate_table(
         {"ks_alpha": 0.05, "paths_per_model": 3, "applies": {"spacing_ks": ["ordered"]}})
     assert tol["ks_alpha"] == 0.05 and tol["growth_threshold"] == 0.15
     assert tol["verdict_fraction_tolerance"] == 0.45
     assert applies["spacing_ks"] == ("ordered",)
-    assert applies["phase"] == validation.DEFAULT_APPLIES["phase"]
+    assert applies["phase"] == spec.DEFAULT_APPLIES["phase"]
     assert options["paths_per_model"] == 3 and options["convention"] == "release"
 
 
@@ -34,12 +39,12 @@ def test_defaults_and_overrides():
 )
 def test_bad_validate_table_is_refused(table, message):
     with pytest.raises(ValueError, match=message):
-        validation.parse_validate_table(table, where="q.toml: [validate]")
+        parse_validate_table(table, source="q.toml")
 
 
 def test_expect_phases_index_the_grid():
     t, s = [0.5, 2.0], [0.125, 256.0]
-    got = validation.parse_expect_phases(
+    got = parse_expect_phases(
         {"phases": [{"temperature": 2.0, "inv_sigma_w": 8.0, "phase": "high-temperature"},
                     {"temperature": 0.5, "sigma_w": 256.0, "phase": "jamming"}]}, t, s)
     assert got == {(1, 0): "high-temperature", (0, 1): "jamming"}
@@ -57,8 +62,7 @@ def test_expect_phases_index_the_grid():
 )
 def test_bad_expect_is_refused(entry, message):
     with pytest.raises(ValueError, match=message):
-        validation.parse_expect_phases({"phases": [entry]}, [0.5, 2.0], [0.125, 256.0],
-                                       where="q.toml: [expect]")
+        parse_expect_phases({"phases": [entry]}, [0.5, 2.0], [0.125, 256.0], source="q.toml")
 
 
 def test_observed_convergence_is_growth_over_the_second_half():
@@ -89,8 +93,9 @@ def test_diagram_checks_on_a_synthetic_grid():
              "loss_ratio_min": 100, "transition": {"inv_sigma_w": 8.0, "between": [1.0, 4.0]},
              "jamming_region": {"inv_sigma_w_max": 0.01}, "feature_correlation_min": 0.5,
              "signal_to_noise_level": 0.68, "separation_min": 1.0}
-    checks = {c.name: c for c in validation.diagram_checks(table, temperature, inv, labels, loss,
-                                                           g, fraction)}
+    checks = {c.name: c for c in validation.diagram_checks(parse_diagram_table(table),
+                                                           temperature, inv, labels, loss, g,
+                                                           fraction)}
     # 1e-2 / median(1e-5, 2e-5) = 666.7
     assert checks["diagram_loss_ratio"].metric == pytest.approx(1e-2 / 1.5e-5)
     assert checks["diagram_loss_ratio"].passed
@@ -100,12 +105,13 @@ def test_diagram_checks_on_a_synthetic_grid():
     # move the transition: T = 1 would have to be high-temperature -> FAIL
     table["transition"] = {"inv_sigma_w": 8.0, "between": [0.25, 1.0]}
     fraction[1, 0] = 0.5  # an ordered cell below the level -> 2 of 3 separated
-    checks = {c.name: c for c in validation.diagram_checks(table, temperature, inv, labels, loss,
-                                                           g, fraction)}
+    checks = {c.name: c for c in validation.diagram_checks(parse_diagram_table(table),
+                                                           temperature, inv, labels, loss, g,
+                                                           fraction)}
     assert not checks["diagram_transition"].passed
     assert checks["diagram_signal_to_noise"].metric == pytest.approx(2 / 3)
     assert not checks["diagram_signal_to_noise"].passed
     with pytest.raises(ValueError, match="loss_ratio: unknown key"):
-        validation.parse_diagram_table({"loss_ratio": 100})
+        parse_diagram_table({"loss_ratio": 100})
     with pytest.raises(ValueError, match="transition: must be"):
-        validation.parse_diagram_table({"transition": {"inv_sigma_w": 8, "between": [2, 1]}})
+        parse_diagram_table({"transition": {"inv_sigma_w": 8, "between": [2, 1]}})

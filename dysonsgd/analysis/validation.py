@@ -30,16 +30,23 @@ motion (4.3) and the spacing SDE (4.8) per model from the measured coefficients
 ``phase``
     The label of :func:`dysonsgd.analysis.phase.classify_phases` against the expected one.
 
-Every check and its tolerance comes from the config's ``[validate]`` table (defaults in
-:data:`DEFAULT_TOLERANCES`); which cells each check applies to is configurable by phase
-(``[validate.applies]``), because the theory is not claimed to be equally accurate in every
-phase: see docs/validate.md for what was measured. Numbers only: reading configs, training and
-writing reports live in :mod:`dysonsgd.cli.validate`.
+Every check and its tolerance comes from the config's ``[validate]`` table, typed as a
+:class:`~dysonsgd.analysis.spec.ValidationSpec` (defaults in
+:data:`~dysonsgd.analysis.spec.DEFAULT_TOLERANCES`); which cells each check applies to is
+configurable by phase (``[validate.applies]``), because the theory is not claimed to be equally
+accurate in every phase: see docs/validate.md for what was measured. :func:`diagram_checks` adds
+the checks of a whole diagram (``[expect.diagram]``).
+
+:func:`evaluate` runs the pipeline (:func:`measure`, then :func:`predict_cell` per checked cell)
+and one function per family of checks (:func:`phase_check`, :func:`spacing_checks`,
+:func:`trajectory_checks`, :func:`verdict_check`, :func:`diagram_checks`); it returns an
+:class:`Outcome`. Numbers only: reading configs is :mod:`dysonsgd.runs.validation_config`, the
+report :mod:`dysonsgd.plots.report`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,60 +54,29 @@ import numpy as np
 from scipy import stats
 
 from dysonsgd._checks import InputError, grid_index
-from dysonsgd.analysis import predict
+from dysonsgd.analysis import phase, predict
+from dysonsgd.analysis.spec import PHASES, DiagramSpec, ExpectedPhases, ValidationSpec
+from dysonsgd.measure.spectrum import mean_level_spacing
 
 __all__ = [
-    "CHECKS",
-    "DEFAULT_APPLIES",
-    "DEFAULT_TOLERANCES",
+    "CellPrediction",
     "Check",
+    "Outcome",
+    "RunMeasurements",
     "diagram_checks",
     "evaluate",
+    "measure",
     "observed_convergence",
-    "parse_diagram_table",
-    "parse_expect_phases",
-    "parse_validate_table",
+    "phase_check",
+    "predict_cell",
+    "spacing_checks",
     "spacing_traces",
+    "trajectory_checks",
+    "verdict_check",
 ]
 
-#: every tolerance of the checks, with its default
-DEFAULT_TOLERANCES: dict[str, float] = {
-    "ks_alpha": 0.01,
-    "spacing_mean_ratio_max": 2.0,
-    "sde_mean_ratio_max": 2.5,
-    "trajectory_mean_max": 0.75,
-    "spread_ratio_max": 2.0,
-    "growth_threshold": 0.15,
-    "verdict_fraction_tolerance": 0.45,
-}
-
-#: the checks, in report order
-CHECKS = ("phase", "spacing_ks", "spacing_mean", "eigenvalue_mean", "eigenvalue_spread",
-          "convergence_verdict")
-
-PHASES = ("ordered", "high-temperature", "jamming")
-
-#: phases whose cells each check applies to, unless the config says otherwise
-DEFAULT_APPLIES: dict[str, tuple[str, ...]] = {
-    "phase": PHASES,
-    "spacing_ks": ("ordered", "jamming"),
-    "spacing_mean": PHASES,
-    "eigenvalue_mean": PHASES,
-    "eigenvalue_spread": PHASES,
-    # ordered cells: (4.15) under-predicts convergence at T = 2^-2 in 100-epoch runs (0.3-0.55 of
-    # the models against 0.95 observed; docs/validate.md), so it is reported, not checked, there
-    "convergence_verdict": ("high-temperature",),
-}
-
-#: options of the prediction, with defaults
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "start_snapshot": 1,
-    "paths_per_model": 5,
-    "steps_per_interval": 50,
-    "convention": "release",
-    "drift": "training",
-    "seed": 0,
-}
+#: where a check was made: (T, 1/sigma_W) of its cell, NaN for the whole diagram
+Where = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -122,116 +98,306 @@ class Check:
                 **self.details}
 
 
-def parse_validate_table(table: Mapping[str, Any] | None, where: str = "[validate]"
-                         ) -> tuple[dict[str, float], dict[str, tuple[str, ...]], dict[str, Any]]:
-    """Tolerances, per-check phases and prediction options from a ``[validate]`` table.
+def _check(name: str, at: Where, metric: float, tolerance: str, passed: bool,
+           **details: Any) -> Check:
+    return Check(name, at[0], at[1], float(metric), tolerance, bool(passed), details)
 
-    Raises
-    ------
-    ValueError
-        Naming the key and the reason, for unknown keys, wrong types or out-of-range values.
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`evaluate` found.
+
+    Attributes
+    ----------
+    checks : tuple of Check
+        In report order: per cell ``phase``, ``spacing_ks``, ``spacing_mean``,
+        ``eigenvalue_mean``, ``eigenvalue_spread``, ``convergence_verdict`` (those that apply to
+        its phase), then the diagram's.
+    cells : tuple of dict
+        Per checked cell: T, 1/sigma_W, expected and found phase, medians, spacing statistics,
+        (4.15) and observed converged fractions (plain numbers, ready for JSON).
+    traces : mapping (T, 1/sigma_W) -> dict
+        :func:`spacing_traces` of every predicted cell, for the report's figure.
+    options, tolerances, applies : mappings
+        The :class:`~dysonsgd.analysis.spec.ValidationSpec` the checks used.
     """
-    table = dict(table or {})
-    tol = dict(DEFAULT_TOLERANCES)
-    applies = dict(DEFAULT_APPLIES)
-    options = dict(DEFAULT_OPTIONS)
-    for key, value in table.items():
-        if key == "applies":
-            if not isinstance(value, Mapping):
-                raise InputError(f"{where} applies: must be a table of check = [phases]")
-            for check, phases in value.items():
-                if check not in CHECKS:
-                    raise InputError(f"{where}.applies {check}: unknown check (allowed: "
-                                     f"{', '.join(CHECKS)})")
-                if not isinstance(phases, list) or any(p not in PHASES for p in phases):
-                    raise InputError(f"{where}.applies {check}: must be a list of phases from "
-                                     f"{PHASES}, got {phases!r}")
-                applies[check] = tuple(phases)
-        elif key in DEFAULT_TOLERANCES:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InputError(f"{where} {key}: must be a number, got {value!r}")
-            value = float(value)
-            if key == "ks_alpha" and not 0 < value < 1:
-                raise InputError(f"{where} {key}: must lie in (0, 1), got {value}")
-            if key in ("spacing_mean_ratio_max", "sde_mean_ratio_max",
-                       "spread_ratio_max") and value < 1:
-                raise InputError(f"{where} {key}: must be >= 1, got {value}")
-            if key == "verdict_fraction_tolerance" and not 0 <= value <= 1:
-                raise InputError(f"{where} {key}: must lie in [0, 1], got {value}")
-            if key in ("trajectory_mean_max", "growth_threshold") and value <= 0:
-                raise InputError(f"{where} {key}: must be > 0, got {value}")
-            tol[key] = value
-        elif key in DEFAULT_OPTIONS:
-            expected = type(DEFAULT_OPTIONS[key])
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise InputError(f"{where} {key}: must be of type {expected.__name__}, "
-                                 f"got {value!r}")
-            if key == "convention" and value not in ("paper", "release"):
-                raise InputError(f"{where} {key}: must be 'paper' or 'release', got {value!r}")
-            if key == "drift" and value not in predict.DRIFT_SOURCES:
-                raise InputError(f"{where} {key}: must be one of {predict.DRIFT_SOURCES}, "
-                                 f"got {value!r}")
-            if key in ("paths_per_model", "steps_per_interval") and value < 1:
-                raise InputError(f"{where} {key}: must be >= 1, got {value}")
-            if key == "start_snapshot" and value < 0:
-                raise InputError(f"{where} {key}: must be >= 0, got {value}")
-            options[key] = value
-        else:
-            allowed = ", ".join([*DEFAULT_TOLERANCES, *DEFAULT_OPTIONS, "applies"])
-            raise InputError(f"{where} {key}: unknown key (allowed: {allowed})")
-    return tol, applies, options
+
+    checks: tuple[Check, ...]
+    cells: tuple[dict[str, Any], ...]
+    traces: Mapping[Where, dict[str, Any]]
+    options: Mapping[str, Any]
+    tolerances: Mapping[str, float]
+    applies: Mapping[str, tuple[str, ...]]
+
+    @property
+    def passed(self) -> bool:
+        """Every check passed."""
+        return all(c.passed for c in self.checks)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(not c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for ``--json`` (the traces left out)."""
+        return {"passed": self.passed, "checks": [c.as_dict() for c in self.checks],
+                "cells": [dict(c) for c in self.cells], "options": dict(self.options),
+                "tolerances": dict(self.tolerances),
+                "applies": {k: list(v) for k, v in self.applies.items()}}
 
 
-def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w,
-                        where: str = "[expect]") -> dict[tuple[int, int], str]:
-    """The expected phase of each checked cell from an ``[expect]`` table.
+# ------------------------------------------------------------------------------------------------
+# the pipeline: measure the run once, predict cell by cell
+# ------------------------------------------------------------------------------------------------
 
-    ``phases = [{temperature = T, inv_sigma_w = v, phase = "ordered"}, ...]``; each
-    (T, 1/sigma_W) must be a cell of the grid (``sigma_w = s`` may replace ``inv_sigma_w``).
+
+@dataclass(frozen=True)
+class RunMeasurements:
+    """What the checks of every cell read from a run, measured once.
+
+    Attributes
+    ----------
+    epochs : (n_snap,) snapshot epochs
+    coeffs : MeasuredCoefficients
+        K, V and the eigenvalues at every snapshot (:func:`dysonsgd.analysis.predict.measure_run`).
+    summary : dict
+        :func:`dysonsgd.analysis.phase.phase_summary`.
+    labels : (nT, nS) str
+        :func:`dysonsgd.analysis.phase.classify_phases`.
+    converged_415, fraction_415 : (nT, nS, nR) bool, (nT, nS)
+        (4.15) per model at the last snapshot and the converged fraction per cell
+        (:func:`dysonsgd.analysis.phase.signal_to_noise_convergence`).
+    observed_converged : (nT, nS, nR) bool
+        :func:`observed_convergence` of S.
+    """
+
+    epochs: np.ndarray
+    coeffs: predict.MeasuredCoefficients
+    summary: dict[str, np.ndarray]
+    labels: np.ndarray
+    converged_415: np.ndarray
+    fraction_415: np.ndarray
+    observed_converged: np.ndarray
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+def measure(result, spec: ValidationSpec, progress: Callable[[str], None] | None = None
+            ) -> RunMeasurements:
+    """K and V along training, the phases, (4.15) and the observed convergence of a run."""
+    say = progress or _quiet
+    say("measuring K and V along training")
+    coeffs = predict.measure_run(result, drift=spec.options["drift"])
+    say("classifying phases")
+    summary = phase.phase_summary(result)
+    labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
+                                   summary["diverged"])
+    converged, fraction = phase.signal_to_noise_convergence(result, spec.options["convention"],
+                                                            stats=coeffs.last)
+    observed = observed_convergence(coeffs.spacing, spec.tolerances["growth_threshold"])
+    return RunMeasurements(np.asarray(result.snapshot_epochs), coeffs, summary, labels,
+                           converged, fraction, observed)
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    """One cell's predictions next to its observations, from the start snapshot on.
+
+    ``R`` counts the cell's models that did not diverge, ``P`` the predicted paths.
+
+    Attributes
+    ----------
+    epochs : (n_t,) snapshot epochs
+    x_pred : masked (n_t, P, N)
+        Eigenvalues by Dyson Brownian motion (4.3).
+    x_obs : (R, n_t, N) observed eigenvalues
+    s_dbm : masked (n_t, P)
+        Mean level spacing S (4.5) of the (4.3) paths.
+    s_sde : masked (n_t, P)
+        S by the spacing SDE (4.8).
+    s_obs : (R, n_t) observed S
+    """
+
+    epochs: np.ndarray
+    x_pred: np.ma.MaskedArray
+    x_obs: np.ndarray
+    s_dbm: np.ma.MaskedArray
+    s_sde: np.ma.MaskedArray
+    s_obs: np.ndarray
+
+
+def predict_cell(run: RunMeasurements, cell: tuple[int, int],
+                 options: Mapping[str, Any]) -> CellPrediction:
+    """Integrate (4.3) and (4.8) for the models of one cell (``options`` of a ValidationSpec)."""
+    i_t, i_s = cell
+    start = options["start_snapshot"]
+    kw = {"start": start, "paths_per_model": options["paths_per_model"],
+          "steps_per_interval": options["steps_per_interval"], "seed": options["seed"]}
+    _, x_pred, _ = predict.predict_eigenvalues(run.coeffs, cell, **kw)
+    _, s_pred, _ = predict.predict_spacing(run.coeffs, cell, **kw)
+    keep = ~run.coeffs.diverged[i_t, i_s]
+    return CellPrediction(epochs=run.epochs[start:], x_pred=x_pred,
+                          x_obs=run.coeffs.eigenvalues[i_t, i_s, keep, start:],
+                          s_dbm=mean_level_spacing(x_pred, ascending=True),
+                          s_sde=s_pred[..., 0], s_obs=run.coeffs.spacing[i_t, i_s, keep, start:])
+
+
+def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | None = None, *,
+             diagram: DiagramSpec | None = None,
+             progress: Callable[[str], None] | None = None) -> Outcome:
+    """Run every check of the module docstring on ``result``.
+
+    Parameters
+    ----------
+    result : dysonsgd.train.ensemble.EnsembleResult
+    expected_phases : mapping (i_T, i_S) -> phase label
+        The cells to check and the phase each should be in (cells absent are not checked).
+    spec : ValidationSpec, optional
+        Tolerances, applies and prediction options (default: the defaults).
+    diagram : DiagramSpec, optional
+        Checks of the whole phase diagram (:func:`diagram_checks`).
+    progress : callable, optional
+        Called with a short message before each stage (the CLI prints it).
+    """
+    spec = ValidationSpec() if spec is None else spec
+    tol, applies, options = spec
+    say = progress or _quiet
+    n_snap = len(result.snapshot_epochs)
+    if not options["start_snapshot"] < n_snap - 1:
+        raise InputError(f"[validate] start_snapshot: must be < {n_snap - 1} (the run has "
+                         f"{n_snap} snapshots), got {options['start_snapshot']}")
+    for cell, label in expected_phases.items():
+        if label not in PHASES:
+            raise InputError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
+                             f"{label!r}")
+    run = measure(result, spec, say)
+    checks: list[Check] = []
+    cells: list[dict[str, Any]] = []
+    traces: dict[Where, dict[str, Any]] = {}
+    for (i_t, i_s), expected in expected_phases.items():
+        at = (float(result.temperature[i_t]), float(1.0 / result.sigma_w[i_s]))
+        keep = ~run.coeffs.diverged[i_t, i_s]
+        info: dict[str, Any] = {
+            "temperature": at[0], "inv_sigma_w": at[1], "expected_phase": expected,
+            "phase": str(run.labels[i_t, i_s]), "diverged_fraction": float(1 - keep.mean()),
+            "test_loss_median": float(np.nanmedian(run.summary["test_loss"][i_t, i_s])),
+            "feature_correlation_median":
+                float(np.nanmedian(run.summary["feature_correlation"][i_t, i_s])),
+        }
+        cells.append(info)
+        found = [phase_check(run.labels[i_t, i_s], expected, at)]
+        if keep.any():
+            say(f"integrating (4.3) and (4.8) at T = {at[0]:g}, 1/sigma_W = {at[1]:g}")
+            pred = predict_cell(run, (i_t, i_s), options)
+            for family in (spacing_checks, trajectory_checks):
+                metrics, more = family(pred, tol, at)
+                info.update(metrics)
+                found += more
+            traces[at] = spacing_traces(pred.epochs, pred.s_obs, pred.s_dbm, pred.s_sde)
+            metrics, verdict = verdict_check(run.converged_415[i_t, i_s, keep],
+                                             run.observed_converged[i_t, i_s, keep], tol, at)
+            info.update(metrics)
+            found.append(verdict)
+        checks += [c for c in found if expected in applies[c.name]]
+    if diagram is not None:
+        fraction = np.where(run.coeffs.diverged.all(axis=-1), np.nan, run.fraction_415)
+        checks += diagram_checks(diagram, result.temperature, 1.0 / result.sigma_w, run.labels,
+                                 run.summary["test_loss"], run.summary["feature_correlation"],
+                                 fraction)
+    return Outcome(tuple(checks), tuple(cells), traces, options, tol, applies)
+
+
+# ------------------------------------------------------------------------------------------------
+# the checks of one cell, family by family
+# ------------------------------------------------------------------------------------------------
+
+
+def phase_check(label: str, expected: str, at: Where) -> Check:
+    """``phase``: the label of :func:`dysonsgd.analysis.phase.classify_phases` is the expected
+    one."""
+    return _check("phase", at, float(label == expected), f"== {expected}", label == expected,
+                  observed=str(label))
+
+
+def _compare_spacing(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, float]:
+    """KS distance, KS p-value, and Wasserstein distance in units of the observed spread."""
+    ks = stats.ks_2samp(pred, obs)
+    wasserstein = stats.wasserstein_distance(pred, obs) / max(obs.std(), 1e-300)
+    return float(ks.statistic), float(ks.pvalue), float(wasserstein)
+
+
+def spacing_checks(pred: CellPrediction, tolerances: Mapping[str, float], at: Where
+                   ) -> tuple[dict[str, Any], list[Check]]:
+    """``spacing_ks`` and ``spacing_mean``: the distribution and the mean of S (4.5).
 
     Returns
     -------
-    dict (i_T, i_S) -> phase label
+    metrics : dict for the cell's row (KS and Wasserstein distances at every snapshot after
+        the start, the means of S at the last one, the number of broken paths)
+    checks : [spacing_ks, spacing_mean]
     """
-    expect = dict(expect or {})
-    unknown = set(expect) - {"phases", "diagram"}
-    if unknown:
-        raise InputError(f"{where} {sorted(unknown)[0]}: unknown key (allowed: phases, diagram)")
-    entries = expect.get("phases", [])
-    if not isinstance(entries, list):
-        raise InputError(f"{where} phases: must be an array of tables")
-    temperature = np.asarray(temperature, dtype=float)
-    sigma_w = np.asarray(sigma_w, dtype=float)
-    out: dict[tuple[int, int], str] = {}
-    for k, entry in enumerate(entries):
-        here = f"{where} phases[{k}]"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{here}: must be a table {{temperature, inv_sigma_w, phase}}")
-        extra = set(entry) - {"temperature", "inv_sigma_w", "sigma_w", "phase"}
-        if extra:
-            raise InputError(f"{here} {sorted(extra)[0]}: unknown key (allowed: temperature, "
-                             "inv_sigma_w, sigma_w, phase)")
-        if entry.get("phase") not in PHASES:
-            raise InputError(f"{here} phase: must be one of {PHASES}, got "
-                             f"{entry.get('phase')!r}")
-        if ("inv_sigma_w" in entry) == ("sigma_w" in entry):
-            raise InputError(f"{here}: give exactly one of inv_sigma_w and sigma_w")
-        try:
-            t = float(entry["temperature"])
-            s = (1.0 / float(entry["inv_sigma_w"]) if "inv_sigma_w" in entry
-                 else float(entry["sigma_w"]))
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise InputError(f"{here}: temperature and inv_sigma_w must be numbers ({exc})"
-                             ) from None
-        i_t, i_s = grid_index(temperature, t), grid_index(sigma_w, s)
-        if i_t is None:
-            raise InputError(f"{here} temperature: {t:g} is not in the grid "
-                             f"{temperature.tolist()}")
-        if i_s is None:
-            raise InputError(f"{here} inv_sigma_w: {1 / s:g} is not in the grid "
-                             f"{(1 / sigma_w).tolist()}")
-        out[(i_t, i_s)] = str(entry["phase"])
-    return out
+    by_snap = [_compare_spacing(np.ma.compressed(pred.s_dbm[k]), pred.s_obs[:, k])
+               for k in range(1, pred.s_obs.shape[1])]
+    ks_d, ks_p, wass = by_snap[-1]
+    s_dbm = np.ma.compressed(pred.s_dbm[-1])
+    s_sde = np.ma.compressed(pred.s_sde[-1])
+    s_obs = pred.s_obs[:, -1]
+    ratio_dbm = float(s_dbm.mean() / s_obs.mean())
+    ratio_sde = float(s_sde.mean() / s_obs.mean())
+    metrics = {
+        "spacing_epochs": [int(e) for e in pred.epochs[1:]],
+        "spacing_ks_by_snapshot": [d for d, _, _ in by_snap],
+        "spacing_wasserstein_by_snapshot": [w for _, _, w in by_snap],
+        "spacing_observed_mean": float(s_obs.mean()),
+        "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
+        "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
+        "spacing_wasserstein_over_sd": wass,
+        "broken_paths": int(np.ma.getmaskarray(pred.x_pred)[-1].any(-1).sum()),
+    }
+    alpha = tolerances["ks_alpha"]
+    r, r_sde = tolerances["spacing_mean_ratio_max"], tolerances["sde_mean_ratio_max"]
+    worst_dbm = max(ratio_dbm, 1 / ratio_dbm)
+    worst_sde = max(ratio_sde, 1 / ratio_sde)
+    return metrics, [
+        _check("spacing_ks", at, ks_p, f"p >= {alpha:g}", ks_p >= alpha, ks_distance=ks_d,
+               wasserstein_over_sd=wass),
+        _check("spacing_mean", at, worst_dbm, f"<= {r:g} (DBM), <= {r_sde:g} (4.8)",
+               worst_dbm <= r and worst_sde <= r_sde, dbm_ratio=ratio_dbm, sde_ratio=ratio_sde),
+    ]
+
+
+def trajectory_checks(pred: CellPrediction, tolerances: Mapping[str, float], at: Where
+                      ) -> tuple[dict[str, Any], list[Check]]:
+    """``eigenvalue_mean`` and ``eigenvalue_spread``: the eigenvalue trajectories x_i(t).
+
+    The ensemble mean of every level against the observed one relative to the observed width
+    x_N - x_1, and the spread of the largest level, at every snapshot after the start (which
+    is shared by construction).
+
+    Returns
+    -------
+    metrics : dict (worst relative mean error, worst spread ratio, fraction of paths with
+        x_1 < 0 at the end, the final relative error of each level)
+    checks : [eigenvalue_mean, eigenvalue_spread]
+    """
+    mean_obs, sd_obs = pred.x_obs.mean(axis=0), pred.x_obs.std(axis=0)  # (n_t, N)
+    mean_pred = pred.x_pred.mean(axis=1).filled(np.nan)
+    sd_pred = pred.x_pred.std(axis=1).filled(np.nan)
+    later = slice(1, None)
+    width = mean_obs[later, -1] - mean_obs[later, 0]
+    rel = np.abs(mean_pred[later] - mean_obs[later]) / np.maximum(width, 1e-300)[:, None]
+    mean_worst = float(np.nanmax(rel))
+    top = sd_pred[later, -1] / np.maximum(sd_obs[later, -1], 1e-300)
+    spread_worst = float(np.nanmax(np.maximum(top, 1 / top)))
+    negative = float(np.mean(np.ma.filled(pred.x_pred[-1, :, 0], np.nan) < 0))
+    metrics = {"trajectory_mean_worst": mean_worst, "top_spread_ratio_worst": spread_worst,
+               "negative_fraction": negative, "level_mean_error_final": rel[-1].tolist()}
+    m, s = tolerances["trajectory_mean_max"], tolerances["spread_ratio_max"]
+    return metrics, [_check("eigenvalue_mean", at, mean_worst, f"<= {m:g}", mean_worst <= m),
+                     _check("eigenvalue_spread", at, spread_worst, f"<= {s:g}",
+                            spread_worst <= s)]
 
 
 def observed_convergence(spacing: np.ndarray, growth_threshold: float) -> np.ndarray:
@@ -247,203 +413,27 @@ def observed_convergence(spacing: np.ndarray, growth_threshold: float) -> np.nda
     return spacing[..., -1] / spacing[..., half] - 1.0 <= growth_threshold
 
 
-def _compare_spacing(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, float]:
-    """KS distance, KS p-value, and Wasserstein distance in units of the observed spread."""
-    ks = stats.ks_2samp(pred, obs)
-    wasserstein = stats.wasserstein_distance(pred, obs) / max(obs.std(), 1e-300)
-    return float(ks.statistic), float(ks.pvalue), float(wasserstein)
+def verdict_check(converged_415: np.ndarray, observed: np.ndarray,
+                  tolerances: Mapping[str, float], at: Where) -> tuple[dict[str, Any], Check]:
+    """``convergence_verdict``: the fraction of a cell's models converged by (4.15) against the
+    fraction observed to converge (:func:`observed_convergence`), both (R,) bool."""
+    agree = float(np.mean(converged_415 == observed))
+    gap = float(abs(converged_415.mean() - observed.mean()))
+    metrics = {"converged_415_fraction": float(converged_415.mean()),
+               "observed_converged_fraction": float(observed.mean()),
+               "verdict_agreement": agree}
+    tol = tolerances["verdict_fraction_tolerance"]
+    return metrics, _check("convergence_verdict", at, gap, f"<= {tol:g}", gap <= tol,
+                           converged_415=float(converged_415.mean()),
+                           observed_converged=float(observed.mean()), per_model_agreement=agree)
 
 
-def evaluate(result, expected_phases: Mapping[tuple[int, int], str], validate_table=None,
-             progress=None, diagram: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run every check of the module docstring on ``result``.
-
-    Parameters
-    ----------
-    result : dysonsgd.train.ensemble.EnsembleResult
-    expected_phases : mapping (i_T, i_S) -> phase label
-        The cells to check and the phase each should be in (cells absent are not checked).
-    validate_table : mapping, optional
-        The config's ``[validate]`` table (:func:`parse_validate_table`).
-    progress : callable, optional
-        Called with a short message before each stage (the CLI prints it).
-    diagram : mapping, optional
-        The config's ``[expect.diagram]`` table: checks of the whole phase diagram
-        (:func:`diagram_checks`).
-
-    Returns
-    -------
-    dict with ``checks`` (list of :class:`Check`), ``cells`` (per-cell metrics: phases,
-    fractions, spacing statistics), ``options`` and ``tolerances``.
-    """
-    from dysonsgd.analysis import phase  # above the SDE layer, imported lazily
-    from dysonsgd.theory import boundaries
-
-    tol, applies, options = parse_validate_table(validate_table)
-    say = progress or (lambda msg: None)
-    n_snap = len(result.snapshot_epochs)
-    if not options["start_snapshot"] < n_snap - 1:
-        raise InputError(f"[validate] start_snapshot: must be < {n_snap - 1} (the run has "
-                         f"{n_snap} snapshots), got {options['start_snapshot']}")
-    for cell, label in expected_phases.items():
-        if label not in PHASES:
-            raise InputError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
-                             f"{label!r}")
-    say("measuring K and V along training")
-    coeffs = predict.measure_run(result, drift=options["drift"])
-    say("classifying phases")
-    summary = phase.phase_summary(result)
-    labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
-                                   summary["diverged"])
-    k_s, v_s = phase.spacing_coefficients_for(coeffs.last, options["convention"])
-    converged_415 = boundaries.convergence_criterion(
-        k_s, v_s, result.temperature[:, None, None],
-        result.sigma_w[None, :, None], widths=result.config.widths,
-        convention=options["convention"])
-    observed = observed_convergence(coeffs.spacing, tol["growth_threshold"])
-    checks: list[Check] = []
-    cells: list[dict[str, Any]] = []
-    traces: dict[tuple[float, float], dict[str, Any]] = {}
-    for (i_t, i_s), expected in expected_phases.items():
-        temp, inv = float(result.temperature[i_t]), float(1.0 / result.sigma_w[i_s])
-        keep = ~coeffs.diverged[i_t, i_s]
-        cell_info: dict[str, Any] = {
-            "temperature": temp, "inv_sigma_w": inv, "expected_phase": expected,
-            "phase": str(labels[i_t, i_s]), "diverged_fraction": float(1 - keep.mean()),
-            "test_loss_median": float(np.nanmedian(summary["test_loss"][i_t, i_s])),
-            "feature_correlation_median":
-                float(np.nanmedian(summary["feature_correlation"][i_t, i_s])),
-        }
-        cells.append(cell_info)
-
-        def add(name: str, metric: float, tolerance: str, passed: bool, _cell=cell_info,
-                _expected=expected, **details) -> None:
-            if _expected in applies[name]:
-                checks.append(Check(name, _cell["temperature"], _cell["inv_sigma_w"],
-                                    float(metric), tolerance, bool(passed), details))
-
-        add("phase", float(labels[i_t, i_s] == expected), f"== {expected}",
-            labels[i_t, i_s] == expected, observed=str(labels[i_t, i_s]))
-        if not keep.any():
-            continue
-        say(f"integrating (4.3) and (4.8) at T = {temp:g}, 1/sigma_W = {inv:g}")
-        kw = {"start": options["start_snapshot"], "paths_per_model": options["paths_per_model"],
-              "steps_per_interval": options["steps_per_interval"], "seed": options["seed"]}
-        _, x_pred, _ = predict.predict_eigenvalues(coeffs, (i_t, i_s), **kw)
-        _, s_pred, _ = predict.predict_spacing(coeffs, (i_t, i_s), **kw)
-        n = x_pred.shape[-1]
-        s_dbm_t = (x_pred[..., -1] - x_pred[..., 0]) / (n - 1)  # (n_t, paths), masked
-        s_obs_t = coeffs.spacing[i_t, i_s, keep, options["start_snapshot"]:]  # (models, n_t)
-        by_snap = [_compare_spacing(np.ma.compressed(s_dbm_t[k]), s_obs_t[:, k])
-                   for k in range(1, s_obs_t.shape[1])]
-        ks_d, ks_p, wass = by_snap[-1]
-        s_dbm = np.ma.compressed(s_dbm_t[-1])
-        s_sde = np.ma.compressed(s_pred[-1, :, 0])
-        s_obs = s_obs_t[:, -1]
-        ratio_dbm = float(s_dbm.mean() / s_obs.mean())
-        ratio_sde = float(s_sde.mean() / s_obs.mean())
-        cell_info.update({
-            "spacing_epochs": [int(e) for e in
-                               result.snapshot_epochs[options["start_snapshot"] + 1:]],
-            "spacing_ks_by_snapshot": [d for d, _, _ in by_snap],
-            "spacing_wasserstein_by_snapshot": [w for _, _, w in by_snap],
-            "spacing_observed_mean": float(s_obs.mean()),
-            "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
-            "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
-            "spacing_wasserstein_over_sd": wass,
-            "broken_paths": int(np.ma.getmaskarray(x_pred)[-1].any(-1).sum()),
-        })
-        add("spacing_ks", ks_p, f"p >= {tol['ks_alpha']:g}", ks_p >= tol["ks_alpha"],
-            ks_distance=ks_d, wasserstein_over_sd=wass)
-        r, r_sde = tol["spacing_mean_ratio_max"], tol["sde_mean_ratio_max"]
-        worst_dbm = max(ratio_dbm, 1 / ratio_dbm)
-        worst_sde = max(ratio_sde, 1 / ratio_sde)
-        add("spacing_mean", worst_dbm, f"<= {r:g} (DBM), <= {r_sde:g} (4.8)",
-            worst_dbm <= r and worst_sde <= r_sde, dbm_ratio=ratio_dbm, sde_ratio=ratio_sde)
-        # eigenvalue trajectories: ensemble mean and spread per level and snapshot
-        obs = coeffs.eigenvalues[i_t, i_s, keep, options["start_snapshot"]:]  # (R, n_t, N)
-        mean_obs, sd_obs = obs.mean(axis=0), obs.std(axis=0)
-        mean_pred, sd_pred = x_pred.mean(axis=1).filled(np.nan), x_pred.std(axis=1).filled(np.nan)
-        later = slice(1, None)  # the start snapshot is shared by construction
-        width = mean_obs[later, -1] - mean_obs[later, 0]
-        rel = np.abs(mean_pred[later] - mean_obs[later]) / np.maximum(width, 1e-300)[:, None]
-        mean_worst = float(np.nanmax(rel))
-        top = sd_pred[later, -1] / np.maximum(sd_obs[later, -1], 1e-300)
-        spread_worst = float(np.nanmax(np.maximum(top, 1 / top)))
-        negative = float(np.mean(np.ma.filled(x_pred[-1, :, 0], np.nan) < 0))
-        cell_info.update({"trajectory_mean_worst": mean_worst,
-                          "top_spread_ratio_worst": spread_worst,
-                          "negative_fraction": negative,
-                          "level_mean_error_final": rel[-1].tolist()})
-        add("eigenvalue_mean", mean_worst, f"<= {tol['trajectory_mean_max']:g}",
-            mean_worst <= tol["trajectory_mean_max"])
-        add("eigenvalue_spread", spread_worst, f"<= {tol['spread_ratio_max']:g}",
-            spread_worst <= tol["spread_ratio_max"])
-        traces[(temp, inv)] = spacing_traces(
-            result.snapshot_epochs[options["start_snapshot"]:], s_obs_t, s_dbm_t,
-            s_pred[..., 0])
-        verdict = converged_415[i_t, i_s, keep]
-        seen = observed[i_t, i_s, keep]
-        agree = float(np.mean(verdict == seen))
-        gap = float(abs(verdict.mean() - seen.mean()))
-        cell_info.update({"converged_415_fraction": float(verdict.mean()),
-                          "observed_converged_fraction": float(seen.mean()),
-                          "verdict_agreement": agree})
-        add("convergence_verdict", gap, f"<= {tol['verdict_fraction_tolerance']:g}",
-            gap <= tol["verdict_fraction_tolerance"], converged_415=float(verdict.mean()),
-            observed_converged=float(seen.mean()), per_model_agreement=agree)
-    if diagram:
-        fraction = np.where(coeffs.diverged.all(axis=-1), np.nan,
-                            np.mean(converged_415 & ~coeffs.diverged, axis=-1))
-        checks.extend(diagram_checks(diagram, result.temperature, 1.0 / result.sigma_w, labels,
-                                     summary["test_loss"], summary["feature_correlation"],
-                                     fraction))
-    return {"checks": checks, "cells": cells, "traces": traces, "options": options,
-            "tolerances": tol,
-            "applies": {k: list(v) for k, v in applies.items()},
-            "passed": all(c.passed for c in checks)}
+# ------------------------------------------------------------------------------------------------
+# the whole diagram
+# ------------------------------------------------------------------------------------------------
 
 
-DIAGRAM_KEYS = ("ordered_corner", "loss_ratio_min", "transition", "jamming_region",
-                "feature_correlation_min", "signal_to_noise_level", "separation_min")
-
-
-def parse_diagram_table(table: Mapping[str, Any], where: str = "[expect.diagram]"
-                        ) -> dict[str, Any]:
-    """Check an ``[expect.diagram]`` table (keys of :func:`diagram_checks`)."""
-    table = dict(table)
-    for key in table:
-        if key not in DIAGRAM_KEYS:
-            raise InputError(f"{where} {key}: unknown key (allowed: {', '.join(DIAGRAM_KEYS)})")
-    for key in ("ordered_corner", "jamming_region"):
-        box = table.get(key)
-        if box is not None and (not isinstance(box, Mapping) or set(box) - {
-                "temperature_max", "temperature_min", "inv_sigma_w_max", "inv_sigma_w_min"}):
-            raise InputError(f"{where} {key}: must be a table of temperature_min/max, "
-                             "inv_sigma_w_min/max")
-    tr = table.get("transition")
-    if tr is not None:
-        between = tr.get("between") if isinstance(tr, Mapping) else None
-        if (not isinstance(between, list) or len(between) != 2 or not between[0] < between[1]
-                or "inv_sigma_w" not in tr):
-            raise InputError(f"{where} transition: must be {{inv_sigma_w = v, between = [T_lo, "
-                             "T_hi]}} with T_lo < T_hi")
-    for key in ("loss_ratio_min", "feature_correlation_min", "signal_to_noise_level",
-                "separation_min"):
-        if key in table and (isinstance(table[key], bool)
-                             or not isinstance(table[key], int | float) or table[key] <= 0):
-            raise InputError(f"{where} {key}: must be a positive number, got {table[key]!r}")
-    return table
-
-
-def _box(box: Mapping[str, float], temperature: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    t, v = temperature[:, None], inv[None, :]
-    lo_t, hi_t = box.get("temperature_min", -np.inf), box.get("temperature_max", np.inf)
-    lo_v, hi_v = box.get("inv_sigma_w_min", -np.inf), box.get("inv_sigma_w_max", np.inf)
-    return (t >= lo_t) & (t <= hi_t) & (v >= lo_v) & (v <= hi_v)
-
-
-def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: np.ndarray,
+def diagram_checks(spec: DiagramSpec, temperature, inv_sigma_w, labels: np.ndarray,
                    test_loss: np.ndarray, feature_correlation: np.ndarray,
                    converged_fraction: np.ndarray) -> list[Check]:
     """Qualitative checks of a whole (T, 1/sigma_W) diagram, as stated in the paper.
@@ -461,44 +451,40 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
     Arrays are (nT, nS) cell values, except ``test_loss`` and ``feature_correlation`` (nT, nS,
     nR) per model. Checks are reported at T = 1/sigma_W = NaN (they concern the whole grid).
     """
-    table = parse_diagram_table(table)
     temperature = np.asarray(temperature, dtype=float)
     inv = np.asarray(inv_sigma_w, dtype=float)
     loss = np.nanmedian(test_loss, axis=-1)
     g = np.nanmedian(feature_correlation, axis=-1)
     out: list[Check] = []
     nan = float("nan")
-    if "loss_ratio_min" in table and "ordered_corner" in table:
-        corner = _box(table["ordered_corner"], temperature, inv)
+    if spec.loss_ratio_min is not None and spec.ordered_corner is not None:
+        corner = spec.ordered_corner.mask(temperature, inv)
         regions = [loss[labels == name] for name in ("high-temperature", "jamming")]
         regions = [r for r in regions if r.size]
         if corner.any() and regions:
             ratio = float(min(np.nanmedian(r) for r in regions) / np.nanmedian(loss[corner]))
             out.append(Check("diagram_loss_ratio", nan, nan, ratio,
-                             f">= {table['loss_ratio_min']:g}",
-                             ratio >= table["loss_ratio_min"],
+                             f">= {spec.loss_ratio_min:g}", ratio >= spec.loss_ratio_min,
                              {"corner_cells": int(corner.sum())}))
-    if "transition" in table:
-        tr = table["transition"]
-        row = grid_index(inv, tr["inv_sigma_w"])
-        lo, hi = tr["between"]
+    if spec.transition is not None:
+        row = grid_index(inv, spec.transition.inv_sigma_w)
+        lo, hi = spec.transition.between
         if row is not None:
             col = labels[:, row]
             ok = bool(np.all(col[temperature <= lo] == "ordered")
                       and np.all(col[temperature >= hi] == "high-temperature"))
-            out.append(Check("diagram_transition", nan, float(tr["inv_sigma_w"]), float(ok),
-                             f"ordered at T <= {lo:g}, high-temperature at T >= {hi:g}", ok,
-                             {"labels": [str(x) for x in col]}))
-    if "jamming_region" in table and "feature_correlation_min" in table:
-        box = _box(table["jamming_region"], temperature, inv)
+            out.append(Check("diagram_transition", nan, float(spec.transition.inv_sigma_w),
+                             float(ok), f"ordered at T <= {lo:g}, high-temperature at T >= "
+                             f"{hi:g}", ok, {"labels": [str(x) for x in col]}))
+    if spec.jamming_region is not None and spec.feature_correlation_min is not None:
+        box = spec.jamming_region.mask(temperature, inv)
         if box.any():
             low = float(np.nanmin(g[box]))
             out.append(Check("diagram_jamming_memory", nan, nan, low,
-                             f">= {table['feature_correlation_min']:g}",
-                             low >= table["feature_correlation_min"],
-                             {"cells": int(box.sum())}))
-    if "signal_to_noise_level" in table:
-        level = table["signal_to_noise_level"]
+                             f">= {spec.feature_correlation_min:g}",
+                             low >= spec.feature_correlation_min, {"cells": int(box.sum())}))
+    if spec.signal_to_noise_level is not None:
+        level = spec.signal_to_noise_level
         rows = np.any(labels == "ordered", axis=0)
         ordered = (labels == "ordered") & rows[None, :]
         hot = (labels == "high-temperature") & rows[None, :]
@@ -507,7 +493,7 @@ def diagram_checks(table: Mapping[str, Any], temperature, inv_sigma_w, labels: n
         total = int(ordered.sum() + hot.sum())
         if total:
             frac = float(right / total)
-            need = table.get("separation_min", 1.0)
+            need = spec.separation_min
             out.append(Check("diagram_signal_to_noise", nan, nan, frac, f">= {need:g}",
                              frac >= need, {"level": level, "cells": total}))
     return out

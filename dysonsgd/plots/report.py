@@ -1,7 +1,10 @@
 """The Markdown report and figures of ``dysonsgd validate`` (I/O at the edge: matplotlib, files).
 
-:func:`write_report` takes the dict of :func:`dysonsgd.analysis.validation.evaluate` (checks, cells
-and per-cell S(t) traces) and writes ``report.md`` with PNG and PDF figures into a directory.
+:func:`write_report` takes the :class:`~dysonsgd.analysis.validation.Outcome` of
+:func:`dysonsgd.analysis.validation.evaluate` (checks, cells and per-cell S(t) traces) and writes
+``report.md`` with PNG and PDF figures into a directory. Figures are
+:class:`matplotlib.figure.Figure` objects saved by :func:`dysonsgd.plots.figures.save_figure`,
+as everywhere in :mod:`dysonsgd.plots` (no pyplot, no global state).
 """
 
 from __future__ import annotations
@@ -10,19 +13,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
 
-def _figure_spacing(traces: Mapping[tuple[float, float], Any], path: Path) -> list[Path]:
-    import matplotlib
+from dysonsgd.analysis.validation import Outcome
+from dysonsgd.plots.figures import save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+__all__ = ["figure_spacing", "write_report"]
 
+
+def figure_spacing(traces: Mapping[tuple[float, float], Any]) -> Figure | None:
+    """S(t) of every predicted cell: training against (4.3) and (4.8), mean and one standard
+    deviation (:func:`dysonsgd.analysis.validation.spacing_traces`); None without traces."""
     keys = [k for k in traces if traces[k] is not None]
     if not keys:
-        return []
+        return None
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    fig = Figure(figsize=(3.2 * ncol, 2.6 * nrow), layout="tight")
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
         tr = traces[key]
         t = tr["epochs"]
@@ -38,28 +46,30 @@ def _figure_spacing(traces: Mapping[tuple[float, float], Any], path: Path) -> li
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return out
+    return fig
 
 
-def write_report(outcome: Mapping[str, Any], out_dir: str | Path, title: str,
-                 wall_time: float) -> Path:
+def write_report(outcome: Outcome, out_dir: str | Path, title: str, wall_time: float) -> Path:
     """Write ``report.md`` and ``spacing.png``/``.pdf`` into ``out_dir``; return the report path.
 
     Parameters
     ----------
-    outcome : the dict of :func:`dysonsgd.analysis.validation.evaluate`; its ``traces`` are
+    outcome : Outcome
+        Of :func:`dysonsgd.analysis.validation.evaluate`; its ``traces`` are
         {(T, 1/sigma_W): {"epochs": (n_t,), "observed"/"dbm"/"sde": (mean, sd)}}
+    out_dir : path
+        Created if missing.
+    title : str
+        The config's name.
+    wall_time : float
+        Seconds the validation took, for the report.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figs = _figure_spacing(outcome["traces"], out_dir / "spacing")
-    checks = outcome["checks"]
-    n_fail = sum(not c.passed for c in checks)
+    fig = figure_spacing(outcome.traces)
+    figs = [] if fig is None else save_figure(fig, out_dir, "spacing", ("png", "pdf"), dpi=120)
+    checks = outcome.checks
+    n_fail = outcome.n_failed
     lines = [f"# dysonsgd validate: {title}", "",
              f"{len(checks) - n_fail} of {len(checks)} checks PASS"
              + (f", {n_fail} FAIL" if n_fail else "") + f"; wall time {wall_time:.1f} s.", "",
@@ -77,7 +87,7 @@ def write_report(outcome: Mapping[str, Any], out_dir: str | Path, title: str,
         v = c.get(key)
         return "-" if v is None else format(v, fmt)
 
-    for c in outcome["cells"]:
+    for c in outcome.cells:
         lines.append(
             f"| {c['temperature']:g} | {c['inv_sigma_w']:g} | {c['expected_phase']} | "
             f"{c['phase']} | {f(c, 'test_loss_median')} | {f(c, 'feature_correlation_median')} "
@@ -86,14 +96,14 @@ def write_report(outcome: Mapping[str, Any], out_dir: str | Path, title: str,
             f"{f(c, 'negative_fraction', '.2f')} | "
             f"{f(c, 'converged_415_fraction', '.2f')} | "
             f"{f(c, 'observed_converged_fraction', '.2f')} |")
-    opts = outcome["options"]
+    opts = outcome.options
     lines += ["", "## Method", "",
               f"Predictions start at snapshot {opts['start_snapshot']} from each model's own "
               f"eigenvalues, with {opts['paths_per_model']} Brownian paths per model and "
               f"{opts['steps_per_interval']} steps between snapshots; the drift K comes from the "
               f"{opts['drift']} data, the (4.15) verdict uses the {opts['convention']} "
               "convention. Tolerances: "
-              + ", ".join(f"{k} = {v:g}" for k, v in outcome["tolerances"].items()) + ".", ""]
+              + ", ".join(f"{k} = {v:g}" for k, v in outcome.tolerances.items()) + ".", ""]
     if figs:
         lines += ["## Mean level spacing: training against the SDEs", "",
                   f"![S(t): mean and one standard deviation]({figs[0].name})", ""]

@@ -1,8 +1,13 @@
 """Sweep and validation configs: one TOML schema for ``dysonsgd sweep`` and ``dysonsgd validate``.
 
 A config names a grid of teacher-student ensembles (section 3.1 of the paper) and how to train
-it; a *validation* config is a sweep config plus its expectations (the free-form ``[expect]`` and
-``[validate]`` tables, which :mod:`dysonsgd.analysis.validation` reads and the sweep ignores)::
+it; a *validation* config is a sweep config plus its expectations, the ``[expect]`` and
+``[validate]`` tables. :func:`load_config` reads the sweep part into a :class:`SweepConfig` and
+keeps those two tables as they are (a sweep ignores them);
+:func:`dysonsgd.runs.validation_config.load_validation_config` reads the whole file, those tables
+into the typed values of :mod:`dysonsgd.analysis.spec` that :mod:`dysonsgd.analysis.validation`
+checks with. This module holds the schema's shared parts (:class:`ConfigError`, the value
+checks, reading TOML)::
 
     name = "quick"                      # optional
     description = "..."                 # optional
@@ -24,12 +29,25 @@ it; a *validation* config is a sweep config plus its expectations (the free-form
     divergence_threshold = 100.0
     dtype = "float32"                   # float32 | float64
 
-    [expect]                            # free-form
-    [validate]                          # free-form
+    [expect]                            # validation: the cells to check (free-form for a sweep)
+    phases = [{temperature = 0.03125, inv_sigma_w = 8.0, phase = "ordered"}]
+    [expect.diagram]                    # optional: checks of the whole diagram
+    ordered_corner = {temperature_max = 0.0625, inv_sigma_w_min = 1.0}
+    loss_ratio_min = 100                # and transition, jamming_region,
+                                        # feature_correlation_min, signal_to_noise_level,
+                                        # separation_min
+    [validate]                          # validation: tolerances, prediction options
+    ks_alpha = 0.01                     # ... every key of analysis.spec.DEFAULT_TOLERANCES
+    paths_per_model = 5                 # ... and of DEFAULT_OPTIONS
+    applies = {spacing_ks = ["ordered", "jamming"]}   # phases each check covers
 
 Every problem is reported before any training as a :class:`ConfigError` naming the file, the
 table, the key and the reason, e.g.
 ``quick.toml: [grid] temprature: unknown key (allowed: temperature, inv_sigma_w, sigma_w, seeds)``.
+
+The configs of the folder ``validation/`` ship in the package as ``dysonsgd.configs``:
+:func:`bundled_configs` lists them, :func:`bundled_config` gives one by name and
+:func:`find_config` takes a path or a bundled name.
 """
 
 from __future__ import annotations
@@ -39,15 +57,26 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path, PurePath
 from typing import Any
 
+import numpy as np
 import tomllib
 
 from dysonsgd._checks import InputError
 from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
 
-__all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "SweepConfig",
+    "bundled_config",
+    "bundled_configs",
+    "find_config",
+    "load_config",
+    "parse_config",
+]
 
 #: top-level keys and tables
 TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
@@ -71,17 +100,18 @@ class ConfigError(InputError):
         self.file, self.section, self.key, self.reason = file, section, key, reason
 
     @classmethod
-    def at(cls, file: str | Path | None, section: str, key: str, reason: str) -> ConfigError:
+    def at(cls, file: str | Path | Traversable | None, section: str, key: str,
+           reason: str) -> ConfigError:
         """The error for ``key`` in table ``[section]`` of ``file``."""
         name = _file_label(file)
         return cls(f"{name}: [{section}] {key}: {reason}", file=name, section=section, key=key,
                    reason=reason)
 
 
-def _file_label(file: str | Path | None) -> str:
+def _file_label(file: str | Path | Traversable | None) -> str:
     if file is None:
         return "<config>"
-    return Path(file).name if isinstance(file, Path) else str(file)
+    return file if isinstance(file, str) else file.name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,8 +140,8 @@ class SweepConfig:
         Widths, activation, data size, batch size, data order, divergence threshold.
     expect, validate : dict
         The raw ``[expect]`` and ``[validate]`` tables (not interpreted here).
-    source : Path or None
-        The file read, if any.
+    source : Path, Traversable or None
+        The file read, if any (a Traversable for a bundled config).
     sigma_axis : {'inv_sigma_w', 'sigma_w'}
         Which of the two the file gave (kept so that :meth:`to_dict` writes it back).
     """
@@ -128,7 +158,7 @@ class SweepConfig:
     model: TeacherStudentConfig = field(default_factory=TeacherStudentConfig)
     expect: dict = field(default_factory=dict, compare=False)
     validate: dict = field(default_factory=dict, compare=False)
-    source: Path | None = field(default=None, compare=False)
+    source: Path | Traversable | None = field(default=None, compare=False)
     sigma_axis: str = "inv_sigma_w"
 
     @property
@@ -172,6 +202,16 @@ class SweepConfig:
         text = json.dumps(self.numerics(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def matches(self, result) -> bool:
+        """Whether ``result`` (an EnsembleResult) was trained from this config: the same grid,
+        model, epochs and number of snapshots."""
+        t, s = np.asarray(result.temperature), np.asarray(result.sigma_w)
+        return bool(t.shape == (len(self.temperature),) and s.shape == (len(self.sigma_w),)
+                    and np.allclose(t, self.temperature) and np.allclose(s, self.sigma_w)
+                    and result.config == self.model
+                    and len(result.snapshot_epochs) == self.snapshots
+                    and int(result.snapshot_epochs[-1]) == self.epochs)
+
     def to_dict(self) -> dict[str, Any]:
         """The TOML-equivalent mapping; ``parse_config(c.to_dict())`` equals ``c``."""
         if self.sigma_axis == "inv_sigma_w":
@@ -202,26 +242,34 @@ class SweepConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path) -> SweepConfig:
+def _read_toml(path: str | Path | Traversable) -> tuple[dict[str, Any], Path | Traversable]:
+    path = Path(path) if isinstance(path, str) else path
+    if not path.is_file():
+        raise ConfigError.at(path, TOP, "file", f"{str(path)!r} does not exist or is not a file")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh), path
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError.at(path, TOP, "syntax", f"not valid TOML ({exc})") from None
+
+
+def load_config(path: str | Path | Traversable) -> SweepConfig:
     """Read and check a TOML config (see the module docstring for the schema).
+
+    ``[expect]`` and ``[validate]`` are kept as given (:attr:`SweepConfig.expect`,
+    :attr:`SweepConfig.validate`); :func:`load_validation_config` checks them too.
 
     Raises
     ------
     ConfigError
         If the file is missing, is not TOML, or any key is unknown, mistyped or out of range.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError.at(path, TOP, "file", f"{str(path)!r} does not exist or is not a file")
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError.at(path, TOP, "syntax", f"not valid TOML ({exc})") from None
+    data, path = _read_toml(path)
     return parse_config(data, source=path)
 
 
-def parse_config(mapping: Mapping[str, Any], source: str | Path | None = None) -> SweepConfig:
+def parse_config(mapping: Mapping[str, Any], *,
+                 source: str | Path | Traversable | None = None) -> SweepConfig:
     """Check a config mapping (as :func:`tomllib.load` returns) and build a :class:`SweepConfig`.
 
     Parameters
@@ -229,14 +277,15 @@ def parse_config(mapping: Mapping[str, Any], source: str | Path | None = None) -
     mapping : mapping
         Top-level keys ``name``, ``description`` and tables ``grid``, ``training``, ``expect``,
         ``validate``.
-    source : str or Path, optional
+    source : str, Path or Traversable, optional
         The file it came from, for messages and :attr:`SweepConfig.source`.
     """
     err = _Errors(source)
     if not isinstance(mapping, Mapping):
         raise err(TOP, "config", f"must be a table, got {type(mapping).__name__}")
     _unknown(err, TOP, mapping, TOP_LEVEL)
-    name = mapping.get("name", Path(source).stem if source is not None else "sweep")
+    name = mapping.get("name", PurePath(_file_label(source)).stem if source is not None
+                       else "sweep")
     description = mapping.get("description", "")
     for key, value in (("name", name), ("description", description)):
         if not isinstance(value, str):
@@ -304,7 +353,8 @@ def parse_config(mapping: Mapping[str, Any], source: str | Path | None = None) -
     return SweepConfig(name=name, description=description, temperature=temperature,
                        sigma_w=sigma_w, seeds=seeds, epochs=epochs, snapshots=snapshots,
                        seed=seed, dtype=dtype, model=model, expect=expect, validate=validate,
-                       source=Path(source) if source is not None else None, sigma_axis=axis)
+                       source=Path(source) if isinstance(source, str) else source,
+                       sigma_axis=axis)
 
 
 class _Errors:
@@ -367,3 +417,38 @@ def _choice(err: _Errors, section: str, key: str, value: Any, allowed: tuple[str
     if not isinstance(value, str) or value not in allowed:
         raise err(section, key, f"must be one of {', '.join(allowed)}, got {_kind(value)}")
     return value
+
+
+# ------------------------------------------------------------------------------------------------
+# the bundled configs (the folder validation/, shipped as the package dysonsgd.configs)
+# ------------------------------------------------------------------------------------------------
+
+#: the package whose ``*.toml`` files are the bundled configs
+BUNDLED_PACKAGE = "dysonsgd.configs"
+
+
+def bundled_configs() -> tuple[str, ...]:
+    """Names of the bundled configs (``quick``, ``paper-small``, ...), sorted."""
+    return tuple(sorted(p.name.removesuffix(".toml") for p in files(BUNDLED_PACKAGE).iterdir()
+                        if p.name.endswith(".toml")))
+
+
+def bundled_config(name: str) -> Traversable:
+    """The bundled config ``name`` (with or without ``.toml``), found with importlib.resources,
+    so that it works from an installed wheel; a Path in a source checkout."""
+    stem = str(name).removesuffix(".toml")
+    if stem not in bundled_configs():
+        raise ConfigError.at(str(name), TOP, "file", f"no bundled config {stem!r} (bundled: "
+                                                     f"{', '.join(bundled_configs())})")
+    return files(BUNDLED_PACKAGE) / f"{stem}.toml"
+
+
+def find_config(name_or_path: str | Path) -> Path | Traversable:
+    """A config given as a path to a file, or else as the name of a bundled config."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.name == str(name_or_path) and path.name.removesuffix(".toml") in bundled_configs():
+        return bundled_config(path.name)
+    raise ConfigError.at(path, TOP, "file", f"{str(path)!r} does not exist or is not a file, nor "
+                                            f"a bundled config ({', '.join(bundled_configs())})")

@@ -56,6 +56,7 @@ __all__ = [
     "prepare_store",
     "run_pack",
     "run_sweep",
+    "train_grid",
     "train_pack",
 ]
 
@@ -332,6 +333,25 @@ def _set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def train_grid(config: SweepConfig, rows: Sequence[int] | None = None,
+               cols: Sequence[int] | None = None, *, device: str = "cpu",
+               progress: bool = False):
+    """Train cells ``rows x cols`` of ``config`` (default: its whole grid) in one
+    :func:`~dysonsgd.train.ensemble.train_ensemble` call; returns the EnsembleResult.
+
+    A model's numbers depend only on the config and its grid coordinates, so any block of cells
+    trains bitwise as it does within the whole grid (on one device and dtype).
+    """
+    from dysonsgd.train.ensemble import train_ensemble
+
+    rows = range(len(config.temperature)) if rows is None else rows
+    cols = range(len(config.sigma_w)) if cols is None else cols
+    return train_ensemble(config.model, temperature=[config.temperature[i] for i in rows],
+                          sigma_w=[config.sigma_w[j] for j in cols], n_seeds=config.seeds,
+                          epochs=config.epochs, snapshots=config.snapshots, seed=config.seed,
+                          device=device, dtype=config.dtype, progress=progress)
+
+
 def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
                device: str = "cpu", session: int = 0, threads: int | None = None,
                slots_by_host: dict[str, int] | None = None) -> tuple[list, list[dict]]:
@@ -345,15 +365,10 @@ def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
         Per cell: ``cell``, ``temperature``, ``sigma_w``, ``wall_time_s`` (the pack's time
         divided among its cells), ``model_steps``, ``diverged``, ``finished_at``, ``host``.
     """
-    from dysonsgd.train.ensemble import train_ensemble
-
     _set_threads(threads if threads is not None else cluster.worker_threads(slots_by_host))
     rows, cols = [int(i) for i in rows], [int(j) for j in cols]
     t0 = time.perf_counter()
-    res = train_ensemble(config.model, temperature=[config.temperature[i] for i in rows],
-                         sigma_w=[config.sigma_w[j] for j in cols], n_seeds=config.seeds,
-                         epochs=config.epochs, snapshots=config.snapshots, seed=config.seed,
-                         device=device, dtype=config.dtype, progress=False)
+    res = train_grid(config, rows, cols, device=device)
     per_cell = (time.perf_counter() - t0) / (len(rows) * len(cols))
     steps = config.seeds * config.epochs * config.model.steps_per_epoch
     host = socket.gethostname()
