@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd._checks import InputError, check_int, check_positive
+from dysonsgd._checks import InputError, check_int, check_positive, grid_index
 from dysonsgd.measure import gradstats
 from dysonsgd.measure.spectrum import eigensystem, mean_level_spacing
 from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
@@ -41,9 +41,11 @@ from dysonsgd.theory import rmt
 
 __all__ = [
     "DRIFT_SOURCES",
+    "KINDS",
     "MeasuredCoefficients",
     "measure_run",
     "predict_eigenvalues",
+    "predict_run",
     "predict_spacing",
     "snapshot_times",
     "training_drift",
@@ -51,6 +53,8 @@ __all__ = [
 
 #: where the drift K comes from (see the module docstring)
 DRIFT_SOURCES = ("training", "test")
+#: what :func:`predict_run` integrates: the eigenvalues by (4.3), or the spacing S by (4.8)
+KINDS = ("dyson", "spacing")
 
 
 def snapshot_times(result, temperature_index: int | None = None) -> np.ndarray:
@@ -133,7 +137,7 @@ class MeasuredCoefficients:
         return mean_level_spacing(self.eigenvalues, ascending=True)
 
 
-def measure_run(result, snapshots=None, drift: str = "training", noise: str = "test",
+def measure_run(result, *, snapshots=None, drift: str = "training", noise: str = "test",
                 noise_points: int = 512, chunk: int = 256) -> MeasuredCoefficients:
     """Measure K and V at several snapshots of a run, vectorised over the grid.
 
@@ -275,3 +279,111 @@ def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: 
                          piecewise_linear(c.times, d_s), float(coeffs.temperature[c.i_t]))
     s = integrate(eq, s0[:, None], c.times, n_paths=s0.size, solver=solver, seed=seed, dt=c.dt)
     return c.times, s, c.models
+
+
+# ------------------------------------------------------------------------------------------------
+# a whole run: what ``dysonsgd sde`` writes
+# ------------------------------------------------------------------------------------------------
+
+
+def _cell_indices(name: str, wanted, grid: np.ndarray) -> list[int]:
+    if wanted is None:
+        return list(range(grid.size))
+    out = []
+    for w in np.atleast_1d(wanted):
+        i = grid_index(grid, float(w))
+        if i is None:
+            raise InputError(f"{name}: {w} is not in the run's grid {grid.tolist()}")
+        out.append(i)
+    return out
+
+
+def predict_run(result, kind: str, *, temperature=None, sigma_w=None, start: int = 0,
+                paths_per_model: int = 10, steps_per_interval: int = 100, solver=None,
+                drift: str = "training", seed: int = 0):
+    """Integrate (4.3) or (4.8) for the chosen cells of a run, next to the observed trajectories.
+
+    K and V are measured at every snapshot (:func:`measure_run`); every cell's non-diverged
+    models are then predicted from snapshot ``start`` on (:func:`predict_eigenvalues` for
+    ``kind='dyson'``, :func:`predict_spacing` for ``'spacing'``), each cell with the same
+    ``seed``.
+
+    Parameters
+    ----------
+    result : dysonsgd.train.ensemble.EnsembleResult
+    kind : {'dyson', 'spacing'}
+    temperature, sigma_w : sequence of float, optional
+        Grid values of the cells to predict (default: all of the axis).
+    start, paths_per_model, steps_per_interval, solver, seed
+        As :func:`predict_eigenvalues`.
+    drift : {'training', 'test'}
+        Source of K (:func:`measure_run`).
+
+    Returns
+    -------
+    dataset : xarray.Dataset
+        Per predicted cell ``L = T{i_T}_S{i_S}``: ``L_times`` (L_time,), the snapshot times;
+        ``L_predicted`` (L_time, L_path, level), NaN where a path broke; ``L_observed``
+        (L_model, L_time, level) of the models that did not diverge; ``L_models`` (L_path,),
+        the seed index of each path. ``level`` has the N eigenvalues for 'dyson' and S alone
+        for 'spacing'.
+    cells : list of dict
+        Per selected cell: ``temperature``, ``sigma_w``, ``models``, ``paths``,
+        ``broken_paths``, the mean S (4.5) at the last snapshot predicted and observed, and the
+        two-sample KS distance of the two (``final_spacing_ks``); ``skipped`` instead when
+        every model diverged.
+    """
+    import xarray as xr
+    from scipy import stats
+
+    from dysonsgd.sde import SOLVERS
+
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
+    if isinstance(solver, str) and solver not in SOLVERS:
+        raise InputError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    n_snap = len(result.snapshot_epochs)
+    if not 0 <= start < n_snap - 1:
+        raise InputError(f"start (the snapshot to start from) must lie in [0, {n_snap - 2}] (a "
+                         f"later snapshot must follow), got {start}")
+    i_ts = _cell_indices("temperature", temperature, np.asarray(result.temperature))
+    i_ss = _cell_indices("sigma_w", sigma_w, np.asarray(result.sigma_w))
+    coeffs = measure_run(result, drift=drift)
+    fn = predict_eigenvalues if kind == "dyson" else predict_spacing
+    observed_all = coeffs.eigenvalues if kind == "dyson" else coeffs.spacing[..., None]
+    cells: list[dict] = []
+    data: dict[str, tuple] = {}
+    for i_t in i_ts:
+        for i_s in i_ss:
+            where = {"temperature": float(result.temperature[i_t]),
+                     "sigma_w": float(result.sigma_w[i_s])}
+            if coeffs.diverged[i_t, i_s].all():
+                cells.append({**where, "skipped": "all diverged"})
+                continue
+            times, pred, models = fn(coeffs, (i_t, i_s), start=start,
+                                     paths_per_model=paths_per_model,
+                                     steps_per_interval=steps_per_interval, solver=solver,
+                                     seed=seed)
+            broken = np.ma.getmaskarray(pred)[-1].any(axis=-1)
+            kept = np.unique(models)
+            last = pred[-1]  # (paths, N): S itself, or the eigenvalues whose spread gives S
+            final = np.ma.compressed(last[:, 0] if kind == "spacing"
+                                     else mean_level_spacing(last, ascending=True))
+            obs_s = coeffs.spacing[i_t, i_s, kept, -1]
+            cells.append({
+                **where, "models": int(kept.size), "paths": int(models.size),
+                "broken_paths": int(broken.sum()),
+                "final_spacing_predicted_mean": float(final.mean()) if final.size else None,
+                "final_spacing_observed_mean": float(obs_s.mean()),
+                "final_spacing_ks": float(stats.ks_2samp(final, obs_s).statistic)
+                if final.size else None,
+            })
+            label = f"T{i_t}_S{i_s}"
+            time, path, model = f"{label}_time", f"{label}_path", f"{label}_model"
+            data[f"{label}_times"] = ((time,), times)
+            data[f"{label}_predicted"] = ((time, path, "level"),
+                                          np.ma.filled(pred.astype(float), np.nan))
+            data[f"{label}_observed"] = ((model, time, "level"),
+                                         observed_all[i_t, i_s, kept, start:])
+            data[f"{label}_models"] = ((path,), models)
+    return xr.Dataset(data), cells

@@ -1,4 +1,8 @@
-"""Printing helpers for the CLI: aligned tables for people, JSON for machines."""
+"""Printing helpers for the CLI: aligned tables for people, JSON for machines.
+
+numpy values are recognised by their attributes (``ndim``, ``dtype``, ``tolist``, ``item``), so
+that the CLI imports no numerical library.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,15 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+
+def _is_array(value: Any) -> bool:
+    """A numpy array of at least one dimension."""
+    return getattr(value, "ndim", 0) > 0 and hasattr(value, "tolist")
+
+
+def _is_scalar(value: Any) -> bool:
+    """A numpy scalar (or 0-d array)."""
+    return hasattr(value, "dtype") and getattr(value, "ndim", None) == 0 and hasattr(value, "item")
 
 
 def _plain(value: Any) -> Any:
@@ -16,9 +28,9 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
+    if _is_array(value):
         return _plain(value.tolist())
-    if isinstance(value, np.generic):
+    if _is_scalar(value):
         return value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
@@ -33,9 +45,9 @@ def emit_json(payload: Mapping[str, Any], stream=None) -> None:
 
 
 def format_value(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
+    if isinstance(value, float) or (_is_scalar(value) and value.dtype.kind == "f"):
         return f"{float(value):.6g}"
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if isinstance(value, (list, tuple)) or _is_array(value):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
 

@@ -15,16 +15,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
-from dysonsgd.runs.store import save_result
-
-PAPER_TEMPERATURES = tuple(2.0**k for k in range(-5, 7))
-PAPER_SIGMA_W = tuple(2.0**k for k in range(-3, 9))
+from dysonsgd.runs.store import result_summary, save_result
+from dysonsgd.theory.tables import PAPER_SIGMA_W, PAPER_TEMPERATURES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,30 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
-def summarise(result, path: Path | None = None) -> dict[str, Any]:
-    """Plain-number summary of a training run."""
-    final = result.loss[..., -1]
-    return {
-        "models": result.n_models,
-        "grid": list(result.diverged.shape),
-        "epochs": result.epochs,
-        "model_steps": result.model_steps,
-        "wall_time_s": result.wall_time,
-        "model_steps_per_s": result.model_steps / result.wall_time,
-        "train_model_steps_per_s": result.model_steps / result.timings.get("train_s", np.nan),
-        "diverged": int(result.diverged.sum()),
-        "final_train_loss_median": float(np.nanmedian(final)) if np.isfinite(final).any()
-        else float("nan"),
-        "backend": result.backend,
-        "device": result.device,
-        "dtype": result.dtype,
-        "out": str(path) if path is not None else None,
-    }
-
-
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
     from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
 
     temps = args.temperature
@@ -102,12 +74,12 @@ def _run(args: argparse.Namespace) -> int:
         snapshots=args.snapshots,
         seed=args.seed,
         device=args.device,
-        dtype=torch.float32 if args.dtype == "float32" else torch.float64,
+        dtype=args.dtype,
         progress=not args.no_progress,
         backend=args.backend,
     )
     path = save_result(result, args.out)
-    summary = summarise(result, path)
+    summary = result_summary(result, path)
     if args.json:
         emit_json(summary)
     else:

@@ -4,7 +4,7 @@ Every function takes plain arrays (cell values ``[nT, nS]``, per-model values ``
 and returns a :class:`matplotlib.figure.Figure` built without pyplot (no global state, no
 display; PNG through Agg, PDF through matplotlib's PDF backend). :func:`save_figure` writes
 PNG and PDF. Reading a run, computing the observables and choosing what to draw lives in
-:mod:`dysonsgd.cli.figures`.
+:mod:`dysonsgd.plots.paper`; the figures of ``dysonsgd validate`` in :mod:`dysonsgd.plots.report`.
 
 Axes and colour scales follow the paper: the grid figures have 1/sigma_W across and T up, both
 on log2 axes (the ordered corner is bottom right), with a sequential colour map in which a

@@ -59,6 +59,43 @@ def save_result(result: EnsembleResult, path: str | Path) -> Path:
     return path
 
 
+def save_dataset(ds, path: str | Path) -> Path:
+    """Write an xarray Dataset to ``path``: ``.nc`` as netCDF (scipy engine); ``.npz`` with
+    every variable under its name and every attribute as a 0-d array of its own."""
+    path = Path(path)
+    if path.suffix not in FILE_SUFFIXES:
+        raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
+    if path.suffix == ".npz":
+        np.savez_compressed(path, **{k: np.array(v) for k, v in ds.attrs.items()},
+                            **{name: ds[name].values for name in ds.variables})
+    else:
+        ds.to_netcdf(path, engine="scipy")
+    return path
+
+
+def result_summary(result: EnsembleResult, path: str | Path | None = None) -> dict:
+    """Plain numbers about a training run (what ``dysonsgd train`` prints): models, grid,
+    steps, wall time and speed, diverged models, the median final training loss, where it ran
+    and ``out``, the file written."""
+    final = result.loss[..., -1]
+    return {
+        "models": result.n_models,
+        "grid": list(result.diverged.shape),
+        "epochs": result.epochs,
+        "model_steps": result.model_steps,
+        "wall_time_s": result.wall_time,
+        "model_steps_per_s": result.model_steps / result.wall_time,
+        "train_model_steps_per_s": result.model_steps / result.timings.get("train_s", np.nan),
+        "diverged": int(result.diverged.sum()),
+        "final_train_loss_median": float(np.nanmedian(final)) if np.isfinite(final).any()
+        else float("nan"),
+        "backend": result.backend,
+        "device": result.device,
+        "dtype": result.dtype,
+        "out": str(path) if path is not None else None,
+    }
+
+
 class _NpzRun:
     """The variables of a ``.npz`` run, read the way :meth:`EnsembleResult.from_xarray` reads a
     dataset (``run[name].values`` and ``run.attrs``), so no second table of dims is needed."""
