@@ -4,12 +4,12 @@ dysonsgd sweep CONFIG.toml [--out STORE] [--device cpu|cuda[:k]]
                [--scheduler tcp://HOST:PORT | --cluster local [--workers N]]
                [--pack CELLS] [--threads N] [--no-fsync] [--quiet] [--json]
 
-CONFIG is a sweep or validation config (:mod:`dysonsgd.runs.config`; ``[expect]`` and ``[validate]``
-are ignored). Cells already complete in STORE (default ``NAME.zarr``) are skipped, so an
-interrupted sweep is resumed by running the same command again. A progress bar on stderr shows
-cells done, model-steps/s and the ETA; ``--quiet`` hides it, ``--json`` prints a
-machine-readable summary. Read the store with :func:`dysonsgd.runs.store.load_result` (any command's
-RUN argument).
+CONFIG is a sweep or validation config, a TOML file or the name of a bundled one
+(:func:`dysonsgd.runs.config.find_config`; ``[expect]`` and ``[validate]`` are ignored). Cells
+already complete in STORE (default ``NAME.zarr``) are skipped, so an interrupted sweep is
+resumed by running the same command again. A progress bar on stderr shows cells done,
+model-steps/s and the ETA; ``--quiet`` hides it, ``--json`` prints a machine-readable summary.
+Read the store with :func:`dysonsgd.runs.store.load_result` (any command's RUN argument).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep", help="train a TOML config's T x sigma_W grid into a resumable Zarr store"
     )
-    p.add_argument("config", type=Path, help="sweep or validation config (TOML)")
+    p.add_argument("config", type=Path,
+                   help="sweep or validation config: a TOML file or a bundled name (quick, ...)")
     p.add_argument("--out", type=Path, help="store directory (default NAME.zarr, NAME from "
                                             "the config)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k] (cpu)")
@@ -83,10 +84,10 @@ class _Progress:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.runs.cluster import dask_client
-    from dysonsgd.runs.config import load_config
+    from dysonsgd.runs.config import find_config, load_config
     from dysonsgd.runs.sweep import run_sweep
 
-    config = load_config(args.config)
+    config = load_config(find_config(args.config))
     out = args.out if args.out is not None else Path(f"{config.name}.zarr")
     for name in ("pack", "threads", "workers"):
         value = getattr(args, name)

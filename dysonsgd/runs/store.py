@@ -9,7 +9,9 @@ A *run* is an :class:`~dysonsgd.train.ensemble.EnsembleResult` on disk, in one o
   (:func:`create_sweep_store`, :func:`write_cell`); :func:`load_result` returns its completed
   cells.
 
-Every command that takes a RUN reads it with :func:`load_result`.
+Every command that takes a RUN reads it with :func:`load_result`. :func:`save_dataset` writes
+other datasets (the trajectories of ``dysonsgd sde``) in the same two file formats, and
+:func:`result_summary` gives the plain numbers ``dysonsgd train`` prints about a run.
 
 Sweep store layout
 ------------------
