@@ -62,7 +62,6 @@ from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.model import network
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import epoch_permutation, replica_draws
-from dysonsgd.train._numba.engine import run_numba
 from dysonsgd.train._torch import train_torch
 from dysonsgd.train.plan import InitRows, TrainPlan
 from dysonsgd.train.result import EnsembleResult
@@ -270,7 +269,13 @@ def train_ensemble(
                                                                 n_seeds),
         device=dev, dtype=dtype, progress=progress)
     t_setup = time.perf_counter() - t_start
-    out = (run_numba if backend == "numba" else train_torch)(plan)
+    if backend == "numba":
+        # imported on use: numba and llvmlite cost ~0.2 s that torch-only (CUDA) runs never need
+        from dysonsgd.train._numba.engine import run_numba
+
+        out = run_numba(plan)
+    else:
+        out = train_torch(plan)
     t_total = time.perf_counter() - t_start
 
     n_snap = len(snaps)
