@@ -5,8 +5,8 @@ temperature, one ``sigma_W``, all seeds) with :func:`~dysonsgd.train.ensemble.tr
 writes it into a sweep store (:mod:`dysonsgd.runs.store`), marking it complete only once
 its data are on disk. Because a model's numbers depend only on ``(seed, its grid coordinates,
 seed index)`` (see :mod:`dysonsgd.train.ensemble`), cells trained alone, in packs, in any
-order, on any number of processes give the store the same content as one ``train_ensemble`` call over the whole grid,
-bit for bit (on one device and dtype).
+order, on any number of processes give the store the same content as one ``train_ensemble``
+call over the whole grid (:func:`train_grid`), bit for bit (on one device and dtype).
 
 Where the cells run:
 
