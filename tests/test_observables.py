@@ -148,11 +148,11 @@ def test_spectrum_eigensystem_spacings_and_sorted_spacing():
     s = spectrum.spacings(x)
     assert s.shape == (3, 4) and np.all(s >= 0)
     np.testing.assert_allclose(s.mean(-1), spectrum.mean_level_spacing(x), rtol=1e-12)
-    np.testing.assert_array_equal(spectrum.mean_level_spacing(x, ascending=True),
+    np.testing.assert_array_equal(spectrum.mean_level_spacing(x, assume_sorted=True),
                                   spectrum.mean_level_spacing(x))
     masked = np.ma.masked_array(x, mask=np.zeros_like(x, bool))
     masked[1] = np.ma.masked
-    got = spectrum.mean_level_spacing(masked, ascending=True)
+    got = spectrum.mean_level_spacing(masked, assume_sorted=True)
     assert got.mask.tolist() == [False, True, False]
     with pytest.raises(ValueError, match="x must"):
         spectrum.spacings(np.ones(1))

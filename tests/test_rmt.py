@@ -11,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
+from dysonsgd.measure import spectrum
 from dysonsgd.theory import rmt
 from dysonsgd.theory.rmt import marchenko_pastur, wigner_surmise
 
@@ -306,18 +307,19 @@ def test_mean_level_spacing_order_and_axis(values, data):
     x = np.array(values)
     expected = (x.max() - x.min()) / (len(x) - 1)
     perm = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).permutation(len(x))
-    assert rmt.mean_level_spacing(x[perm]) == pytest.approx(expected)
-    assert rmt.mean_level_spacing(np.sort(x), assume_sorted=True) == pytest.approx(expected)
-    assert rmt.mean_level_spacing(np.sort(x)[::-1], assume_sorted=True) == pytest.approx(expected)
+    spacing = spectrum.mean_level_spacing
+    assert spacing(x[perm]) == pytest.approx(expected)
+    assert spacing(np.sort(x), assume_sorted=True) == pytest.approx(expected)
+    assert spacing(np.sort(x)[::-1], assume_sorted=True) == pytest.approx(expected)
     stacked = np.stack([x[perm], 2 * x[perm]], axis=1)  # eigenvalues along axis 0
-    np.testing.assert_allclose(rmt.mean_level_spacing(stacked, axis=0), [expected, 2 * expected])
+    np.testing.assert_allclose(spacing(stacked, axis=0), [expected, 2 * expected])
 
 
 def test_mean_spacing_of_mp_within_initial_bound():
     n2, n1, sigma2 = 16, 32, 1 / 64
     rng = np.random.default_rng(5)
     w = rng.normal(scale=math.sqrt(sigma2 / n1), size=(500, n2, n1))
-    s = rmt.mean_level_spacing(np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2)))
+    s = spectrum.mean_level_spacing(np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2)))
     bound = rmt.initial_spacing_bound(sigma2, n2 / n1, n2)
     assert bound == pytest.approx(4 * sigma2 * math.sqrt(0.5) / 15)
     assert np.mean(s <= bound) > 0.9
@@ -362,8 +364,8 @@ def test_spacing_coefficients_by_hand_n3():
         (lambda: rmt.initial_spacing_bound(-1.0, 0.5, 16), "sigma2"),
         (lambda: rmt.initial_spacing_bound(1.0, 0.0, 16), "ratio"),
         (lambda: rmt.initial_spacing_bound(1.0, 0.5, 1), "n"),
-        (lambda: rmt.mean_level_spacing([1.0]), "eigenvalues"),
-        (lambda: rmt.mean_level_spacing([1.0, np.nan]), "eigenvalues"),
+        (lambda: spectrum.mean_level_spacing([1.0]), "eigenvalues"),
+        (lambda: spectrum.mean_level_spacing([1.0, np.nan]), "eigenvalues"),
         (lambda: rmt.spacing_coefficients(np.zeros(3), np.zeros((3, 4))), "noise"),
         (lambda: rmt.spacing_coefficients(np.zeros(4), np.zeros((3, 3))), "drift"),
         (lambda: rmt.wishart_moments(0, 3, 1.0), "n_out"),

@@ -134,7 +134,7 @@ class MeasuredCoefficients:
     @property
     def spacing(self) -> np.ndarray:
         """Mean level spacing S (4.5), shape (nT, nS, nR, n_snap)."""
-        return mean_level_spacing(self.eigenvalues, ascending=True)
+        return mean_level_spacing(self.eigenvalues, assume_sorted=True)
 
 
 def measure_run(result, *, snapshots=None, drift: str = "training", noise: str = "test",
@@ -368,7 +368,7 @@ def predict_run(result, kind: str, *, temperature=None, sigma_w=None, start: int
             kept = np.unique(models)
             last = pred[-1]  # (paths, N): S itself, or the eigenvalues whose spread gives S
             final = np.ma.compressed(last[:, 0] if kind == "spacing"
-                                     else mean_level_spacing(last, ascending=True))
+                                     else mean_level_spacing(last, assume_sorted=True))
             obs_s = coeffs.spacing[i_t, i_s, kept, -1]
             cells.append({
                 **where, "models": int(kept.size), "paths": int(models.size),

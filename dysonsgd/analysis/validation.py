@@ -240,7 +240,7 @@ def predict_cell(run: RunMeasurements, cell: tuple[int, int],
     keep = ~run.coeffs.diverged[i_t, i_s]
     return CellPrediction(epochs=run.epochs[start:], x_pred=x_pred,
                           x_obs=run.coeffs.eigenvalues[i_t, i_s, keep, start:],
-                          s_dbm=mean_level_spacing(x_pred, ascending=True),
+                          s_dbm=mean_level_spacing(x_pred, assume_sorted=True),
                           s_sde=s_pred[..., 0], s_obs=run.coeffs.spacing[i_t, i_s, keep, start:])
 
 

@@ -49,28 +49,40 @@ def eigensystem(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.eigh(w @ np.swapaxes(w, -1, -2))
 
 
-def mean_level_spacing(x: np.ndarray, *, ascending: bool = False) -> np.ndarray:
-    """Average level spacing (4.5), ``S = (x_max - x_min) / (n2 - 1)``.
+def mean_level_spacing(x, *, axis: int = -1, assume_sorted: bool = False) -> np.ndarray:
+    """Average level spacing (4.5) and (B.2), ``S = (x_max - x_min) / (N - 1)``.
+
+    The one home of S in the package: the theory (the Marchenko-Pastur bound (4.14) is in
+    :func:`dysonsgd.theory.rmt.initial_spacing_bound`), the measurements on runs and the SDE
+    predictions all call it.
 
     Parameters
     ----------
-    x : (..., n2) array_like
-        Eigenvalues on the last axis, n2 >= 2.
-    ascending : bool
-        The eigenvalues are sorted ascending (as :func:`eigenvalues` returns them): take the last
-        minus the first entry (numpy masked arrays keep their mask). Otherwise max - min, in any
-        order (a NaN anywhere makes S NaN).
+    x : (..., N, ...) array_like or numpy masked array
+        Eigenvalues along ``axis``, N >= 2, finite (a masked array may hold anything under its
+        mask and keeps its mask).
+    axis : int
+        Axis holding the N eigenvalues of one matrix.
+    assume_sorted : bool
+        The eigenvalues are sorted along ``axis`` (ascending, as :func:`eigenvalues` returns
+        them, or descending): take ``|last - first|``. Otherwise max - min, in any order.
 
     Returns
     -------
-    (...) float64
+    ndarray (masked if ``x`` is), S with ``axis`` removed
     """
-    x = np.asanyarray(x) if ascending else np.asarray(x, float)
-    if x.ndim < 1 or x.shape[-1] < 2:
-        raise InputError(f"x must hold at least 2 eigenvalues on its last axis, got {x.shape}")
-    if ascending:
-        return (x[..., -1] - x[..., 0]) / (x.shape[-1] - 1)
-    return (np.max(x, axis=-1) - np.min(x, axis=-1)) / (x.shape[-1] - 1)
+    masked = isinstance(x, np.ma.MaskedArray)
+    arr = x if masked else np.asarray(x, float)
+    if arr.ndim < 1 or arr.shape[axis] < 2:
+        raise InputError(f"x must hold at least 2 eigenvalues along axis {axis}, got shape "
+                         f"{arr.shape}")
+    if not masked and not np.all(np.isfinite(arr)):
+        raise InputError("x must hold finite eigenvalues (got NaN or infinity)")
+    n = arr.shape[axis]
+    if assume_sorted:
+        arr = np.moveaxis(arr, axis, -1)
+        return np.abs(arr[..., -1] - arr[..., 0]) / (n - 1)
+    return (np.max(arr, axis=axis) - np.min(arr, axis=axis)) / (n - 1)
 
 
 def spacings(x: np.ndarray) -> np.ndarray:

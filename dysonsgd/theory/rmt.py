@@ -9,9 +9,11 @@ wigner_surmise
     The beta = 1 Wigner surmise for nearest-neighbour spacings (unit mean).
 wishart_moments
     Mean and covariance of J = W^T W at initialisation, eq. (2.24).
-mean_level_spacing, initial_spacing_bound, spacing_ratios, spacing_coefficients
-    The average level spacing (4.5)/(B.2), its bound at initialisation (4.14), nearest-neighbour
-    spacing ratios, and the coefficients K_S, V_S, D_S of the level-spacing equation (B.7)-(B.9).
+initial_spacing_bound, spacing_ratios, spacing_coefficients
+    The bound (4.14) on the average level spacing at initialisation (the spacing S (4.5)
+    itself is :func:`dysonsgd.measure.spectrum.mean_level_spacing`), nearest-neighbour
+    spacing ratios, and the coefficients K_S, V_S, D_S of the level-spacing equation
+    (B.7)-(B.9).
 
 All functions are pure: arrays in, arrays out, and every one checks its input first.
 """
@@ -31,7 +33,6 @@ __all__ = [
     "marchenko_pastur",
     "marchenko_pastur_edges",
     "marchenko_pastur_gen",
-    "mean_level_spacing",
     "spacing_coefficients",
     "spacing_ratio_mean",
     "spacing_ratios",
@@ -334,34 +335,6 @@ def wishart_moments(n_out: int, n_hidden: int, sigma2: float) -> tuple[np.ndarra
 # --------------------------------------------------------------------------------------------
 # Level spacings, eqs. (4.5), (4.14), (B.2), (B.7), (B.9)
 # --------------------------------------------------------------------------------------------
-
-
-def mean_level_spacing(eigenvalues, axis: int = -1, assume_sorted: bool = False) -> np.ndarray:
-    """Average level spacing S = (x_N - x_1)/(N - 1), eqs. (4.5) and (B.2).
-
-    Parameters
-    ----------
-    eigenvalues : array_like, shape (..., N, ...)
-        Eigenvalues along ``axis`` (N >= 2), in any order unless ``assume_sorted``.
-    axis : int
-        Axis holding the N eigenvalues of one matrix.
-    assume_sorted : bool
-        If true, take the first and last entries along ``axis`` as the extremes (ascending or
-        descending); otherwise use max - min.
-
-    Returns
-    -------
-    ndarray
-        S with ``axis`` removed.
-    """
-    x = check_array("eigenvalues", eigenvalues)
-    n = x.shape[axis]
-    if n < 2:
-        raise InputError(f"eigenvalues needs at least 2 entries along axis {axis}, got {n}")
-    if assume_sorted:
-        x = np.moveaxis(x, axis, -1)
-        return np.abs(x[..., -1] - x[..., 0]) / (n - 1)
-    return (np.max(x, axis=axis) - np.min(x, axis=axis)) / (n - 1)
 
 
 def initial_spacing_bound(sigma2: float, ratio: float, n: int) -> float:
