@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError
+from dysonsgd.theory.disorder import ACTIVATIONS as _VALUES
 
 __all__ = ["ACTIVATIONS", "REGISTRY", "Activation", "lookup"]
 
@@ -63,14 +64,18 @@ def _identity(z):
     return z
 
 
-#: name -> every form of that activation; the release supports these three
+#: name -> every form of that activation (the numpy value is theory.disorder's, which the
+#: Gaussian integrals of (2.13)-(2.22) use); the release supports these three
 REGISTRY: dict[str, Activation] = {
-    "tanh": Activation("tanh", 0, np.tanh, _tanh_pair, lambda z: z.tanh_(), "vtanh_fast",
+    "tanh": Activation("tanh", 0, _VALUES["tanh"], _tanh_pair, lambda z: z.tanh_(), "vtanh_fast",
                        scalar="tanh_exact"),
-    "relu": Activation("relu", 1, lambda z: np.maximum(z, 0.0), _relu_pair, lambda z: z.relu_(),
-                       "vrelu"),
-    "identity": Activation("identity", 2, _identity, _identity_pair, _identity, "videntity"),
+    "relu": Activation("relu", 1, _VALUES["relu"], _relu_pair, lambda z: z.relu_(), "vrelu"),
+    "identity": Activation("identity", 2, _VALUES["identity"], _identity_pair, _identity,
+                           "videntity"),
 }
+if set(REGISTRY) != set(_VALUES):  # pragma: no cover - a row added to one table only
+    raise ImportError("model.activations.REGISTRY and theory.disorder.ACTIVATIONS must name the "
+                      "same activations")
 
 #: the registered names, in table order
 ACTIVATIONS: tuple[str, ...] = tuple(REGISTRY)
