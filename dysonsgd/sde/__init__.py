@@ -56,7 +56,7 @@ from dysonsgd.sde._fused.plan import FusedScheme, KnotCoefficients, Unfusable
 from dysonsgd.sde.brownian import BrownianPath
 from dysonsgd.sde.coefficients import PiecewiseLinear, piecewise_linear
 from dysonsgd.sde.equations import DysonBrownianMotion, Equation, LangevinSGD, LevelSpacingSDE
-from dysonsgd.sde.integrate import (
+from dysonsgd.sde.integration import (
     ENGINES,
     EngineChoice,
     choose_engine,
