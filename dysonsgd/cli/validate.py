@@ -5,10 +5,11 @@ dysonsgd validate [CONFIG] [--run RUN] [--out DIR] [--save-run FILE] [--json] [-
 CONFIG is a validation config (a TOML file, or the name of a bundled one: ``quick``,
 ``paper-small``, ``paper``; default ``quick``), read with
 :func:`dysonsgd.runs.validation_config.load_validation_config`, which refuses every bad key before
-any training. Trains the config's grid (:func:`dysonsgd.runs.sweep.train_grid`) or reads
-``--run`` (a run file or a sweep store), checks the predictions of (4.3) and (4.8) against it
-(:func:`dysonsgd.analysis.validation.evaluate`), prints a PASS/FAIL table, writes ``report.md``
-with figures into DIR (:func:`dysonsgd.plots.report.write_report`) and exits 1 on any FAIL.
+any training. :func:`dysonsgd.runs.validate.validate` trains the config's grid or reads ``--run``
+(a run file or a sweep store) and checks the predictions of (4.3) and (4.8) against it
+(:func:`dysonsgd.analysis.validation.evaluate`); the command prints a PASS/FAIL table,
+writes ``report.md`` with figures into DIR (:func:`dysonsgd.plots.report.write_report`) and
+exits 1 on any FAIL.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from typing import TYPE_CHECKING
 
 from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json
+from dysonsgd.runs.config import DEFAULT_VALIDATION as DEFAULT_CONFIG
 from dysonsgd.runs.config import bundled_configs
 
 if TYPE_CHECKING:
     from dysonsgd.analysis.validation import Outcome
-
-#: the bundled config run without CONFIG
-DEFAULT_CONFIG = "quick"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -49,41 +47,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysonsgd.analysis.validation import evaluate
     from dysonsgd.plots.report import write_report
-    from dysonsgd.runs.config import find_config
-    from dysonsgd.runs.store import load_result, save_result
-    from dysonsgd.runs.sweep import train_grid
-    from dysonsgd.runs.validation_config import load_validation_config
+    from dysonsgd.runs.store import save_result
+    from dysonsgd.runs.validate import validate
 
     start = time.perf_counter()
     if args.save_run is not None and args.save_run.suffix not in (".nc", ".npz"):
         raise InputError(f"save-run must end in .nc or .npz, got {str(args.save_run)!r}")
-    path = find_config(args.config)
-    config = load_validation_config(path)
-    sweep = config.sweep
     quiet = args.quiet or args.json
     say = (lambda msg: None) if quiet else (
         lambda msg: print(f"dysonsgd validate: {msg}", file=sys.stderr, flush=True))
-    if args.run is not None:
-        say(f"reading {args.run}")
-        result = load_result(args.run)
-        if not sweep.matches(result):
-            raise InputError(f"run: {str(args.run)!r} was not made by this config (grid, model, "
-                             "epochs or snapshots differ); train it with `dysonsgd sweep CONFIG`")
-    else:
-        say(f"training {sweep.model_steps():,} model-steps ({len(sweep.cells())} cells x "
-            f"{sweep.seeds} seeds x {sweep.epochs} epochs)")
-        result = train_grid(sweep, progress=not quiet)
-        if args.save_run is not None:
-            save_result(result, args.save_run)
-    outcome = evaluate(result, config.expected_phases, config.spec, diagram=config.diagram,
-                       progress=say)
+    done = validate(args.config, run=args.run, progress=say, progress_bar=not quiet)
+    if args.run is None and args.save_run is not None:
+        save_result(done.result, args.save_run)
+    outcome = done.outcome
     wall = time.perf_counter() - start
-    report = write_report(outcome, args.out, config.name or Path(path.name).stem, wall)
+    report = write_report(outcome, args.out, done.config.name or Path(done.source).stem, wall)
     if args.json:
-        emit_json({"config": str(path), "passed": outcome.passed, "wall_time_s": wall,
-                   "train_wall_time_s": float(result.wall_time), "report": str(report),
+        emit_json({"config": done.source, "passed": outcome.passed, "wall_time_s": wall,
+                   "train_wall_time_s": float(done.result.wall_time), "report": str(report),
                    **outcome.to_dict()})
     else:
         _print_table(outcome, wall, report)

@@ -425,6 +425,8 @@ def _choice(err: _Errors, section: str, key: str, value: Any, allowed: tuple[str
 
 #: the package whose ``*.toml`` files are the bundled configs
 BUNDLED_PACKAGE = "dysonsgd.configs"
+#: the bundled validation config that ``dysonsgd validate`` runs without CONFIG
+DEFAULT_VALIDATION = "quick"
 
 
 def bundled_configs() -> tuple[str, ...]:
