@@ -1,25 +1,107 @@
 """dysonsgd: the stochastic-equation theory of SGD training.
 
-Layers (lower never import higher)::
+The curated public API. Everything below is importable from the top level
+(``dysonsgd.train_ensemble``, ``dysonsgd.integrate``, ...) and loaded on first use, so
+``import dysonsgd`` itself costs nothing; each name has one home in a layer of the package
+(docs/architecture.md), shown by ``dysonsgd.where(name)``::
 
-    rmt, disorder, symbolic          theory formulas of sections 2 and 4, appendix B
-    training, observables, gradstats measurement on teacher-student ensembles
-    sde                              Dyson Brownian motion, level-spacing SDE, Langevin SGD
-    phase                            phase boundaries and classification
-    sweep, store, plots, cli         runs, storage, figures and the ``dysonsgd`` command
+    theory    marchenko_pastur, wigner_surmise, symmetry_breaking_line, convergence_criterion
+    model     TeacherStudentConfig, replica_draws
+    train     train_ensemble, EnsembleResult, snapshot_epochs, release_snapshot_epochs
+    measure   eigenvalues, mean_level_spacing, gradient_statistics, GradientStatistics
+    sde       integrate, DysonBrownianMotion, LevelSpacingSDE, LangevinSGD, piecewise_linear,
+              EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
+              langevin_sgd_discrete
+    analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome
+    runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
+              save_result, load_sweep, validate
+    plots     paper_figures
+    errors    InputError, ConfigError
 
-Equation numbers in docstrings refer to Park, Lucini and Aarts (2025),
-"Phase diagram and eigenvalue dynamics of stochastic gradient descent in multilayer
-neural networks", Mach. Learn.: Sci. Technol. 6 045048.
+Equation numbers in docstrings refer to Park, Lucini and Aarts (2025), "Phase diagram and
+eigenvalue dynamics of stochastic gradient descent in multilayer neural networks",
+Mach. Learn.: Sci. Technol. 6 045048.
 """
 
 from __future__ import annotations
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import Any
 
-    __version__ = version("dysonsgd")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from dysonsgd._checks import InputError
+from dysonsgd._version import __version__
 
-__all__ = ["__version__"]
+#: public name -> (module, attribute) of its one home
+_API: dict[str, tuple[str, str]] = {
+    # theory
+    "marchenko_pastur": ("dysonsgd.theory.rmt", "marchenko_pastur"),
+    "wigner_surmise": ("dysonsgd.theory.rmt", "wigner_surmise"),
+    "symmetry_breaking_line": ("dysonsgd.theory.boundaries", "symmetry_breaking_line"),
+    "convergence_criterion": ("dysonsgd.theory.boundaries", "convergence_criterion"),
+    # model
+    "TeacherStudentConfig": ("dysonsgd.model.config", "TeacherStudentConfig"),
+    "replica_draws": ("dysonsgd.model.draws", "replica_draws"),
+    # train
+    "train_ensemble": ("dysonsgd.train.ensemble", "train_ensemble"),
+    "EnsembleResult": ("dysonsgd.train.result", "EnsembleResult"),
+    "snapshot_epochs": ("dysonsgd.train.ensemble", "snapshot_epochs"),
+    "release_snapshot_epochs": ("dysonsgd.train.ensemble", "release_snapshot_epochs"),
+    # measure
+    "eigenvalues": ("dysonsgd.measure.spectrum", "eigenvalues"),
+    "mean_level_spacing": ("dysonsgd.measure.spectrum", "mean_level_spacing"),
+    "gradient_statistics": ("dysonsgd.measure.gradstats", "measure"),
+    "GradientStatistics": ("dysonsgd.measure.gradstats", "GradientStatistics"),
+    # sde
+    "integrate": ("dysonsgd.sde.integration", "integrate"),
+    "choose_engine": ("dysonsgd.sde.integration", "choose_engine"),
+    "langevin_sgd_discrete": ("dysonsgd.sde.integration", "langevin_sgd_discrete"),
+    "DysonBrownianMotion": ("dysonsgd.sde.equations", "DysonBrownianMotion"),
+    "LevelSpacingSDE": ("dysonsgd.sde.equations", "LevelSpacingSDE"),
+    "LangevinSGD": ("dysonsgd.sde.equations", "LangevinSGD"),
+    "piecewise_linear": ("dysonsgd.sde.coefficients", "piecewise_linear"),
+    "EulerMaruyama": ("dysonsgd.sde.solvers", "EulerMaruyama"),
+    "Platen": ("dysonsgd.sde.solvers", "Platen"),
+    "DriftImplicit": ("dysonsgd.sde.solvers", "DriftImplicit"),
+    "Adaptive": ("dysonsgd.sde.solvers", "Adaptive"),
+    # analysis
+    "measure_run": ("dysonsgd.analysis.predict", "measure_run"),
+    "predict_eigenvalues": ("dysonsgd.analysis.predict", "predict_eigenvalues"),
+    "predict_spacing": ("dysonsgd.analysis.predict", "predict_spacing"),
+    "classify_phases": ("dysonsgd.analysis.phase", "classify_phases"),
+    "Outcome": ("dysonsgd.analysis.validation", "Outcome"),
+    # runs
+    "load_config": ("dysonsgd.runs.config", "load_config"),
+    "bundled_configs": ("dysonsgd.runs.config", "bundled_configs"),
+    "ConfigError": ("dysonsgd.runs.config", "ConfigError"),
+    "load_validation_config": ("dysonsgd.runs.validation_config", "load_validation_config"),
+    "run_sweep": ("dysonsgd.runs.sweep", "run_sweep"),
+    "load_result": ("dysonsgd.runs.store", "load_result"),
+    "save_result": ("dysonsgd.runs.store", "save_result"),
+    "load_sweep": ("dysonsgd.runs.store", "load_sweep"),
+    "validate": ("dysonsgd.runs.validate", "validate"),
+    # plots
+    "paper_figures": ("dysonsgd.plots.paper", "paper_figures"),
+}
+
+__all__ = ["InputError", "__version__", "where", *sorted(_API)]
+
+
+def where(name: str) -> str:
+    """The module that is the home of the public ``name`` (e.g. ``'dysonsgd.sde.integration'``)."""
+    if name not in _API:
+        raise InputError(f"name must be one of dysonsgd's public names {sorted(_API)}, "
+                         f"got {name!r}")
+    return _API[name][0]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attribute = _API[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    raise AttributeError(f"module 'dysonsgd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -9,8 +9,9 @@ import pytest
 import xarray as xr
 
 from dysonsgd.cli import main
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.runs.store import save_result
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.train import train_ensemble
 
 
 @pytest.fixture(scope="module")

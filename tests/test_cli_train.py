@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 
 from dysonsgd.cli import main
-from dysonsgd.train.ensemble import EnsembleResult, TeacherStudentConfig, train_ensemble
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.train import EnsembleResult, train_ensemble
 
 
 def test_train_writes_netcdf_and_json_summary(tmp_path, capsys):
@@ -82,8 +83,9 @@ def test_bad_output_suffix(tmp_path, capsys):
 
 @pytest.mark.parametrize("suffix", [".nc", ".npz"])
 def test_load_result_roundtrip(tmp_path, suffix):
+    from dysonsgd.model.config import TeacherStudentConfig
     from dysonsgd.runs.store import load_result, save_result
-    from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+    from dysonsgd.train import train_ensemble
 
     res = train_ensemble(TeacherStudentConfig(n_data=40, batch_size=4), temperature=[0.5],
                          sigma_w=[1.0, 2.0], n_seeds=2, epochs=2, snapshots=3, progress=False)

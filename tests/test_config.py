@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.runs.config import ConfigError, SweepConfig, load_config, parse_config
-from dysonsgd.train.ensemble import TeacherStudentConfig
 
 EXAMPLE = """
 name = "quick"

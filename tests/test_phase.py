@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from dysonsgd.analysis import phase
 from dysonsgd.measure import observables
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.theory import boundaries, rmt
 from dysonsgd.theory.disorder import preactivation_variances
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.train import train_ensemble
 
 # ------------------------------------------------------------------------------------------------
 # symmetry-breaking line

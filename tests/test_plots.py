@@ -13,10 +13,11 @@ from matplotlib.contour import ContourSet
 
 from dysonsgd.analysis import phase
 from dysonsgd.cli import main
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.plots import figures as plots
 from dysonsgd.runs.store import save_result
 from dysonsgd.theory import boundaries, disorder
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.train import train_ensemble
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dysonsgd.analysis import predict
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.model.config import TeacherStudentConfig
+from dysonsgd.train import train_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.runs import store
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.train import train_ensemble
 
 CFG = TeacherStudentConfig(n_data=40, batch_size=4, activation="relu")
 TEMPS = [0.25, 1.0, 8.0]

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dysonsgd.cli import main
+from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.runs import store
 from dysonsgd.runs.config import load_config, parse_config
 from dysonsgd.runs.sweep import (
@@ -26,7 +27,7 @@ from dysonsgd.runs.sweep import (
     plan_packs,
     run_sweep,
 )
-from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+from dysonsgd.train import train_ensemble
 
 # 4 x 3 cells of 4 seeds; relu at T = 8 diverges for some seeds. A cell takes ~0.2 s
 TINY = """

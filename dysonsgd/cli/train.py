@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dysonsgd.train.ensemble import TeacherStudentConfig, train_ensemble
+    from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.train import train_ensemble
 
     temps = args.temperature
     sigmas = args.sigma_w

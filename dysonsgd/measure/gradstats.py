@@ -145,7 +145,7 @@ class GradientStatistics:
     v_s_release: np.ndarray
 
 
-def measure(result, snapshot: int = -1, x=None, chunk: int = 256) -> GradientStatistics:
+def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> GradientStatistics:
     """Measure K and V (4.4) on a trained ensemble at one snapshot, vectorised over models.
 
     Parameters

@@ -40,7 +40,24 @@ from types import SimpleNamespace
 import numpy as np
 
 from dysonsgd._checks import InputError
-from dysonsgd.train.ensemble import EnsembleResult
+from dysonsgd.train.result import EnsembleResult
+
+__all__ = [
+    "CellWriter",
+    "completed_cells",
+    "create_sweep_store",
+    "is_sweep_store",
+    "load_result",
+    "load_sweep",
+    "open_sweep",
+    "remove_partial_files",
+    "result_summary",
+    "save_dataset",
+    "save_result",
+    "store_attrs",
+    "update_store_attrs",
+    "write_cell",
+]
 
 #: file suffixes :func:`save_result` writes and :func:`load_result` reads
 FILE_SUFFIXES = (".nc", ".npz")

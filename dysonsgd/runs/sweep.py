@@ -342,7 +342,7 @@ def train_grid(config: SweepConfig, rows: Sequence[int] | None = None,
     A model's numbers depend only on the config and its grid coordinates, so any block of cells
     trains bitwise as it does within the whole grid (on one device and dtype).
     """
-    from dysonsgd.train.ensemble import train_ensemble
+    from dysonsgd.train import train_ensemble
 
     rows = range(len(config.temperature)) if rows is None else rows
     cols = range(len(config.sigma_w)) if cols is None else cols
