@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_in_range, check_int, check_positive
+from dysonsgd.measure import gradstats, observables
+from dysonsgd.model import network
 from dysonsgd.theory.boundaries import (
     CONVENTIONS,
     CRITICAL_FEATURE_CORRELATION,
@@ -103,8 +105,8 @@ def preactivation_ratio(x, w1, w2_init, sigma_w) -> np.ndarray:
     sigma_w = np.asarray(check_positive("sigma_w", sigma_w), dtype=float)
     if w1.shape[-1] != x.shape[-1] or w2.shape[-1] != w1.shape[-2]:
         raise InputError(f"shapes do not chain: x {x.shape}, w1 {w1.shape}, w2_init {w2.shape}")
-    phi1 = np.tanh(x @ np.swapaxes(w1, -1, -2))
-    z = phi1 @ np.swapaxes(w2, -1, -2)
+    phi1 = network.layer1_features(x, w1, "tanh")  # (2.3): phi(W1 x)
+    z = phi1 @ np.swapaxes(w2, -1, -2)  # the last hidden layer's pre-activations
     return np.mean(z * z, axis=(-2, -1)) / sigma_w**2
 
 
@@ -125,8 +127,6 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
     is over seeds; its expectation for the given inputs is
     :func:`preactivation_ratio_for_inputs`.
     """
-    from dysonsgd.measure import observables
-
     if result.config.activation != "tanh":
         raise InputError("the symmetry-breaking argument needs tanh (the run's activation is "
                          f"{result.config.activation!r})")
@@ -202,8 +202,6 @@ def signal_to_noise_convergence(result, convention: str, *, stats=None,
         converged)
     """
     if stats is None:
-        from dysonsgd.measure import gradstats
-
         stats = gradstats.measure(result, -1, chunk=chunk)
     k_s, v_s = spacing_coefficients_for(stats, convention)
     temps = np.asarray(result.temperature)
@@ -506,13 +504,11 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         ``preactivation_ratio`` rho (tanh only, else NaN), ``diverged`` (bool) and
         ``diverged_fraction`` (nT, nS).
     """
-    from dysonsgd.measure import observables as ob
-    from dysonsgd.model.network import outputs
-
+    ob = observables
     x = ob._test_x(result, x_test)
     w1, w2t, w3 = result.teacher()
     act = result.config.activation
-    y = outputs(x, w1, w2t, w3, act)
+    y = network.outputs(x, w1, w2t, w3, act)
     n_snap = len(result.snapshot_epochs)
     grid = result.diverged.shape
     out: dict[str, np.ndarray] = {

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
+from dysonsgd.model.activations import ACTIVATIONS
 from dysonsgd.runs.store import result_summary, save_result
 from dysonsgd.theory.tables import PAPER_SIGMA_W, PAPER_TEMPERATURES
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output file, .nc or .npz")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k] (cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--activation", choices=("tanh", "relu", "identity"), default="tanh")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="tanh")
     p.add_argument("--n-data", type=int, default=4000, help="training inputs per model (4000)")
     p.add_argument("--batch-size", type=int, default=4, help="batch size (4)")
     p.add_argument("--data-order", choices=("fixed", "shuffled"), default="fixed")
