@@ -212,7 +212,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
             import numba
 
             threads = numba.get_num_threads()
-        from dysonsgd.train._numba.simd import lanes_for
+        from dysonsgd.train.plan import lanes_for
 
         lanes = lanes_for(np.float32 if config.dtype == "float32" else np.float64)
         models = CPU_MODELS_PER_THREAD_BLOCK * lanes * max(1, threads)

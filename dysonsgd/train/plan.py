@@ -32,8 +32,20 @@ __all__ = [
     "InitRows",
     "TrainPlan",
     "allocate_outputs",
+    "lanes_for",
     "progress_bar",
 ]
+
+#: bytes of one SIMD vector of the numba backend: its blocks hold this many bytes of one value
+#: per model (16 float32 or 8 float64 models)
+VECTOR_BYTES = 64
+
+
+def lanes_for(dtype) -> int:
+    """Number of models per SIMD block of the numba backend: one 64-byte vector (16 float32 or
+    8 float64 models); sweeps pack cells to fill whole blocks."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
 
 #: the torch backend holds at most this many bytes of per-model layer-1 features and targets at
 #: once; bigger runs train in sequential chunks of models

@@ -5,7 +5,7 @@ Design
 One SGD step of one teacher-student model (paper widths 3-32-16-1, batch 4) is about 4,000
 multiply-adds and 64 activations: far too little work to vectorise *within* a model. The kernels
 vectorise *across* models instead: models are packed in blocks of ``L`` lanes (one 64-byte
-vector, :func:`~dysonsgd.train._numba.simd.lanes_for`) and every array is stored with the lane
+vector, :func:`~dysonsgd.train.plan.lanes_for`) and every array is stored with the lane
 index innermost, e.g. ``W2[block][i][j][lane]``. Each SIMD instruction
 (:mod:`dysonsgd.train._numba.simd`) then advances the same arithmetic for ``L`` models, and the
 per-model code is plain scalar algebra with no shuffles.
@@ -38,7 +38,7 @@ import numpy as np
 
 from dysonsgd.model.activations import Activation, lookup
 from dysonsgd.train._numba import simd
-from dysonsgd.train._numba.simd import lanes_for
+from dysonsgd.train.plan import lanes_for
 
 __all__ = ["fill_kernel", "train_kernel"]
 

@@ -1,6 +1,6 @@
 """The numba training backend: waves of SIMD blocks, epoch chunks, snapshots.
 
-Models are packed into blocks of ``L`` lanes (:func:`~dysonsgd.train._numba.simd.lanes_for`),
+Models are packed into blocks of ``L`` lanes (:func:`~dysonsgd.train.plan.lanes_for`),
 sorted by teacher group so that a block's feature gather streams few groups' rows; any lane
 assignment gives the same numbers. The layer-1 features ``phi1 = phi(W1 x)`` of every group are
 computed once (float64, rounded to the working precision:
@@ -27,8 +27,7 @@ import numpy as np
 
 from dysonsgd.model import network
 from dysonsgd.train._numba.codegen import fill_kernel, train_kernel
-from dysonsgd.train._numba.simd import lanes_for
-from dysonsgd.train.plan import EngineOutput, TrainPlan, allocate_outputs, progress_bar
+from dysonsgd.train.plan import EngineOutput, TrainPlan, allocate_outputs, lanes_for, progress_bar
 
 __all__ = ["run_numba"]
 

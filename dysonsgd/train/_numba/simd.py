@@ -1,11 +1,12 @@
 """A minimal SIMD vector type for numba, its intrinsics and the kernels' activation forms.
 
 Vectors are a small numba extension type (:class:`SimdVec`, an LLVM ``<L x float>`` of one
-64-byte register: ``L = 16`` float32 or ``8`` float64 lanes, see :func:`lanes_for`) with
-intrinsics for load, store, FMA, select, ...; this keeps the generated kernels' inner loops in
-registers, which numba's auto-vectoriser does not manage for their loop nest (it cannot prove
-that the arrays do not alias). The intrinsics emit plain LLVM instructions without fast-math
-flags, so each one rounds exactly once, as written.
+64-byte register: ``L = 16`` float32 or ``8`` float64 lanes, see
+:func:`dysonsgd.train.plan.lanes_for`) with intrinsics for load, store, FMA, select, ...;
+this keeps the generated kernels' inner loops in registers, which numba's auto-vectoriser
+does not manage for their loop nest (it cannot prove that the arrays do not alias). The
+intrinsics emit plain LLVM instructions without fast-math flags, so each one rounds exactly
+once, as written.
 
 The activation forms named in :mod:`dysonsgd.model.activations` (``simd`` and ``scalar``) live
 here: each returns ``(phi(z), phi'(z))``. float32 kernels use a clamped rational approximation
@@ -24,9 +25,10 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from dysonsgd.train.plan import VECTOR_BYTES
+
 __all__ = [
     "SimdVec",
-    "lanes_for",
     "tanh_exact",
     "tanh_fast_f32",
     "vadd",
@@ -46,7 +48,6 @@ __all__ = [
 ]
 
 #: bytes of one vector register (AVX-512 width; two AVX2 registers)
-VECTOR_BYTES = 64
 
 # Eigen / XLA rational approximation of tanh on [-7.905, 7.905] (float32)
 _TANH_CLAMP = 7.90531110763549805
@@ -65,11 +66,6 @@ _TANH_Q = (
     1.18534705686654e-04,
     1.19825839466702e-06,
 )
-
-
-def lanes_for(dtype) -> int:
-    """Number of models per SIMD block: one 64-byte vector (16 float32 or 8 float64)."""
-    return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
 def tanh_fast_f32(x: np.ndarray) -> np.ndarray:
