@@ -55,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -63,7 +64,6 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from dysonsgd._checks import InputError
 from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
