@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
 
-from dysonsgd.theory import disorder
+from dysonsgd.theory import disorder, functions
 
 # --------------------------------------------------------------------------------------------
 # (2.7) = (2.6)
@@ -121,7 +121,7 @@ def test_preactivation_variances_match_simulation(activation):
     sigma2s = [1.0, 2.0, 0.7]
     widths = [3, 512, 512, 512]
     n_data, n_nets = 64, 40
-    act = disorder.ACTIVATIONS[activation]
+    act = functions.ACTIVATIONS[activation]
     x = rng.normal(size=(n_nets, widths[0], n_data))
     h = x
     variances = []

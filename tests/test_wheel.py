@@ -43,11 +43,12 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     wheels = list(dist.glob("dysonsgd-*.whl"))
     assert len(wheels) == 1
     venv = tmp / "venv"
-    out = _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp)
+    out = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
     assert out.returncode == 0, out.stderr
     bin_dir = venv / "bin"
-    out = _run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--no-index",
-                "--quiet", str(wheels[0])], cwd=tmp)
+    # this environment's pip installs into the fresh one (``--python``), no pip copied there
+    out = _run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install",
+                "--no-deps", "--no-index", "--quiet", str(wheels[0])], cwd=tmp)
     assert out.returncode == 0, out.stderr
     purelib = _run([str(bin_dir / "python"), "-c",
                     "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp)

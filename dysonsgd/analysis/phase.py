@@ -39,11 +39,11 @@ from dysonsgd.model import network
 from dysonsgd.theory.boundaries import (
     CONVENTIONS,
     CRITICAL_FEATURE_CORRELATION,
-    PAPER_WIDTHS,
     convergence_criterion,
     signal_to_noise_threshold,
     symmetry_breaking_line,
 )
+from dysonsgd.theory.paper import PAPER_WIDTHS
 
 __all__ = [
     "FIGURES_CONVENTION",

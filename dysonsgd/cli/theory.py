@@ -14,8 +14,7 @@ import math
 
 from dysonsgd._checks import check_positive
 from dysonsgd.cli._output import emit_json, emit_table
-from dysonsgd.theory import tables
-from dysonsgd.theory.boundaries import PAPER_WIDTHS
+from dysonsgd.theory.paper import PAPER_WIDTHS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_mp(args: argparse.Namespace) -> int:
+    from dysonsgd.theory import tables
+
     check_positive("--sigma-w", args.sigma_w)
     summary = tables.marchenko_pastur_table(args.ratio, args.sigma_w, args.n2)
     if args.json:
@@ -65,6 +66,8 @@ def _run_mp(args: argparse.Namespace) -> int:
 
 
 def _run_sigma_c(args: argparse.Namespace) -> int:
+    from dysonsgd.theory import tables
+
     summary = tables.sigma_c_table(args.input_dim)
     if args.json:
         emit_json(summary)
@@ -74,6 +77,8 @@ def _run_sigma_c(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from dysonsgd.theory import tables
+
     summary = tables.paper_report()
     if args.json:
         emit_json(summary)

@@ -19,8 +19,7 @@ from pathlib import Path
 from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json, emit_table
 from dysonsgd.model.activations import ACTIVATIONS
-from dysonsgd.runs.store import result_summary, save_result
-from dysonsgd.theory.tables import PAPER_SIGMA_W, PAPER_TEMPERATURES
+from dysonsgd.theory.paper import PAPER_SIGMA_W, PAPER_TEMPERATURES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.runs.store import result_summary, save_result
     from dysonsgd.train import train_ensemble
 
     temps = args.temperature

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError
-from dysonsgd.theory.disorder import ACTIVATIONS as _VALUES
+from dysonsgd.theory.functions import ACTIVATIONS as _VALUES
 
 __all__ = ["ACTIVATIONS", "REGISTRY", "Activation", "lookup"]
 
@@ -64,7 +64,7 @@ def _identity(z):
     return z
 
 
-#: name -> every form of that activation (the numpy value is theory.disorder's, which the
+#: name -> every form of that activation (the numpy value is theory.functions', which the
 #: Gaussian integrals of (2.13)-(2.22) use); the release supports these three
 REGISTRY: dict[str, Activation] = {
     "tanh": Activation("tanh", 0, _VALUES["tanh"], _tanh_pair, lambda z: z.tanh_(), "vtanh_fast",
@@ -74,7 +74,7 @@ REGISTRY: dict[str, Activation] = {
                            "videntity"),
 }
 if set(REGISTRY) != set(_VALUES):  # pragma: no cover - a row added to one table only
-    raise ImportError("model.activations.REGISTRY and theory.disorder.ACTIVATIONS must name the "
+    raise ImportError("model.activations.REGISTRY and theory.functions.ACTIVATIONS must name the "
                       "same activations")
 
 #: the registered names, in table order

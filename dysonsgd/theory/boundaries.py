@@ -27,11 +27,11 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_int, check_positive
 from dysonsgd.theory import disorder
+from dysonsgd.theory.paper import PAPER_WIDTHS
 
 __all__ = [
     "CONVENTIONS",
     "CRITICAL_FEATURE_CORRELATION",
-    "PAPER_WIDTHS",
     "SymmetryBreakingLine",
     "convergence_criterion",
     "critical_feature_correlation",
@@ -44,7 +44,6 @@ __all__ = [
 #: sign conventions of (4.15): the paper's equations, or the release notebook's
 CONVENTIONS = ("paper", "release")
 
-PAPER_WIDTHS = (3, 32, 16, 1)
 
 
 # ------------------------------------------------------------------------------------------------

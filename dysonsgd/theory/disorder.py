@@ -21,15 +21,14 @@ batch axes (an ensemble of models).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 from scipy import linalg, optimize
 
 from dysonsgd._checks import InputError, check_array, check_int, check_positive
+from dysonsgd.theory.functions import ACTIVATIONS
 
 __all__ = [
-    "ACTIVATIONS",
     "couplings",
     "critical_variance",
     "density_modes",
@@ -152,12 +151,6 @@ def mse_loss(w_last, phi, y) -> np.ndarray:
 # Pre-activation moments at initialisation, eqs. (2.13)-(2.19)
 # --------------------------------------------------------------------------------------------
 
-#: activation functions by name (the release supports these three)
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "identity": lambda z: z,
-}
 
 
 def preactivation_kernel(previous, sigma2: float) -> np.ndarray:

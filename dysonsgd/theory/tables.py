@@ -23,22 +23,14 @@ import numpy as np
 
 from dysonsgd._checks import check_positive
 from dysonsgd.theory import disorder, rmt, symbolic
-from dysonsgd.theory.boundaries import PAPER_WIDTHS
+from dysonsgd.theory.paper import PAPER_INV_SIGMA_W, PAPER_TEMPERATURES, PAPER_WIDTHS
 
 __all__ = [
-    "PAPER_INV_SIGMA_W",
-    "PAPER_SIGMA_W",
-    "PAPER_TEMPERATURES",
     "marchenko_pastur_table",
     "paper_report",
     "sigma_c_table",
 ]
 
-#: the paper's grid (section 3.1): T = 2^-5 .. 2^6 and 1/sigma_W = 2^-8 .. 2^3, ascending
-PAPER_TEMPERATURES = tuple(2.0**k for k in range(-5, 7))
-PAPER_INV_SIGMA_W = tuple(2.0**k for k in range(-8, 4))
-#: sigma_W of the same grid, ascending (2^-3 .. 2^8)
-PAPER_SIGMA_W = tuple(2.0**k for k in range(-3, 9))
 
 
 def marchenko_pastur_table(ratio: float, sigma_w: float, n2: int) -> dict[str, Any]:
