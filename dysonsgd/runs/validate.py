@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dysonsgd._checks import InputError
 from dysonsgd.analysis.validation import Outcome, evaluate
@@ -18,6 +19,9 @@ from dysonsgd.runs.config import DEFAULT_VALIDATION, find_config
 from dysonsgd.runs.store import load_result
 from dysonsgd.runs.sweep import train_grid
 from dysonsgd.runs.validation_config import ValidationConfig, load_validation_config
+
+if TYPE_CHECKING:
+    from dysonsgd.train.result import EnsembleResult
 
 __all__ = ["Validation", "validate"]
 
@@ -28,7 +32,7 @@ class Validation:
 
     config: ValidationConfig
     source: str
-    result: object  # dysonsgd.train.EnsembleResult
+    result: EnsembleResult
     outcome: Outcome
 
     @property
@@ -69,11 +73,11 @@ def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=
     if run is not None:
         if isinstance(run, str | Path):
             say(f"reading {run}")
-            result = load_result(run)
+            result, label = load_result(run), repr(str(run))
         else:
-            result = run
+            result, label = run, "the given EnsembleResult"
         if not sweep.matches(result):
-            raise InputError(f"run: {str(run)!r} was not made by this config (grid, model, "
+            raise InputError(f"run: {label} was not made by this config (grid, model, "
                              "epochs or snapshots differ); train it with `dysonsgd sweep CONFIG`")
     else:
         say(f"training {sweep.model_steps():,} model-steps ({len(sweep.cells())} cells x "
