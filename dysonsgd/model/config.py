@@ -10,7 +10,7 @@ from dysonsgd.model.activations import ACTIVATIONS, lookup
 __all__ = ["ACTIVATIONS", "DATA_ORDERS", "TeacherStudentConfig"]
 
 #: how the training data are visited each epoch
-DATA_ORDERS = ("fixed", "shuffled")
+DATA_ORDERS = ("fixed", "shuffled", "replacement")
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,12 @@ class TeacherStudentConfig:
         Training inputs per model (4000).
     batch_size : int
         ``|B|`` (4); must divide ``n_data``. Temperature ``T = lr / |B|``.
-    data_order : {'fixed', 'shuffled'}
+    data_order : {'fixed', 'shuffled', 'replacement'}
         ``'fixed'``: the same consecutive batches every epoch (the release); ``'shuffled'``: a
-        new permutation of the data each epoch.
+        new permutation of the data each epoch (both visit every point once per epoch: sampling
+        without replacement, whose noise sums to zero over an epoch at fixed W);
+        ``'replacement'``: every batch drawn uniformly with replacement (i.i.d. batches, the
+        white noise the SDEs (2.30), (4.3) assume).
     divergence_threshold : float
         A model stops when a batch loss (batch mean of (2.6)) exceeds this (100, the release), or
         is NaN. ``math.inf`` disables the rule (NaN still stops a model).

@@ -16,7 +16,7 @@ import numpy as np
 
 from dysonsgd.model.config import TeacherStudentConfig
 
-__all__ = ["epoch_permutation", "replica_draws"]
+__all__ = ["epoch_order", "epoch_permutation", "replica_draws"]
 
 
 def replica_draws(config: TeacherStudentConfig, seed: int, replica: int) -> dict[str, np.ndarray]:
@@ -54,3 +54,18 @@ def epoch_permutation(n_data: int, seed: int, replica: int, epoch: int) -> np.nd
     """
     ss = np.random.SeedSequence(seed, spawn_key=(replica, 1, epoch))
     return np.random.Generator(np.random.PCG64(ss)).permutation(n_data)
+
+
+def epoch_order(data_order: str, n_data: int, seed: int, replica: int, epoch: int) -> np.ndarray:
+    """The data visited in ``epoch`` (0-based), in order, (n_data,) int64.
+
+    ``'shuffled'``: :func:`epoch_permutation`; ``'replacement'``: n_data indices drawn
+    uniformly with replacement from the same stream, so that consecutive batches are i.i.d.
+    ``'fixed'`` has no per-epoch order (0, 1, ..., n_data - 1 every epoch).
+    """
+    if data_order == "shuffled":
+        return epoch_permutation(n_data, seed, replica, epoch)
+    if data_order == "replacement":
+        ss = np.random.SeedSequence(seed, spawn_key=(replica, 1, epoch))
+        return np.random.Generator(np.random.PCG64(ss)).integers(0, n_data, n_data)
+    return np.arange(n_data, dtype=np.int64)

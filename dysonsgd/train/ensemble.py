@@ -14,6 +14,14 @@ trained, by plain SGD (2.28) on the per-sample loss ``l = 1/2 sum_i (y_i - yhat_
 
 with ``lr = T |B|``.
 
+The batch size as a grid axis: ``batch_size=[1, 4, 16]`` trains the same ``temperature x
+sigma_w x seed`` grid once per ``|B|`` and returns a :class:`~dysonsgd.train.result.BatchResults`
+(``|B| -> EnsembleResult``). ``T`` is held fixed while ``lr = T |B|`` varies; with the epochs
+fixed, ``steps = epochs n_data / |B|``, so every batch size reaches the same continuous time
+``t_f = lr x steps = T x epochs x n_data``. The seed streams do not depend on ``|B|``: each
+batch size trains the same teachers, data and ``W2(0)``, and the run of ``|B| = 4`` within the
+axis is bit for bit the run of ``batch_size=4`` alone (or of ``config.batch_size = 4``).
+
 Data order, divergence rule and snapshots follow the release: ``n_data`` inputs per model, fixed
 for the run, visited in consecutive batches in the same order every epoch (``data_order='fixed'``;
 ``'shuffled'`` draws a fresh permutation per epoch instead); a model whose batch loss exceeds
@@ -51,6 +59,7 @@ the step coefficient.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -61,10 +70,10 @@ import torch
 from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.model import network
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.model.draws import epoch_permutation, replica_draws
+from dysonsgd.model.draws import epoch_order, replica_draws
 from dysonsgd.train._torch import train_torch
 from dysonsgd.train.plan import InitRows, TrainPlan
-from dysonsgd.train.result import EnsembleResult
+from dysonsgd.train.result import BatchResults, EnsembleResult
 
 __all__ = ["BACKENDS", "release_snapshot_epochs", "snapshot_epochs", "train_ensemble"]
 
@@ -108,6 +117,27 @@ def _grid_values(name: str, value) -> np.ndarray:
     if arr.ndim != 1 or arr.size == 0:
         raise InputError(f"{name} must be a positive number or a non-empty 1-d sequence")
     return arr
+
+
+def _batch_sizes(value, n_data: int) -> tuple[int, ...]:
+    """A batch-size axis: ints >= 1 dividing ``n_data``, no duplicates, checked before any
+    training."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        arr = np.asarray([None])
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype == bool \
+            or not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"batch_size must be an integer >= 1 or a non-empty 1-d sequence of "
+                         f"them, got {value!r}")
+    sizes = tuple(int(b) for b in arr)
+    for b in sizes:
+        if b < 1 or n_data % b:
+            raise InputError(f"batch_size: every entry must be an integer >= 1 dividing "
+                             f"n_data={n_data}, got {b}")
+    if len(set(sizes)) != len(sizes):
+        raise InputError(f"batch_size: duplicate value in {list(sizes)}")
+    return sizes
 
 
 def _resolve_device(device) -> torch.device:
@@ -194,7 +224,8 @@ def train_ensemble(
     student_init: np.ndarray | None = None,
     backend: str = "auto",
     replica_offset: int = 0,
-) -> EnsembleResult:
+    batch_size=None,
+) -> EnsembleResult | BatchResults:
     """Train the grid ``temperature x sigma_w x seed`` of teacher-student models in one run.
 
     Parameters
@@ -233,15 +264,37 @@ def train_ensemble(
         ``'auto'``: the fused numba kernel on CPU, torch on CUDA.
     replica_offset : int
         Spawn keys are ``(replica_offset + r,)``: runs split over seeds reproduce one big run.
+    batch_size : int or sequence of int, optional
+        ``|B|``, each >= 1 and dividing ``n_data`` (default ``config.batch_size``). A sequence
+        is a grid axis: the grid is trained once per ``|B|`` at the same temperatures (so
+        ``lr = T |B|`` varies) and seeds, and the result is a :class:`BatchResults`.
 
     Returns
     -------
     EnsembleResult
+        For a single batch size (``None`` or an int).
+    BatchResults
+        ``|B| -> EnsembleResult`` for a sequence of batch sizes, in its order.
     """
     t_start = time.perf_counter()
     config = TeacherStudentConfig() if config is None else config
     if not isinstance(config, TeacherStudentConfig):
         raise InputError(f"config must be a TeacherStudentConfig, got {type(config).__name__}")
+    if batch_size is not None and np.ndim(batch_size) > 0:
+        sizes = _batch_sizes(batch_size, config.n_data)
+        kwargs = dict(n_seeds=n_seeds, epochs=epochs, snapshots=snapshots, seed=seed,
+                      device=device, dtype=dtype, progress=progress,
+                      teacher_weights=teacher_weights, inputs=inputs, student_init=student_init,
+                      backend=backend, replica_offset=replica_offset)
+        return BatchResults([(b, train_ensemble(config, temperature, sigma_w, batch_size=b,
+                                                **kwargs)) for b in sizes])
+    if batch_size is not None:
+        (b,) = _batch_sizes([batch_size], config.n_data) if isinstance(
+            batch_size, (int, np.integer)) and not isinstance(batch_size, bool) else (None,)
+        if b is None:
+            raise InputError(f"batch_size must be an integer >= 1 or a non-empty 1-d sequence "
+                             f"of them, got {batch_size!r}")
+        config = dataclasses.replace(config, batch_size=b)
     temps = _grid_values("temperature", temperature)
     sigmas = _grid_values("sigma_w", sigma_w)
     n_seeds = check_int("n_seeds", n_seeds, minimum=1)
@@ -370,14 +423,14 @@ def _shuffled_orders(config: TeacherStudentConfig, seed: int, replica_offset: in
                      n_seeds: int) -> Callable[[int, np.ndarray], np.ndarray] | None:
     """The plan's ``orders`` (None for ``data_order='fixed'``): per epoch and group, the data
     order :func:`~dysonsgd.model.draws.epoch_permutation` of the group's replica."""
-    if config.data_order != "shuffled":
+    if config.data_order == "fixed":
         return None
 
     def orders(epoch: int, groups: np.ndarray) -> np.ndarray:
         """(len(groups), n_data) data order of ``epoch`` for the given groups."""
         uniq, inv = np.unique(groups, return_inverse=True)
-        perms = np.stack([epoch_permutation(config.n_data, seed,
-                                            replica_offset + int(u) % n_seeds, epoch)
+        perms = np.stack([epoch_order(config.data_order, config.n_data, seed,
+                                      replica_offset + int(u) % n_seeds, epoch)
                           for u in uniq])
         return perms[inv].astype(np.int64)
 
