@@ -26,6 +26,7 @@ LAYERS = {
     "measure": 3,
     "sde": 4,
     "analysis": 5,
+    "monitor": 5,
     "runs": 6,
     "plots": 6,
     "cli": 7,

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "dysonsgd.cli.sweep",
     "dysonsgd.cli.figures",
     "dysonsgd.cli.validate",
+    "dysonsgd.cli.monitor",
 )
 
 
