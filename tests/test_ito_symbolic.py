@@ -17,7 +17,7 @@ import sympy as sp
 
 from dysonsgd._checks import InputError
 from dysonsgd.theory import ito, ito_special, symbolic
-from dysonsgd.theory.ito import batch, fpc, lr
+from dysonsgd.theory.ito import batch, fpc, lr, sigma
 from dysonsgd.theory.symbolic import S, T
 
 
@@ -144,12 +144,15 @@ def test_wishart_is_the_bru_process(n, m):
 
 
 def test_bru_from_ito_formula_at_a_generic_matrix():
-    drift, diffusion, (x_minus, x_plus) = ito_special.bru_ito(2)
+    drift, diffusion, (x_minus, x_plus), radicand = ito_special.bru_ito(2)
     bru_drift, bru_diffusion = ito_special.bru_equation(2, 2)
     x1, x2 = sp.symbols("x_1:3", positive=True)
     at = {x1: x_minus, x2: x_plus}
-    assert all(sp.simplify(a - b.subs(at)) == 0 for a, b in zip(drift, bru_drift, strict=True))
-    assert sp.simplify(diffusion - bru_diffusion.subs(at)) == sp.zeros(2, 2)
+    residuals = [a - b.subs(at) for a, b in zip(drift, bru_drift, strict=True)]
+    residuals += list(diffusion - bru_diffusion.subs(at))
+    assert all(ito_special.vanishes_with_root(r, radicand) for r in residuals)
+    # the reduction is not vacuous: a wrong dimension M is detected
+    assert not ito_special.vanishes_with_root(residuals[0] + T * sigma**2, radicand)
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (3, 5)])
@@ -306,3 +309,14 @@ def test_every_minibatch_enumerated_against_the_drift_and_covariance():
     assert np.all(np.abs(cov_exact - e * cov_num) <= allowed)
     # and the finite-population factor matters at this precision: f = 6/7 is detected
     assert np.all(np.abs(e * cov_num.diagonal() * (1 / f_pop - 1)) > 10 * allowed.diagonal())
+
+
+def test_state_following_drift_needs_the_modified_equation_not_lr_m():
+    steps = ito_special.scalar_modified_equation()
+    w, a = sp.symbols("w a", real=True)
+    c = sp.Symbol("c", positive=True)
+    assert _zero(steps["modified"] - steps["sgd"])  # the SME reproduces the step to O(lr^2)
+    # the continuum flow misses (lr^2/2) dx/dw (mu mu') = lr^2 c^2 w (w - a) per step ...
+    assert _zero(steps["continuum"] - steps["sgd"] - lr**2 * c**2 * w * (w - a))
+    # ... and adding lr m = lr mu^2 counts the flow's own curvature a second time
+    assert _zero(steps["complete"] - steps["continuum"] - lr**2 * c**2 * (w - a) ** 2)

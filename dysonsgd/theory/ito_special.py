@@ -6,25 +6,27 @@ ito_two_eigenvalues
     Ito's formula on the closed-form eigenvalues of X = W W^T for W of shape (2, M): an oracle
     for the drift and the noise covariance of :func:`dysonsgd.theory.ito.eigenvalue_equation`
     that does not use perturbation theory.
-wishart_moments, bru_equation, bru_ito
+wishart_moments, bru_equation, bru_ito, vanishes_with_root
     i.i.d. gradient entries: the Wishart (Bru 1991) process, where everything is in closed form.
 wall_drift, wall_dimension
     Positivity of X: the drift of x_1 at x_1 = 0 and the squared-Bessel dimension there.
-flow_curvature_two, frozen_moment_correction
+flow_curvature_two, frozen_moment_correction, scalar_modified_equation
     What the finite-lr terms lr m_i, lr P_ij are: the curvature of the gradient flow within one
-    step, and the drift correction a state-dependent SDE needs instead.
+    step, which an SDE whose coefficients follow the state produces by itself, and the drift
+    correction such an SDE needs instead (the stochastic modified equation).
 """
 
 from __future__ import annotations
 
 import sympy as sp
 
-from dysonsgd._checks import check_int
+from dysonsgd._checks import InputError, check_int
 from dysonsgd.theory.ito import (
     Population,
     batch,
     eigenvalue_equation,
     fpc,
+    lr,
     minibatch_population,
     moment_symbols,
     sigma,
@@ -37,6 +39,8 @@ __all__ = [
     "flow_curvature_two",
     "frozen_moment_correction",
     "ito_two_eigenvalues",
+    "scalar_modified_equation",
+    "vanishes_with_root",
     "wall_dimension",
     "wall_drift",
     "wishart_moments",
@@ -146,11 +150,12 @@ def bru_equation(n: int, m: int) -> tuple[tuple, sp.Matrix]:
     return drift, sp.diag(*[4 * sigma**2 * T * xi for xi in x])
 
 
-def bru_ito(m: int) -> tuple[tuple, sp.Matrix, tuple]:
+def bru_ito(m: int) -> tuple[tuple, sp.Matrix, tuple, sp.Expr]:
     """Ito's formula at a generic 2 x M matrix W for dW = sigma sqrt(T) dB (i.i.d. entries).
 
     Returns the drift (T sigma^2 / 2) Laplacian x_-+, the diffusion T sigma^2 grad x_a .
-    grad x_b and the closed-form eigenvalues (x_-, x_+), all in the entries ``w_i_k`` of W.
+    grad x_b, the closed-form eigenvalues (x_-, x_+) and the radicand tr^2 - 4 det of their
+    square root, all in the entries ``w_i_k`` of W (compare with :func:`vanishes_with_root`).
     """
     m = check_int("m", m, minimum=2)
     w = _w(m)
@@ -161,12 +166,22 @@ def bru_ito(m: int) -> tuple[tuple, sp.Matrix, tuple]:
                   for grad in grads)
     diffusion = sp.Matrix(2, 2, lambda a, b: T * sigma**2 * sum(
         u * z for u, z in zip(grads[a], grads[b], strict=True)))
-    return drift, diffusion, lams
+    x = w * w.T
+    return drift, diffusion, lams, sp.expand(x.trace() ** 2 - 4 * x.det())
 
 
-# --------------------------------------------------------------------------------------------
-# positivity, and what the finite-lr terms are
-# --------------------------------------------------------------------------------------------
+def vanishes_with_root(expr: sp.Expr, radicand: sp.Expr) -> bool:
+    """Whether ``expr``, rational in sqrt(radicand) and polynomials, is identically zero.
+
+    sqrt(radicand) is replaced by a symbol r > 0 and the numerator reduced modulo
+    r^2 - radicand; zero remainder means zero (much faster than simplify on the roots).
+    """
+    r = sp.Dummy("r", positive=True)
+    together = sp.together(sp.sympify(expr).subs(sp.sqrt(radicand), r))
+    if together.has(sp.sqrt(radicand)):  # pragma: no cover
+        raise InputError("expr has powers of the root that subs did not catch")
+    numerator = sp.Poly(sp.expand(sp.numer(together)), r)
+    return sp.rem(numerator, sp.Poly(r**2 - radicand, r)).is_zero
 
 
 def wall_drift(n: int, *, variant: str = "complete") -> sp.Expr:
@@ -222,3 +237,28 @@ def frozen_moment_correction(n: int) -> tuple[sp.Expr, ...]:
     k = [eq.coefficients[sp.Symbol(f"K_{i + 1}", real=True)] for i in range(n)]
     return tuple(sp.simplify(sum(k[j] * sp.diff(k[i], x[j]) for j in range(n)) / 2)
                  for i in range(n))
+
+
+def scalar_modified_equation() -> dict[str, sp.Expr]:
+    """One step of x = w^2 for N = M = 1 and the loss (c/2)(w - a)^2, to O(lr^2), four ways.
+
+    'sgd' the step w' = w - lr mu, mu = c (w - a); 'continuum' the flow of dx/dt = K =
+    -2 w mu(w), whose coefficient follows the state, over a time lr; 'complete' the same with
+    the finite-lr term lr m = lr mu^2 added; 'modified' the flow of the stochastic modified
+    equation dw/dt = -mu - (lr/2) mu mu' (Li, Tai and E 2017). A flow dw/dt = beta(w) moves w
+    by h beta + (h^2/2) beta beta' + O(h^3). Returns the four x(lr) - x, expanded to lr^2.
+    """
+    w, a = sp.symbols("w a", real=True)
+    c = sp.Symbol("c", positive=True)
+    mu = c * (w - a)
+
+    def flow(beta):
+        w_h = w + lr * beta + lr**2 / 2 * beta * sp.diff(beta, w)
+        return sp.expand(sp.series(w_h**2 - w**2, lr, 0, 3).removeO())
+
+    return {
+        "sgd": sp.expand((w - lr * mu) ** 2 - w**2),
+        "continuum": flow(-mu),
+        "complete": flow((-2 * w * mu + lr * mu**2) / (2 * w)),
+        "modified": flow(-mu - lr / 2 * mu * sp.diff(mu, w)),
+    }
