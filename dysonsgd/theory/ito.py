@@ -9,7 +9,11 @@ t = lr * steps, with T = lr / b,
     Cov(dB_i, dB_j) = C_ij dt,    K_i = -2 s_i g_ii,  C_ij = 4 s_i s_j Sigma_ij,
     V_ij = x_i v_ji + x_j v_ij + 2 s_i s_j c_ij,  P_ij = (s_i g_ji + s_j g_ij)^2,
 
-the printed (4.3) being the limit that drops T q_i, the lr terms and C_ij (i != j). Every
+the printed (4.3) being the limit that drops T q_i, the lr terms and C_ij (i != j). Per step,
+with T_f = lr f / b (f the finite-population factor), E[dx_i] = lr * drift (T -> T_f) and
+Cov(dx_i, dx_j) = lr T_f C_ij, to O(lr^3). The lr terms belong to that one-step mean; they are
+the within-step curvature of the gradient flow, so an SDE whose coefficients follow the state
+or the run produces (part of) them by itself (:mod:`dysonsgd.theory.ito_special`). Every
 function derives its result from a starting expression; the checks against independent oracles
 are in ``tests/test_ito_symbolic.py`` and ``theory/05-ito-complete-eigenvalue-sde.ipynb``.
 
