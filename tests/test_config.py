@@ -119,7 +119,7 @@ def test_unknown_grid_key_names_file_table_key_and_allowed(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == ("quick.toml: [grid] temprature: unknown key (allowed: "
-                               "temperature, inv_sigma_w, sigma_w, seeds)")
+                               "temperature, inv_sigma_w, sigma_w, seeds, batch_size)")
 
 
 def _mutate(table, key, value):

@@ -60,6 +60,7 @@ class _Progress:
         self.done = self.total = 0
 
     def start(self, info: dict[str, Any]) -> None:
+        self.close()  # a batch-size axis sweeps one store per |B|, each starting anew
         self.done, self.total = info["cells_skipped"], info["cells_total"]
         if not self.enabled or not info["cells_pending"]:
             return
@@ -80,6 +81,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _run(args: argparse.Namespace) -> int:

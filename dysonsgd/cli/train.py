@@ -2,9 +2,11 @@
 
 dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E --out PATH
                [--device cpu|cuda] [--dtype float32|float64] [--activation tanh|relu|identity]
-               [--n-data 4000] [--batch-size 4] [--data-order fixed|shuffled] [--snapshots 21]
-               [--seed 0] [--backend auto|numba|torch] [--no-progress] [--json]
+               [--n-data 4000] [--batch-size 4 [B ...]] [--data-order fixed|shuffled]
+               [--snapshots 21] [--seed 0] [--backend auto|numba|torch] [--no-progress] [--json]
 
+Several ``--batch-size`` values make the batch size a grid axis at fixed T (lr = T |B|): one
+run per |B|, written to ``NAME.b{B}.nc`` beside ``--out`` (``runs.config.batch_size_path``).
 ``--paper-grid`` fills in the paper's 12 x 12 grid (T = 2^-5..2^6, 1/sigma_W = 2^-8..2^3) for
 whichever of --temperature / --sigma-w is not given. The result is written as netCDF
 (``.nc``, xarray's scipy engine) or as ``.npz`` (the same variables, attributes in a JSON string
@@ -37,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--activation", choices=ACTIVATIONS, default="tanh")
     p.add_argument("--n-data", type=int, default=4000, help="training inputs per model (4000)")
-    p.add_argument("--batch-size", type=int, default=4, help="batch size (4)")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[4],
+                   help="batch size (4); several: one run per |B| at the same T")
     p.add_argument("--data-order", choices=("fixed", "shuffled"), default="fixed")
     p.add_argument("--snapshots", type=int, default=21, help="snapshots incl. the initial (21)")
     p.add_argument("--seed", type=int, default=0, help="base seed of the SeedSequence (0)")
@@ -66,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.out.parent.exists():
         raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
     config = TeacherStudentConfig(activation=args.activation, n_data=args.n_data,
-                                  batch_size=args.batch_size, data_order=args.data_order)
+                                  batch_size=args.batch_size[0], data_order=args.data_order)
+    several = len(args.batch_size) > 1
     result = train_ensemble(
         config,
         temperature=temps,
@@ -79,11 +83,21 @@ def _run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         progress=not args.no_progress,
         backend=args.backend,
+        batch_size=args.batch_size if several else args.batch_size[0],
     )
-    path = save_result(result, args.out)
-    summary = result_summary(result, path)
+    if not several:
+        summary = result_summary(result, save_result(result, args.out))
+        if args.json:
+            emit_json(summary)
+        else:
+            emit_table("dysonsgd train", summary)
+        return 0
+    from dysonsgd.runs.config import batch_size_path
+
+    runs = {b: result_summary(r, save_result(r, batch_size_path(args.out, b)))
+            for b, r in result.items()}
     if args.json:
-        emit_json(summary)
-    else:
-        emit_table("dysonsgd train", summary)
+        emit_json({"batch_size": list(runs), "runs": list(runs.values())})
+    for b, summary in ([] if args.json else runs.items()):
+        emit_table(f"dysonsgd train (batch size {b})", summary)
     return 0

@@ -16,6 +16,8 @@ checks, reading TOML)::
     temperature = [0.03125, 0.25, 1.0]  # T = lr/|B| (2.30), each > 0, no duplicates
     inv_sigma_w = [8.0, 0.00390625]     # 1/sigma_W (the paper's axis) ... or sigma_w = [...]
     seeds = 10                          # replicas (teachers) per cell
+    batch_size = [1, 4, 16]             # optional: |B| as a grid axis at fixed T (lr = T |B|);
+                                        # then no [training] batch_size
 
     [training]                          # epochs required, the rest optional
     epochs = 100
@@ -24,7 +26,7 @@ checks, reading TOML)::
     activation = "tanh"                 # tanh | relu | identity
     widths = [3, 32, 16, 1]
     n_data = 4000
-    batch_size = 4
+    batch_size = 4                      # |B| of every cell (unless [grid] batch_size)
     data_order = "fixed"                # fixed | shuffled
     divergence_threshold = 100.0
     dtype = "float32"                   # float32 | float64
@@ -43,7 +45,8 @@ checks, reading TOML)::
 
 Every problem is reported before any training as a :class:`ConfigError` naming the file, the
 table, the key and the reason, e.g.
-``quick.toml: [grid] temprature: unknown key (allowed: temperature, inv_sigma_w, sigma_w, seeds)``.
+``quick.toml: [grid] temprature: unknown key (allowed: temperature, inv_sigma_w, sigma_w, seeds,
+batch_size)``.
 
 The configs of the folder ``validation/`` ship in the package as ``dysonsgd.configs``:
 :func:`bundled_configs` lists them, :func:`bundled_config` gives one by name and
@@ -57,7 +60,7 @@ import json
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePath
@@ -71,6 +74,7 @@ from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
 __all__ = [
     "ConfigError",
     "SweepConfig",
+    "batch_size_path",
     "bundled_config",
     "bundled_configs",
     "find_config",
@@ -80,7 +84,7 @@ __all__ = [
 
 #: top-level keys and tables
 TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
-GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds")
+GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds", "batch_size")
 TRAINING_KEYS = ("epochs", "snapshots", "seed", "activation", "widths", "n_data", "batch_size",
                  "data_order", "divergence_threshold", "dtype")
 DTYPES = ("float32", "float64")
@@ -144,6 +148,11 @@ class SweepConfig:
         The file read, if any (a Traversable for a bundled config).
     sigma_axis : {'inv_sigma_w', 'sigma_w'}
         Which of the two the file gave (kept so that :meth:`to_dict` writes it back).
+    batch_size : tuple of int
+        The batch-size axis ``[grid] batch_size`` (empty: none, every cell trains at
+        ``model.batch_size``). With an axis, ``model.batch_size`` is its first entry and
+        :meth:`for_batch_size` gives the plain config of one ``|B|``; the temperatures are
+        held fixed, so ``lr = T |B|`` varies along the axis.
     """
 
     name: str
@@ -160,11 +169,26 @@ class SweepConfig:
     validate: dict = field(default_factory=dict, compare=False)
     source: Path | Traversable | None = field(default=None, compare=False)
     sigma_axis: str = "inv_sigma_w"
+    batch_size: tuple[int, ...] = ()
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
-        """``(nT, nS, seeds)``."""
+        """``(nT, nS, seeds)`` (of each batch size)."""
         return len(self.temperature), len(self.sigma_w), self.seeds
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The batch sizes trained: the axis, or ``(model.batch_size,)`` without one."""
+        return self.batch_size or (self.model.batch_size,)
+
+    def for_batch_size(self, batch_size: int) -> SweepConfig:
+        """The config of one batch size of the axis, without an axis: its fingerprint, grid and
+        models are those of the same file with ``[training] batch_size`` instead."""
+        if batch_size not in self.batch_sizes:
+            raise InputError(f"batch_size must be one of {list(self.batch_sizes)}, got "
+                             f"{batch_size!r}")
+        return replace(self, model=replace(self.model, batch_size=int(batch_size)),
+                       batch_size=())
 
     def cells(self) -> list[tuple[int, int]]:
         """Grid cells ``(i_T, i_S)`` in row-major order (temperature outer)."""
@@ -173,14 +197,17 @@ class SweepConfig:
     def model_steps(self) -> int:
         """SGD steps over the whole grid (one step of one model counts 1)."""
         n_t, n_s, n_r = self.grid_shape
-        return n_t * n_s * n_r * self.epochs * self.model.steps_per_epoch
+        return sum(n_t * n_s * n_r * self.epochs * (self.model.n_data // b)
+                   for b in self.batch_sizes)
 
     def numerics(self) -> dict[str, Any]:
         """Everything that determines the trained numbers (what :meth:`fingerprint` hashes)."""
         model = asdict(self.model)
         model["widths"] = list(model["widths"])
         model["trained_layers"] = list(model["trained_layers"])
+        axis = {"batch_size": list(self.batch_size)} if self.batch_size else {}
         return {
+            **axis,
             "schema": "dysonsgd-sweep/1",
             "temperature": [float(t) for t in self.temperature],
             "sigma_w": [float(s) for s in self.sigma_w],
@@ -204,7 +231,14 @@ class SweepConfig:
 
     def matches(self, result) -> bool:
         """Whether ``result`` (an EnsembleResult) was trained from this config: the same grid,
-        model, epochs and number of snapshots."""
+        model, epochs and number of snapshots. With a batch-size axis: a mapping ``|B| ->
+        EnsembleResult`` (a BatchResults) with exactly the axis' batch sizes, each matching
+        :meth:`for_batch_size`."""
+        if self.batch_size:
+            return bool(isinstance(result, Mapping) and tuple(result) == self.batch_size
+                        and all(self.for_batch_size(b).matches(result[b]) for b in result))
+        if isinstance(result, Mapping):
+            return False
         t, s = np.asarray(result.temperature), np.asarray(result.sigma_w)
         return bool(t.shape == (len(self.temperature),) and s.shape == (len(self.sigma_w),)
                     and np.allclose(t, self.temperature) and np.allclose(s, self.sigma_w)
@@ -230,11 +264,22 @@ class SweepConfig:
                 "divergence_threshold": m.divergence_threshold, "dtype": self.dtype,
             },
         }
+        if self.batch_size:
+            out["grid"]["batch_size"] = list(self.batch_size)
+            del out["training"]["batch_size"]
         if self.expect:
             out["expect"] = self.expect
         if self.validate:
             out["validate"] = self.validate
         return out
+
+
+def batch_size_path(path: str | Path, batch_size: int) -> Path:
+    """Where the run of one ``|B|`` of a batch-size axis goes: ``NAME.b{B}SUFFIX`` beside
+    ``path`` (``quick.zarr`` -> ``quick.b16.zarr``, ``run.nc`` -> ``run.b16.nc``), as
+    ``dysonsgd sweep`` and ``dysonsgd train`` write them."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.b{int(batch_size)}{path.suffix}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,10 +379,12 @@ def parse_config(mapping: Mapping[str, Any], *,
                                         f"{widths!r}")
     widths = tuple(_integer(err, "training", f"widths[{k}]", w, 1) for k, w in enumerate(widths))
     n_data = _integer(err, "training", "n_data", tr.get("n_data", defaults.n_data), 1)
+    axis_b = _batch_axis(err, grid, tr, n_data)
     batch_size = _integer(err, "training", "batch_size", tr.get("batch_size",
                                                                 defaults.batch_size), 1)
     if n_data % batch_size:
         raise err("training", "batch_size", f"must divide n_data ({n_data}), got {batch_size}")
+    batch_size = axis_b[0] if axis_b else batch_size
     thr = tr.get("divergence_threshold", defaults.divergence_threshold)
     if not _is_number(thr) or math.isnan(thr) or not thr > 0:
         raise err("training", "divergence_threshold", f"must be a number > 0 (inf allowed), got "
@@ -354,7 +401,30 @@ def parse_config(mapping: Mapping[str, Any], *,
                        sigma_w=sigma_w, seeds=seeds, epochs=epochs, snapshots=snapshots,
                        seed=seed, dtype=dtype, model=model, expect=expect, validate=validate,
                        source=Path(source) if isinstance(source, str) else source,
-                       sigma_axis=axis)
+                       sigma_axis=axis, batch_size=axis_b)
+
+
+def _batch_axis(err: _Errors, grid: Mapping, tr: Mapping, n_data: int) -> tuple[int, ...]:
+    """``[grid] batch_size``: integers >= 1 dividing ``n_data``, no duplicates; () if absent."""
+    if "batch_size" not in grid:
+        return ()
+    if "batch_size" in tr:
+        raise err("grid", "batch_size", "give the batch size either as the axis [grid] "
+                                        "batch_size or as [training] batch_size, not both")
+    values = grid["batch_size"]
+    if not isinstance(values, list) or not values:
+        raise err("grid", "batch_size", f"must be a non-empty array of integers >= 1, got "
+                                        f"{_kind(values)}")
+    out = []
+    for k, b in enumerate(values):
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise err("grid", "batch_size", f"entry {k} must be an integer >= 1, got {_kind(b)}")
+        if n_data % b:
+            raise err("grid", "batch_size", f"entry {k} must divide n_data ({n_data}), got {b}")
+        if b in out:
+            raise err("grid", "batch_size", f"duplicate value {b!r}")
+        out.append(int(b))
+    return tuple(out)
 
 
 class _Errors:

@@ -20,6 +20,10 @@ Packs: several cells trained in one ``train_ensemble`` call share its start-up a
 lanes (CPU) or the GPU; :func:`cells_per_pack` sizes them (by the models a device can hold, see
 :func:`model_memory_bytes`). Writing is still per cell, so a killed sweep loses at most the packs
 in flight.
+
+A batch-size axis (``[grid] batch_size = [1, 4, 16]``) is swept as one ordinary store per |B|,
+``NAME.b{B}.zarr`` beside ``NAME.zarr`` (``runs.config.batch_size_path``), that of
+``SweepConfig.for_batch_size(B)``: the fingerprint and models of ``[training] batch_size = B``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import replica_draws
 from dysonsgd.runs import cluster
 from dysonsgd.runs import store as _store
-from dysonsgd.runs.config import SweepConfig
+from dysonsgd.runs.config import SweepConfig, batch_size_path
 from dysonsgd.runs.provenance import git_commit, package_versions, provenance
 from dysonsgd.train import snapshot_epochs
 from dysonsgd.train.plan import EVAL_ROWS, FEATURE_SLICE, TORCH_CHUNK_BUDGET
@@ -132,18 +136,7 @@ def model_memory_bytes(model: TeacherStudentConfig, dtype: str = "float32",
     snapshots, ``2 n_snap n2 n1`` values, plus the float64 targets ``n_data n3`` and
     the features ``n_data (n1 + n3)`` streamed by its block.
 
-    Parameters
-    ----------
-    model : TeacherStudentConfig
-    dtype : {'float32', 'float64'}
-    snapshots : int
-        Snapshots recorded (21).
-    device : str
-        ``'cpu'`` or ``'cuda[:k]'``.
-
-    Returns
-    -------
-    int
+    ``snapshots``: snapshots recorded (21); ``device``: ``'cpu'`` or ``'cuda[:k]'``.
     """
     item = _itemsize(dtype)
     _, n1, n2, n3 = model.widths
@@ -177,18 +170,9 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
     ``CPU_MODELS_PER_THREAD_BLOCK`` SIMD blocks per thread. With ``slots`` parallel workers, at
     most ``n_pending / (2 slots)`` cells, so that every worker gets packs.
 
-    Parameters
-    ----------
-    config : SweepConfig
-    device : str
-    free_bytes : int, optional
-        Free device memory (CUDA; default: ``torch.cuda.mem_get_info``).
-    threads : int, optional
-        Threads of one worker (CPU; default: numba's count).
-    slots : int
-        Workers training packs at the same time.
-    n_pending : int, optional
-        Cells left to train (default: the whole grid).
+    ``free_bytes``: free device memory (CUDA; default ``torch.cuda.mem_get_info``);
+    ``threads``: of one worker (CPU; default numba's count); ``slots``: workers training packs
+    at the same time; ``n_pending``: cells left to train (default the whole grid).
     """
     seeds = config.seeds
     n_pending = len(config.cells()) if n_pending is None else max(1, n_pending)
@@ -337,7 +321,8 @@ def train_grid(config: SweepConfig, rows: Sequence[int] | None = None,
                cols: Sequence[int] | None = None, *, device: str = "cpu",
                progress: bool = False):
     """Train cells ``rows x cols`` of ``config`` (default: its whole grid) in one
-    :func:`~dysonsgd.train.ensemble.train_ensemble` call; returns the EnsembleResult.
+    :func:`~dysonsgd.train.ensemble.train_ensemble` call; returns the EnsembleResult (with a
+    batch-size axis: a :class:`~dysonsgd.train.result.BatchResults`, one run per ``|B|``).
 
     A model's numbers depend only on the config and its grid coordinates, so any block of cells
     trains bitwise as it does within the whole grid (on one device and dtype).
@@ -349,7 +334,8 @@ def train_grid(config: SweepConfig, rows: Sequence[int] | None = None,
     return train_ensemble(config.model, temperature=[config.temperature[i] for i in rows],
                           sigma_w=[config.sigma_w[j] for j in cols], n_seeds=config.seeds,
                           epochs=config.epochs, snapshots=config.snapshots, seed=config.seed,
-                          device=device, dtype=config.dtype, progress=progress)
+                          device=device, dtype=config.dtype, progress=progress,
+                          batch_size=list(config.batch_size) or None)
 
 
 def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
@@ -439,7 +425,8 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     config : SweepConfig
     store : path
         Sweep store directory (created if missing; must have been written by a config with the
-        same fingerprint otherwise).
+        same fingerprint otherwise). With a batch-size axis, one store per ``|B|`` at
+        ``batch_size_path(store, B)``, swept in turn (``on_start`` is called for each).
     device : str
         ``'cpu'`` or ``'cuda[:k]'`` (every worker's own GPU with a dask client).
     client : distributed.Client, optional
@@ -463,13 +450,26 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     dict
         ``store``, ``fingerprint``, ``cells_total``, ``cells_skipped``, ``cells_computed``,
         ``model_steps`` (computed now), ``wall_time_s``, ``model_steps_per_s``, ``device``,
-        ``scheduler``, ``cells_per_pack``, ``packs``, ``peak_rss_mb`` (this process).
+        ``scheduler``, ``cells_per_pack``, ``packs``, ``peak_rss_mb`` (this process). With a
+        batch-size axis: ``batch_size``, ``store`` and ``fingerprint`` list each |B|'s, the
+        counts and times are totals over them.
     """
     import torch
 
     t0 = time.perf_counter()
     if not isinstance(config, SweepConfig):
         raise InputError(f"config must be a SweepConfig, got {type(config).__name__}")
+    if config.batch_size:  # one ordinary store per |B|
+        subs = [run_sweep(config.for_batch_size(b), batch_size_path(store, b), device=device,
+                          client=client, pack_cells=pack_cells, on_start=on_start,
+                          on_cell=on_cell, threads=threads, durable=durable)
+                for b in config.batch_size]
+        out = {k: sum(s[k] for s in subs) for k in ("cells_total", "cells_skipped",
+                                                    "cells_computed", "model_steps", "packs")}
+        wall = time.perf_counter() - t0
+        return {**subs[-1], **out, "store": [s["store"] for s in subs], "wall_time_s": wall,
+                "fingerprint": [s["fingerprint"] for s in subs], "batch_size": [*config.batch_size],
+                "model_steps_per_s": out["model_steps"] / wall if wall > 0 else 0.0}
     device = str(device)
     try:
         dev = torch.device(device)

@@ -289,11 +289,10 @@ def train_ensemble(
         return BatchResults([(b, train_ensemble(config, temperature, sigma_w, batch_size=b,
                                                 **kwargs)) for b in sizes])
     if batch_size is not None:
-        (b,) = _batch_sizes([batch_size], config.n_data) if isinstance(
-            batch_size, (int, np.integer)) and not isinstance(batch_size, bool) else (None,)
-        if b is None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise InputError(f"batch_size must be an integer >= 1 or a non-empty 1-d sequence "
                              f"of them, got {batch_size!r}")
+        (b,) = _batch_sizes([batch_size], config.n_data)
         config = dataclasses.replace(config, batch_size=b)
     temps = _grid_values("temperature", temperature)
     sigmas = _grid_values("sigma_w", sigma_w)

@@ -1,15 +1,18 @@
-"""The result of a training run, :class:`EnsembleResult`, and its labelled xarray form."""
+"""The result of a training run, :class:`EnsembleResult`, its labelled xarray form, and
+:class:`BatchResults`, the runs of one grid at several batch sizes."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dysonsgd._checks import InputError
 from dysonsgd.model.config import TeacherStudentConfig
 
-__all__ = ["EnsembleResult"]
+__all__ = ["BatchResults", "EnsembleResult"]
 
 
 @dataclass
@@ -72,6 +75,16 @@ class EnsembleResult:
     def learning_rate(self) -> np.ndarray:
         """``lr = T |B|`` per temperature."""
         return self.temperature * self.config.batch_size
+
+    @property
+    def time(self) -> np.ndarray:
+        """Continuous time ``t = lr x steps`` of each snapshot, (nT, n_snap) float64.
+
+        With ``steps = epochs n_data / |B|`` this is ``T x epochs x n_data``: the same for every
+        batch size at fixed ``T`` (the time of the SDE (2.29)-(2.30), (4.3)).
+        """
+        steps = self.snapshot_epochs * self.config.steps_per_epoch
+        return self.learning_rate[:, None] * steps[None, :].astype(np.float64)
 
     @property
     def model_steps(self) -> int:
@@ -171,3 +184,112 @@ class EnsembleResult:
             backend=str(ds.attrs["backend"]),
             wall_time=float(ds.attrs["wall_time_s"]),
         )
+
+
+#: variables of :meth:`EnsembleResult.to_xarray` that differ between batch sizes
+_PER_RUN = ("w2", "grad", "loss", "diverged", "diverged_epoch", "diverged_step")
+
+
+def _but_batch(config: TeacherStudentConfig) -> dict:
+    """The config's fields except ``batch_size``."""
+    return {k: v for k, v in asdict(config).items() if k != "batch_size"}
+
+
+class BatchResults(Mapping):
+    """Runs of one ``temperature x sigma_w x seed`` grid at several batch sizes ``|B|``.
+
+    A read-only mapping ``|B| -> EnsembleResult`` in the order the batch sizes were given, as
+    :func:`~dysonsgd.train.ensemble.train_ensemble` returns for ``batch_size=[...]``. Each value
+    is an ordinary run whose ``config.batch_size`` is its key, so every function taking an
+    :class:`EnsembleResult` (measure, predict, validate, store) takes ``runs[b]`` unchanged. The
+    runs share the temperatures (``T = lr / |B|`` is held fixed, ``lr = T |B|`` varies), the
+    ``sigma_W``, the seeds (the same teachers, data and ``W2(0)``: common random numbers across
+    batch sizes) and the snapshot epochs; with the epochs fixed, every batch size reaches the
+    same continuous time ``t_f = T x epochs x n_data``.
+
+    Parameters
+    ----------
+    runs : mapping or sequence of (|B|, EnsembleResult)
+    """
+
+    def __init__(self, runs) -> None:
+        items = list(runs.items() if isinstance(runs, Mapping) else runs)
+        if not items:
+            raise InputError("runs must hold at least one (batch_size, EnsembleResult)")
+        first = items[0][1]
+        seen: dict[int, EnsembleResult] = {}
+        for b, res in items:
+            if not isinstance(res, EnsembleResult):
+                raise InputError(f"runs[{b!r}] must be an EnsembleResult, got "
+                                 f"{type(res).__name__}")
+            if b != res.config.batch_size or int(b) in seen:
+                raise InputError(f"runs: key {b!r} must be its run's config.batch_size "
+                                 f"({res.config.batch_size}), each once")
+            same = (_but_batch(res.config) == _but_batch(first.config)
+                    and res.diverged.shape == first.diverged.shape
+                    and np.array_equal(res.temperature, first.temperature)
+                    and np.array_equal(res.sigma_w, first.sigma_w)
+                    and np.array_equal(res.snapshot_epochs, first.snapshot_epochs)
+                    and res.seed == first.seed and res.replica_offset == first.replica_offset)
+            if not same:
+                raise InputError(f"runs[{b}]: every run must share the grid, model (but "
+                                 "batch_size), seeds and snapshots")
+            seen[int(b)] = res
+        self._runs = seen
+
+    def __getitem__(self, batch_size: int) -> EnsembleResult:
+        return self._runs[batch_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._runs)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __repr__(self) -> str:
+        first = next(iter(self._runs.values()))
+        return (f"BatchResults(batch_size={list(self._runs)}, grid={first.diverged.shape}, "
+                f"epochs={first.epochs})")
+
+    @property
+    def batch_size(self) -> np.ndarray:
+        """``|B|`` of each run, (nB,) int64, in the mapping's order."""
+        return np.array(list(self._runs), dtype=np.int64)
+
+    @property
+    def temperature(self) -> np.ndarray:
+        """The shared ``T = lr / |B|``, (nT,)."""
+        return next(iter(self._runs.values())).temperature
+
+    @property
+    def sigma_w(self) -> np.ndarray:
+        """The shared ``sigma_W``, (nS,)."""
+        return next(iter(self._runs.values())).sigma_w
+
+    @property
+    def learning_rate(self) -> np.ndarray:
+        """``lr = T |B|``, (nB, nT)."""
+        return self.batch_size[:, None] * self.temperature[None, :]
+
+    def stack(self, name: str) -> np.ndarray:
+        """The runs' attribute ``name`` (``w2``, ``loss``, ``diverged``, ...) stacked on a new
+        leading batch-size axis: (nB, nT, nS, nR, ...)."""
+        return np.stack([getattr(r, name) for r in self._runs.values()])
+
+    def to_xarray(self):
+        """One ``xarray.Dataset`` with a leading ``batch_size`` dimension.
+
+        The runs' datasets (:meth:`EnsembleResult.to_xarray`) concatenated along
+        ``batch_size``: the training arrays (``w2``, ``grad``, ``loss``, the divergence
+        records) gain the dimension, ``learning_rate`` becomes a (batch_size, temperature)
+        coordinate, the shared teacher matrices keep their dims, and attributes that differ
+        between the runs (``config``, ``model_steps``, ``wall_time_s``) are dropped (each run
+        keeps its own).
+        """
+        import pandas as pd
+        import xarray as xr
+
+        return xr.concat([r.to_xarray() for r in self._runs.values()],
+                         dim=pd.Index(self.batch_size, name="batch_size"),
+                         data_vars=list(_PER_RUN), coords="different",
+                         combine_attrs="drop_conflicts", compat="equals")
