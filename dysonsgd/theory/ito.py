@@ -54,6 +54,7 @@ __all__ = [
     "Perturbation",
     "Population",
     "SGDStep",
+    "SpacingCoefficients",
     "eigenvalue_equation",
     "eigenvalue_perturbation",
     "explicit",
