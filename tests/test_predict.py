@@ -76,11 +76,11 @@ def test_zero_noise_prediction_is_the_drift_line():
     x0 = np.array([[1.0, 2.0, 4.0], [0.5, 3.0, 3.5]])
     k = np.array([0.1, -0.2, 0.3])
     c = _synthetic(k, np.zeros((3, 3)), x0, [0.0, 1.0, 2.0])
-    times, x, models = predict.predict_eigenvalues(c, (0, 0), paths_per_model=2)
+    times, x, models = predict.predict_eigenvalues(c, (0, 0), paths_per_model=2, variant="paper")
     np.testing.assert_array_equal(times, [0.0, 1.0, 2.0])
     np.testing.assert_array_equal(models, [0, 0, 1, 1])
     np.testing.assert_allclose(x[-1], np.repeat(x0, 2, axis=0) + 2.0 * k, rtol=1e-10)
-    _, s, _ = predict.predict_spacing(c, (0, 0), start=1, paths_per_model=1)
+    _, s, _ = predict.predict_spacing(c, (0, 0), start=1, paths_per_model=1, variant="paper")
     np.testing.assert_allclose(s[-1, :, 0], (x0[:, -1] - x0[:, 0]) / 2 + 1.0 * (0.3 - 0.1) / 2)
 
 
@@ -90,7 +90,7 @@ def test_noise_only_spread_matches_temperature_times_v():
     v = np.array([[2.0, 0.0], [0.0, 0.5]])
     c = _synthetic(np.zeros(2), v, x0, [0.0, 1.0])
     _, x, _ = predict.predict_eigenvalues(c, (0, 0), paths_per_model=4000, steps_per_interval=4,
-                                          solver="euler", seed=5)
+                                          solver="euler", seed=5, variant="paper")
     var = np.var(x[-1], axis=0, ddof=1)
     se = np.array([2.0, 0.5]) * np.sqrt(2 / 3999)  # SE of a Gaussian sample variance
     assert np.all(np.abs(var - [2.0, 0.5]) < 4 * se)

@@ -29,25 +29,37 @@ the rotated per-sample update on the test inputs (:func:`dysonsgd.measure.gradst
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dysonsgd._checks import InputError, check_int, check_positive, grid_index
 from dysonsgd.measure import gradstats
+from dysonsgd.measure.moments import (
+    VARIANTS,
+    SingularMoments,
+    coefficients_at,
+    epoch_start_weights,
+    mean_moments,
+    singular_system,
+    spacing_coefficients_complete,
+)
 from dysonsgd.measure.spectrum import eigensystem, mean_level_spacing
 from dysonsgd.sde import DysonBrownianMotion, LevelSpacingSDE, integrate, piecewise_linear
+from dysonsgd.sde.complete import EigenvalueSDE
 from dysonsgd.theory import rmt
 
 __all__ = [
     "DRIFT_SOURCES",
     "KINDS",
+    "VARIANTS",
     "MeasuredCoefficients",
     "measure_run",
     "predict_eigenvalues",
     "predict_run",
     "predict_spacing",
     "snapshot_times",
+    "spacing_series",
     "training_drift",
 ]
 
@@ -114,6 +126,10 @@ class MeasuredCoefficients:
     last : GradientStatistics
         Everything :func:`dysonsgd.measure.gradstats.measure` gave at the last measured snapshot
         (K and V on the measurement data, the paper's and the release's K_S, V_S).
+    moments : SingularMoments
+        The complete SDE's gradient moments (:mod:`dysonsgd.measure.moments`), fields
+        (nT, nS, nR, n_snap, ...); their mean gradient is the drift source's.
+    learning_rate : (nT,) lr = T |B|; batch_size : |B|
     """
 
     snapshots: np.ndarray
@@ -130,6 +146,9 @@ class MeasuredCoefficients:
     drift_source: str
     noise_source: str = "test"
     last: gradstats.GradientStatistics | None = None
+    moments: SingularMoments | None = None
+    learning_rate: np.ndarray | None = None
+    batch_size: int | None = None
 
     @property
     def spacing(self) -> np.ndarray:
@@ -172,17 +191,31 @@ def measure_run(result, *, snapshots=None, drift: str = "training", noise: str =
     stats = [gradstats.measure(result, int(s), x=x, chunk=chunk) for s in snaps]
     eig = np.stack([s.eigenvalues for s in stats], axis=3)
     noise_source, noise = noise, np.stack([s.v for s in stats], axis=3)
+    moments = SingularMoments.join([s.moments for s in stats],
+                                   lambda parts: np.stack(parts, axis=3))
     if drift == "test":
         k = np.stack([np.diagonal(s.k, axis1=-2, axis2=-1) for s in stats], axis=3)
     else:
-        _, k = training_drift(result.w2[..., snaps, :, :], result.grad[..., snaps, :, :])
+        w2, grad = result.w2[..., snaps, :, :], result.grad[..., snaps, :, :]
+        _, k = training_drift(w2, grad)
+        # the complete variants take the mean gradient in the singular basis of W at the start
+        # of the recorded epoch (measure.moments.epoch_start_weights); snapshot 0 holds the
+        # full-data gradient at W(0) itself
+        steps = np.where(snaps > 0, result.config.steps_per_epoch, 0)
+        lr = np.asarray(result.learning_rate, dtype=float)[:, None, None, None]
+        w0 = epoch_start_weights(w2, grad, lr * np.ones(len(snaps)), steps)
+        _, u, vt = singular_system(w0)
+        g, m = mean_moments(u, vt, np.asarray(grad, dtype=float))
+        moments = replace(moments, mean=g, mean_square=m)
     k_s, v_s, d_s = rmt.spacing_coefficients(k, noise)
     return MeasuredCoefficients(
         snapshots=snaps, times=snapshot_times(result)[:, snaps],
         temperature=np.asarray(result.temperature, dtype=float),
         sigma_w=np.asarray(result.sigma_w, dtype=float), eigenvalues=eig, drift=k, noise=noise,
         k_s=k_s, v_s=v_s, d_s=d_s, diverged=np.asarray(result.diverged, dtype=bool),
-        drift_source=drift, noise_source=noise_source, last=stats[-1],
+        drift_source=drift, noise_source=noise_source, last=stats[-1], moments=moments,
+        learning_rate=np.asarray(result.learning_rate, dtype=float),
+        batch_size=int(result.config.batch_size),
     )
 
 
@@ -233,14 +266,37 @@ def _cell_paths(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int,
                       float(np.min(np.diff(times))) / steps)
 
 
+def _check_variant(variant: str, coeffs: MeasuredCoefficients) -> str:
+    if variant not in VARIANTS:
+        raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant != "paper" and coeffs.moments is None:
+        raise InputError(f"variant={variant!r} needs the gradient moments (measure_run "
+                         "measures them); these coefficients have none")
+    return variant
+
+
+def _cell_learning_rate(coeffs: MeasuredCoefficients, i_t: int, variant: str) -> float | None:
+    """lr of the finite-lr terms: the cell's lr for 'complete', None (dropped) otherwise."""
+    if variant != "complete":
+        return None
+    if coeffs.learning_rate is None:
+        raise InputError("variant='complete' needs the learning rate of the run")
+    return float(coeffs.learning_rate[i_t])
+
+
 def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
                         paths_per_model: int = 10, steps_per_interval: int = 100,
-                        solver=None, seed: int = 0):
-    """Integrate Dyson Brownian motion (4.3) for the models of one cell.
+                        solver=None, seed: int = 0, *, variant: str = "complete"):
+    """Integrate the eigenvalue SDE for the models of one cell.
 
     Each model's trajectories start from its eigenvalues at snapshot ``start`` and follow its
-    own K_i(t), V_ij(t), linear in t between the measured snapshots (no wall at x = 0: (4.3)
-    as printed).
+    own coefficients, linear in t between the measured snapshots.
+
+    ``variant='complete'`` (default) integrates the complete SDE
+    (:class:`~dysonsgd.sde.complete.EigenvalueSDE`: Ito drift, correlated noise, finite-lr
+    terms, coefficients depending on the state through s_i = sqrt(x_i), the wall x_1 > 0);
+    ``'continuum'`` the same without the finite-lr terms; ``'paper'`` Dyson Brownian motion
+    (4.3) as printed, with the measured K_i(t), V_ij(t) and no wall.
 
     Returns
     -------
@@ -248,22 +304,46 @@ def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], sta
     x : numpy.ma.MaskedArray, shape (n_times, R_kept * paths_per_model, N)
     models : ndarray of int, shape (R_kept * paths_per_model,), the seed index of each path
     """
+    _check_variant(variant, coeffs)
     c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
     x0 = c.initial(coeffs.eigenvalues)
-    eq = DysonBrownianMotion(piecewise_linear(c.times, c.series(coeffs.drift)),
-                             piecewise_linear(c.times, c.series(coeffs.noise)),
-                             float(coeffs.temperature[c.i_t]))
+    temperature = float(coeffs.temperature[c.i_t])
+    if variant == "paper":
+        eq = DysonBrownianMotion(piecewise_linear(c.times, c.series(coeffs.drift)),
+                                 piecewise_linear(c.times, c.series(coeffs.noise)), temperature)
+    else:
+        eq = EigenvalueSDE(coeffs.moments.map(c.series), temperature, times=c.times,
+                           learning_rate=_cell_learning_rate(coeffs, c.i_t, variant))
     x = integrate(eq, x0, c.times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=c.dt)
     return c.times, x, c.models
 
 
+def spacing_series(coeffs: MeasuredCoefficients, variant: str = "complete"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """K_S, V_S, D_S of the spacing SDE (4.8) at every measured snapshot, (nT, nS, nR, n_snap).
+
+    ``'paper'``: (B.7), (B.9) as printed from K and V; ``'complete'``/``'continuum'``: from the
+    complete eigenvalue SDE (:func:`~dysonsgd.measure.moments.spacing_coefficients_complete`,
+    with the run's lr or lr -> 0).
+    """
+    _check_variant(variant, coeffs)
+    if variant == "paper":
+        return coeffs.k_s, coeffs.v_s, coeffs.d_s
+    terms = coefficients_at(coeffs.moments)  # its K_i is the drift source's, as coeffs.drift
+    t = coeffs.temperature[:, None, None, None]
+    lr = (coeffs.learning_rate[:, None, None, None] if variant == "complete"
+          else np.zeros_like(t))
+    return spacing_coefficients_complete(terms, t, lr)
+
+
 def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: int = 0,
                     paths_per_model: int = 10, steps_per_interval: int = 100,
-                    solver=None, seed: int = 0):
+                    solver=None, seed: int = 0, *, variant: str = "complete"):
     """Integrate the level-spacing SDE (4.8) for the models of one cell.
 
-    K_S(t), V_S(t), D_S(t) of (B.7), (B.9) per model, linear in t between snapshots; negative
-    V_S (possible for (B.7) as printed) is clipped at 0, since (4.8) needs V_S >= 0.
+    K_S(t), V_S(t), D_S(t) per model (:func:`spacing_series`: of the complete SDE by default,
+    (B.7), (B.9) as printed for ``variant='paper'``), linear in t between snapshots; negative
+    V_S (possible for (B.7)) is clipped at 0, since (4.8) needs V_S >= 0.
 
     Returns
     -------
@@ -271,7 +351,7 @@ def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: 
     :func:`predict_eigenvalues`.
     """
     c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
-    k_s, v_s, d_s = (c.series(v) for v in (coeffs.k_s, coeffs.v_s, coeffs.d_s))
+    k_s, v_s, d_s = (c.series(v) for v in spacing_series(coeffs, variant))
     s0 = c.initial(coeffs.spacing)
     check_positive("initial spacing", s0)
     eq = LevelSpacingSDE(piecewise_linear(c.times, k_s),
@@ -300,7 +380,7 @@ def _cell_indices(name: str, wanted, grid: np.ndarray) -> list[int]:
 
 def predict_run(result, kind: str, *, temperature=None, sigma_w=None, start: int = 0,
                 paths_per_model: int = 10, steps_per_interval: int = 100, solver=None,
-                drift: str = "training", seed: int = 0):
+                drift: str = "training", seed: int = 0, variant: str = "complete"):
     """Integrate (4.3) or (4.8) for the chosen cells of a run, next to the observed trajectories.
 
     K and V are measured at every snapshot (:func:`measure_run`); every cell's non-diverged
@@ -318,6 +398,8 @@ def predict_run(result, kind: str, *, temperature=None, sigma_w=None, start: int
         As :func:`predict_eigenvalues`.
     drift : {'training', 'test'}
         Source of K (:func:`measure_run`).
+    variant : {'complete', 'continuum', 'paper'}
+        Which equation (:func:`predict_eigenvalues`, :func:`predict_spacing`).
 
     Returns
     -------
@@ -363,7 +445,7 @@ def predict_run(result, kind: str, *, temperature=None, sigma_w=None, start: int
             times, pred, models = fn(coeffs, (i_t, i_s), start=start,
                                      paths_per_model=paths_per_model,
                                      steps_per_interval=steps_per_interval, solver=solver,
-                                     seed=seed)
+                                     seed=seed, variant=variant)
             broken = np.ma.getmaskarray(pred)[-1].any(axis=-1)
             kept = np.unique(models)
             last = pred[-1]  # (paths, N): S itself, or the eigenvalues whose spread gives S

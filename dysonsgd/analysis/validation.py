@@ -218,6 +218,11 @@ class CellPrediction:
     s_sde : masked (n_t, P)
         S by the spacing SDE (4.8).
     s_obs : (R, n_t) observed S
+    paths_per_model : int
+        Paths are model-major: path p belongs to the model p // paths_per_model.
+    variant : the eigenvalue SDE of x_pred, s_dbm, s_sde (:data:`predict.VARIANTS`)
+    paper : CellPrediction or None
+        The same cell by (4.3) and (4.8) as printed, when ``variant`` is another one.
     """
 
     epochs: np.ndarray
@@ -226,22 +231,34 @@ class CellPrediction:
     s_dbm: np.ma.MaskedArray
     s_sde: np.ma.MaskedArray
     s_obs: np.ndarray
+    paths_per_model: int = 1
+    variant: str = "paper"
+    paper: CellPrediction | None = None
 
 
 def predict_cell(run: RunMeasurements, cell: tuple[int, int],
-                 options: Mapping[str, Any]) -> CellPrediction:
-    """Integrate (4.3) and (4.8) for the models of one cell (``options`` of a ValidationSpec)."""
+                 options: Mapping[str, Any], *, variant: str | None = None) -> CellPrediction:
+    """Integrate the eigenvalue SDE and the spacing SDE for the models of one cell.
+
+    ``variant`` (default ``options["variant"]``, see :data:`predict.VARIANTS`); for a variant
+    other than 'paper' the paper's (4.3) and (4.8) are predicted too (``.paper``).
+    """
     i_t, i_s = cell
+    variant = options.get("variant", "complete") if variant is None else variant
     start = options["start_snapshot"]
     kw = {"start": start, "paths_per_model": options["paths_per_model"],
-          "steps_per_interval": options["steps_per_interval"], "seed": options["seed"]}
+          "steps_per_interval": options["steps_per_interval"], "seed": options["seed"],
+          "variant": variant}
     _, x_pred, _ = predict.predict_eigenvalues(run.coeffs, cell, **kw)
     _, s_pred, _ = predict.predict_spacing(run.coeffs, cell, **kw)
     keep = ~run.coeffs.diverged[i_t, i_s]
+    paper = None if variant == "paper" else predict_cell(run, cell, options, variant="paper")
     return CellPrediction(epochs=run.epochs[start:], x_pred=x_pred,
                           x_obs=run.coeffs.eigenvalues[i_t, i_s, keep, start:],
                           s_dbm=mean_level_spacing(x_pred, assume_sorted=True),
-                          s_sde=s_pred[..., 0], s_obs=run.coeffs.spacing[i_t, i_s, keep, start:])
+                          s_sde=s_pred[..., 0], s_obs=run.coeffs.spacing[i_t, i_s, keep, start:],
+                          paths_per_model=int(options["paths_per_model"]), variant=variant,
+                          paper=paper)
 
 
 def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | None = None, *,
@@ -291,10 +308,14 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
         if keep.any():
             say(f"integrating (4.3) and (4.8) at T = {at[0]:g}, 1/sigma_W = {at[1]:g}")
             pred = predict_cell(run, (i_t, i_s), options)
+            info["variant"] = pred.variant
             for family in (spacing_checks, trajectory_checks):
                 metrics, more = family(pred, tol, at)
                 info.update(metrics)
                 found += more
+                if pred.paper is not None:
+                    paper, _ = family(pred.paper, tol, at)
+                    info.update({f"{k}_paper": paper[k] for k in PAPER_KEYS if k in paper})
             traces[at] = spacing_traces(pred.epochs, pred.s_obs, pred.s_dbm, pred.s_sde)
             metrics, verdict = verdict_check(run.converged_415[i_t, i_s, keep],
                                              run.observed_converged[i_t, i_s, keep], tol, at)
@@ -314,6 +335,12 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
 # ------------------------------------------------------------------------------------------------
 
 
+#: the metrics of the paper's (4.3), (4.8) reported beside those of the complete equation
+PAPER_KEYS = ("spacing_dbm_mean", "spacing_sde_mean", "spacing_dbm_ratio",
+              "spacing_dbm_ratio_ci95", "spacing_ks_pvalue", "broken_paths", "negative_fraction",
+              "trajectory_mean_worst", "top_spread_ratio_worst")
+
+
 def phase_check(label: str, expected: str, at: Where) -> Check:
     """``phase``: the label of :func:`dysonsgd.analysis.phase.classify_phases` is the expected
     one."""
@@ -326,6 +353,35 @@ def _compare_spacing(pred: np.ndarray, obs: np.ndarray) -> tuple[float, float, f
     ks = stats.ks_2samp(pred, obs)
     wasserstein = stats.wasserstein_distance(pred, obs) / max(obs.std(), 1e-300)
     return float(ks.statistic), float(ks.pvalue), float(wasserstein)
+
+
+#: bootstrap resamples (over models) of the interval of spacing_dbm_mean / spacing_observed_mean
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def spacing_ratio_interval(predicted: np.ma.MaskedArray, observed: np.ndarray,
+                           paths_per_model: int, *, level: float = 0.95, seed: int = 0
+                           ) -> tuple[float, float]:
+    """Bootstrap interval of mean S predicted / mean S observed, resampling MODELS.
+
+    The paths of one model share its coefficients and start, so they are not independent: a
+    resample draws models with replacement and takes all of each model's paths (and its
+    observed S) with it. Percentile interval at ``level`` from :data:`BOOTSTRAP_RESAMPLES`.
+
+    Parameters
+    ----------
+    predicted : masked (R * paths_per_model,), model-major; observed : (R,)
+    """
+    r = observed.size
+    values = np.ma.filled(predicted.astype(float), np.nan).reshape(r, paths_per_model)
+    ok = np.isfinite(values)
+    sums, counts = np.where(ok, values, 0.0).sum(axis=1), ok.sum(axis=1)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, r, size=(BOOTSTRAP_RESAMPLES, r))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = (sums[pick].sum(1) / counts[pick].sum(1)) / observed[pick].mean(1)
+    lo, hi = np.nanquantile(ratio, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def spacing_checks(pred: CellPrediction, tolerances: Mapping[str, float], at: Where
@@ -352,9 +408,13 @@ def spacing_checks(pred: CellPrediction, tolerances: Mapping[str, float], at: Wh
         "spacing_wasserstein_by_snapshot": [w for _, _, w in by_snap],
         "spacing_observed_mean": float(s_obs.mean()),
         "spacing_dbm_mean": float(s_dbm.mean()), "spacing_sde_mean": float(s_sde.mean()),
+        "spacing_dbm_ratio": ratio_dbm,
+        "spacing_dbm_ratio_ci95": list(spacing_ratio_interval(pred.s_dbm[-1], s_obs,
+                                                              pred.paths_per_model)),
         "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
         "spacing_wasserstein_over_sd": wass,
         "broken_paths": int(np.ma.getmaskarray(pred.x_pred)[-1].any(-1).sum()),
+        "paths": int(pred.x_pred.shape[1]),
     }
     alpha = tolerances["ks_alpha"]
     r, r_sde = tolerances["spacing_mean_ratio_max"], tolerances["sde_mean_ratio_max"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_int
+from dysonsgd.measure.moments import SingularMoments, singular_moments
 from dysonsgd.measure.observables import test_inputs
 from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import replica_draws
@@ -143,6 +144,7 @@ class GradientStatistics:
     d_s: np.ndarray
     k_s_release: np.ndarray
     v_s_release: np.ndarray
+    moments: SingularMoments | None = None  # the complete SDE's moments (measure.moments)
 
 
 def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> GradientStatistics:
@@ -186,11 +188,13 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
     eig, u = eigensystem(w2)
     u_flat = u.reshape(-1, n2, n2)
     k_all, v_all, v_plain = (np.empty((n_models, n2, n2)) for _ in range(3))
+    moments = []
     for a in range(0, n_models, chunk):
         b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
         bx = x if x.ndim == 2 else x_flat[a : a + chunk]
         y = outputs(bx, b1, bt, b3, result.config.activation, engine="torch")
         grads, _ = per_sample_gradients(bx, y, b1, bs, b3, result.config.activation)
+        moments.append(singular_moments(bs, grads))
         dx = _delta_x(bs, grads)  # once per chunk: the plain variance, then the rotated moments
         v_plain[a : a + chunk] = dx.var(axis=-3)
         dx = _rotate(dx, u_flat[a : a + chunk])
@@ -200,4 +204,7 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
     v_paper = ut @ v_plain.reshape(*grid, n2, n2) @ u
     k_s, v_s, d_s = rmt.spacing_coefficients(k_rot, v_rot)
     k_s_rel, v_s_rel, _ = spacing_coefficients_release(k_rot, v_paper)
-    return GradientStatistics(snapshot, eig, k_rot, v_rot, v_paper, k_s, v_s, d_s, k_s_rel, v_s_rel)
+    joined = SingularMoments.join(moments, np.concatenate).map(
+        lambda a: a.reshape(*grid, *a.shape[1:]))
+    return GradientStatistics(snapshot, eig, k_rot, v_rot, v_paper, k_s, v_s, d_s, k_s_rel, v_s_rel,
+                              joined)

@@ -50,6 +50,7 @@ __all__ = [
     "SingularMoments",
     "coefficients_at",
     "coulomb_force",
+    "epoch_start_weights",
     "increment_moments",
     "mean_moments",
     "singular_moments",
@@ -112,10 +113,10 @@ class SingularMoments:
         return SingularMoments(*(fn(getattr(self, f.name)) for f in fields(self)))
 
     @staticmethod
-    def stack(items, axis: int = 0) -> SingularMoments:
-        """Stack a sequence of moments along a new ``axis`` of every field."""
+    def join(items, how=np.stack) -> SingularMoments:
+        """Join a sequence of moments field by field (``np.stack``, ``np.concatenate``)."""
         items = list(items)
-        return SingularMoments(*(np.stack([getattr(m, f.name) for m in items], axis=axis)
+        return SingularMoments(*(how([getattr(m, f.name) for m in items])
                                  for f in fields(SingularMoments)))
 
 
@@ -169,6 +170,26 @@ def singular_moments(w, grads, *, mean_gradient=None) -> SingularMoments:
     mu = grads.mean(axis=-3) if mean_gradient is None else mean_gradient
     g, m = mean_moments(u, vt, mu)
     return SingularMoments(s, g, m, ito, sigma, variance, cross)
+
+
+
+def epoch_start_weights(w_end, mean_gradient, learning_rate, steps) -> np.ndarray:
+    """W at the start of a recorded epoch, W_0 = W_end + lr n G (exact for plain SGD).
+
+    A run records, per snapshot, W at the end of an epoch and G, the mean of that epoch's n
+    minibatch gradients, so W_end = W_0 - lr n G. The drift K = -(W G^T + G W^T) at W_end sees
+    the epoch's own noise through W_end: in expectation it exceeds the drift at W_0 by
+    2 lr n G G^T, about 2 T (U^T Q U) + 2 lr n (U^T mu mu^T U) in the eigenbasis, twice the
+    Ito term, which an SDE that has the Ito term would then count three times. At W_0 the
+    epoch's noise has not happened yet: K(W_0) with G is an unbiased gradient-flow drift.
+
+    Parameters
+    ----------
+    w_end, mean_gradient : (..., N, M); learning_rate : broadcastable to (...);
+    steps : broadcastable to (...), SGD steps of the epoch (0: G is a gradient at W itself)
+    """
+    scale = np.asarray(learning_rate, dtype=float) * np.asarray(steps, dtype=float)
+    return np.asarray(w_end, dtype=float) + scale[..., None, None] * np.asarray(mean_gradient)
 
 
 class EigenCoefficients(NamedTuple):

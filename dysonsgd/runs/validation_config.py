@@ -188,6 +188,8 @@ def _option(err: _Errors, key: str, value: Any) -> Any:
                                    f"{value!r}")
     if key == "drift" and value not in predict.DRIFT_SOURCES:
         raise err("validate", key, f"must be one of {predict.DRIFT_SOURCES}, got {value!r}")
+    if key == "variant" and value not in predict.VARIANTS:
+        raise err("validate", key, f"must be one of {predict.VARIANTS}, got {value!r}")
     if key in ("paths_per_model", "steps_per_interval") and value < 1:
         raise err("validate", key, f"must be >= 1, got {value}")
     if key == "start_snapshot" and value < 0:

@@ -43,6 +43,15 @@ def _redefined_step(solver, cls: type) -> Unfusable | None:
     return None
 
 
+def noise_increment(equation, t: float, y: np.ndarray, dw: np.ndarray, rows) -> np.ndarray:
+    """g dW over a step: the equation's own ``noise_increment`` (correlated noise, e.g.
+    :class:`~dysonsgd.sde.complete.EigenvalueSDE`) or ``diffusion * dW`` (diagonal noise)."""
+    own = getattr(equation, "noise_increment", None)
+    if own is not None:
+        return own(t, y, dw, rows)
+    return equation.diffusion(t, y, rows) * dw
+
+
 class Solver(Protocol):
     strong_order: float
 
@@ -69,7 +78,7 @@ class EulerMaruyama:
     strong_order = 0.5
 
     def step(self, equation, t, y, dt, dw, path, rows):
-        y_new = y + equation.drift(t, y, rows) * dt + equation.diffusion(t, y, rows) * dw
+        y_new = y + equation.drift(t, y, rows) * dt + noise_increment(equation, t, y, dw, rows)
         return y_new, equation.valid(y_new)
 
     def fused_scheme(self) -> FusedScheme | Unfusable:
@@ -93,6 +102,11 @@ class Platen:
     strong_order = 1.0
 
     def step(self, equation, t, y, dt, dw, path, rows):
+        if getattr(equation, "noise_increment", None) is not None:
+            raise InputError(
+                f"solver: Platen needs diagonal noise; {type(equation).__name__} has correlated "
+                "noise (use 'euler', 'implicit' or the default)"
+            )
         f = equation.drift(t, y, rows)
         g = equation.diffusion(t, y, rows)
         support = y + f * dt + g * math.sqrt(dt)
@@ -136,7 +150,7 @@ class DriftImplicit:
 
     def step(self, equation, t, y, dt, dw, path, rows):
         regular = equation.regular_drift(t, y, rows)
-        noise = equation.diffusion(t, y, rows) * dw
+        noise = noise_increment(equation, t, y, dw, rows)
         y_new = y + (regular + equation.singular_drift(t, y, rows)) * dt + noise
         fraction = self.explicit_fraction
         if fraction == 0:
