@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -488,7 +491,7 @@ def test_sigkill_leaves_a_readable_store_with_every_completed_record(tmp_path):
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     printed = 0
     deadline = time.monotonic() + 120
-    while printed < 90 and time.monotonic() < deadline:  # past the first doubling (64 rows)
+    while printed < 70 and time.monotonic() < deadline:  # past the first doubling (64 rows)
         line = proc.stdout.readline()
         if not line:
             break
@@ -496,7 +499,7 @@ def test_sigkill_leaves_a_readable_store_with_every_completed_record(tmp_path):
     time.sleep(0.0137)  # land somewhere inside a later record
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL and printed >= 90
+    assert proc.returncode == -signal.SIGKILL and printed >= 70
     ds = open_store(store)
     n = ds.sizes["record"]
     assert n >= printed  # every record the child saw completed is there
@@ -534,3 +537,39 @@ def test_lightning_callback():
                                 enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=8))
     assert list(callback.monitor.to_xarray()["step"].values) == [0, 2, 4, 5]
+
+
+# ------------------------------------------------------------------------------------------
+# docs/monitor.md: its code runs as written
+# ------------------------------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "monitor.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(), flags=re.S)
+
+
+def test_docs_quick_start_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(_blocks("python")[0], scope)
+    ds = open_store(tmp_path / "quickstart.zarr")
+    assert list(ds["step"].values) == [*range(0, 640, 100), 640]
+    assert ds["2.weight__level_spacing"].equals(scope["ds"]["2.weight__level_spacing"])
+
+
+@pytest.mark.slow
+def test_docs_digits_example_end_to_end(tmp_path, monkeypatch, capsys):
+    from dysonsgd.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    exec(_blocks("python")[1], {})
+    printed = capsys.readouterr().out
+    assert printed.count("test accuracy 0.97") == 3  # as docs/monitor.md says
+    command = next(line for line in _blocks("bash")[0].splitlines()
+                   if line.startswith("dysonsgd monitor report"))
+    assert main(shlex.split(command)[1:]) == 0
+    for name in ("spectrum-1", "spacing", "signal-to-noise"):
+        assert (tmp_path / "figures" / f"{name}.png").exists()
+        assert (tmp_path / "figures" / f"{name}.pdf").exists()

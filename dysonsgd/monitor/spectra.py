@@ -105,8 +105,9 @@ def marchenko_pastur_fit(x, n_cols: int) -> MarchenkoPasturFit:
         sigma2 = float(np.mean(x[: n - k]))
     bulk = x[: n - k]
     edge = rmt.marchenko_pastur_edges(ratio, sigma2)[1]
-    # the one-sample KS distance sup |F_n - F| at the sorted points
-    f = rmt.marchenko_pastur.cdf(bulk, ratio, sigma2)
+    # the one-sample KS distance sup |F_n - F| at the sorted points; the closed-form cdf of
+    # the law itself, as the shapes are valid here (the public cdf adds 0.3 ms of checks)
+    f = rmt.marchenko_pastur._cdf(bulk, ratio, sigma2)
     i = np.arange(1, bulk.size + 1)
     ks = float(max(np.max(i / bulk.size - f), np.max(f - (i - 1) / bulk.size)))
     return MarchenkoPasturFit(sigma2, edge, k, ks)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from dysonsgd._checks import InputError
@@ -30,6 +31,13 @@ from dysonsgd.plots.figures import save_figure
 from dysonsgd.theory.boundaries import signal_to_noise_threshold
 
 __all__ = ["figure_signal_to_noise", "figure_spacing", "figure_spectrum", "monitor_report"]
+
+
+def _plain_ticks(axis) -> None:
+    """Plain-text tick labels (``0.01``, not mathtext ``10^-2``) and no minor ticks on a log or
+    symlog axis: laying out the mathtext labels of many ticks is most of a figure's time."""
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(ticker.NullLocator())
 
 
 def _label(ds, k: int) -> str:
@@ -52,6 +60,7 @@ def figure_spectrum(ds, title: str = "") -> Figure:
                 label=r"MP edge $x_+$ of the bulk fit")
         if np.nanmin(x) > 0 and np.nanmax(x) / np.nanmin(x) > 100:
             ax.set_yscale("log")
+            _plain_ticks(ax.yaxis)
         shape = f"{la['n_rows']} x {la['n_cols']}" + (" (W^T)" if la["transposed"] else "")
         ax.set_title(f"{la['name']}  [{shape}]", fontsize=9)
         ax.set_xlabel("step")
@@ -84,6 +93,7 @@ def figure_spacing(datasets: Sequence, labels: Sequence[str] | None = None) -> F
         bottom.axhline(goe, ls="--", color="k", lw=0.8, label=f"GOE {goe:.4f}")
         bottom.axhline(poisson, ls=":", color="k", lw=0.8, label=f"Poisson {poisson:.4f}")
         top.set_yscale("log")
+        _plain_ticks(top.yaxis)
         top.set_title(name, fontsize=9)
         top.set_ylabel("mean level spacing S (4.5)")
         bottom.set_ylabel(r"mean spacing ratio $\langle\tilde r\rangle$")
@@ -128,7 +138,9 @@ def figure_signal_to_noise(datasets: Sequence, labels: Sequence[str] | None = No
             line = signal_to_noise_threshold(grid, np.sqrt(la["sigma2_reference"]), widths)
             ax.plot(grid, line, "k--", lw=1.0, label="(4.15): converges above")
             ax.set_xscale("log")
+            _plain_ticks(ax.xaxis)
         ax.set_yscale("symlog", linthresh=1e-3)
+        _plain_ticks(ax.yaxis)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("temperature T = lr/|B|")
     axes[0].set_ylabel(r"signal to noise $-K_S / V_S$")
