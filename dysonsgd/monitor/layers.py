@@ -103,9 +103,11 @@ def select_layers(model: nn.Module, optimizer, layers: Sequence[str] | None = No
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = dict(model.named_parameters())
     if layers is None:
+        # a weight tied between modules is listed once, under the name named_parameters gives
         names = [f"{m}.weight" if m else "weight" for m, mod in model.named_modules()
                  if isinstance(mod, DEFAULT_MODULES) and isinstance(
                      getattr(mod, "weight", None), nn.Parameter)]
+        names = [n for n in names if n in params]
         if not names:
             raise InputError("model has no nn.Linear layer to monitor: pass layers=[parameter "
                              f"names], e.g. among {sorted(params)[:6]}")
