@@ -20,6 +20,11 @@ Two sources (``drift=``):
     training data: the drift the weights actually followed, rotated into the eigenbasis of X.
 ``'test'``
     K = -E[Delta^X] over the release's 128 test inputs (4.4), as in the paper's appendix B.
+``'epoch'``
+    K averaged over the SGD steps of the epoch after each snapshot
+    (:func:`dysonsgd.measure.epoch_drift.epoch_drift`): the drift with the loss's restoring
+    force on the weight fluctuations, which cancels the Ito and Coulomb terms where the
+    fluctuations are stationary (docs/sde.md). The complete SDE's default in ``validate``.
 
 On a trained network the test-set mean of Delta^X is dominated by the generalisation gap (in
 the ordered cell it is ~40x the training drift), and integrating it moves the eigenvalues the
@@ -35,6 +40,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_int, check_positive, grid_index
 from dysonsgd.measure import gradstats
+from dysonsgd.measure.epoch_drift import epoch_drift
 from dysonsgd.measure.moments import (
     VARIANTS,
     SingularMoments,
@@ -52,6 +58,7 @@ from dysonsgd.theory import rmt
 __all__ = [
     "DRIFT_SOURCES",
     "KINDS",
+    "NOISE_SOURCES",
     "VARIANTS",
     "MeasuredCoefficients",
     "measure_run",
@@ -64,7 +71,9 @@ __all__ = [
 ]
 
 #: where the drift K comes from (see the module docstring)
-DRIFT_SOURCES = ("training", "test")
+DRIFT_SOURCES = ("training", "test", "epoch")
+#: the data behind the noise V
+NOISE_SOURCES = ("test", "training")
 #: what :func:`predict_run` integrates: the eigenvalues by (4.3), or the spacing S by (4.8)
 KINDS = ("dyson", "spacing")
 
@@ -177,8 +186,8 @@ def measure_run(result, *, snapshots=None, drift: str = "training", noise: str =
     """
     if drift not in DRIFT_SOURCES:
         raise InputError(f"drift must be one of {DRIFT_SOURCES}, got {drift!r}")
-    if noise not in DRIFT_SOURCES:
-        raise InputError(f"noise must be one of {DRIFT_SOURCES}, got {noise!r}")
+    if noise not in NOISE_SOURCES:
+        raise InputError(f"noise must be one of {NOISE_SOURCES}, got {noise!r}")
     n_snap = len(result.snapshot_epochs)
     snaps = np.arange(n_snap) if snapshots is None else np.asarray(snapshots, dtype=int)
     if snaps.ndim != 1 or snaps.size == 0:
@@ -207,6 +216,15 @@ def measure_run(result, *, snapshots=None, drift: str = "training", noise: str =
         _, u, vt = singular_system(w0)
         g, m = mean_moments(u, vt, np.asarray(grad, dtype=float))
         moments = replace(moments, mean=g, mean_square=m)
+        if drift == "epoch":
+            k = np.stack([epoch_drift(result, int(sn), chunk=min(chunk, 64)) for sn in snaps],
+                         axis=3)
+            # the complete SDE's K_i = -2 s_i g_ii at the snapshot equals the epoch drift
+            s_i = np.maximum(moments.singular_values, np.finfo(float).tiny)
+            diag = np.arange(g.shape[-1])
+            g = g.copy()
+            g[..., diag, diag] = -k / (2.0 * s_i)
+            moments = replace(moments, mean=g)
     k_s, v_s, d_s = rmt.spacing_coefficients(k, noise)
     return MeasuredCoefficients(
         snapshots=snaps, times=snapshot_times(result)[:, snaps],
