@@ -5,17 +5,21 @@ The curated public API. Everything below is importable from the top level
 ``import dysonsgd`` itself costs nothing; each name has one home in a layer of the package
 (docs/architecture.md), shown by ``dysonsgd.where(name)``::
 
-    theory    marchenko_pastur, wigner_surmise, symmetry_breaking_line, convergence_criterion
+    theory    marchenko_pastur, wigner_surmise, symmetry_breaking_line, convergence_criterion,
+              ito_eigenvalue_equation, ito_spacing_equation, bru_equation
     model     TeacherStudentConfig, replica_draws
     train     train_ensemble, EnsembleResult, snapshot_epochs, release_snapshot_epochs
-    measure   eigenvalues, mean_level_spacing, gradient_statistics, GradientStatistics
-    sde       integrate, DysonBrownianMotion, LevelSpacingSDE, LangevinSGD, piecewise_linear,
+    measure   eigenvalues, mean_level_spacing, gradient_statistics, GradientStatistics,
+              singular_moments, SingularMoments, coefficients_at, increment_moments, epoch_drift
+    sde       integrate, EigenvalueSDE, DysonBrownianMotion, LevelSpacingSDE, LangevinSGD,
+              piecewise_linear,
               EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
               langevin_sgd_discrete
     analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome
+    monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
               save_result, load_sweep, validate
-    plots     paper_figures
+    plots     paper_figures, monitor_report
     errors    InputError, ConfigError
 
 Equation numbers in docstrings refer to Park, Lucini and Aarts (2025), "Phase diagram and
@@ -38,6 +42,9 @@ _API: dict[str, tuple[str, str]] = {
     "wigner_surmise": ("dysonsgd.theory.rmt", "wigner_surmise"),
     "symmetry_breaking_line": ("dysonsgd.theory.boundaries", "symmetry_breaking_line"),
     "convergence_criterion": ("dysonsgd.theory.boundaries", "convergence_criterion"),
+    "ito_eigenvalue_equation": ("dysonsgd.theory.ito", "eigenvalue_equation"),
+    "ito_spacing_equation": ("dysonsgd.theory.ito", "spacing_equation"),
+    "bru_equation": ("dysonsgd.theory.ito_special", "bru_equation"),
     # model
     "TeacherStudentConfig": ("dysonsgd.model.config", "TeacherStudentConfig"),
     "replica_draws": ("dysonsgd.model.draws", "replica_draws"),
@@ -51,6 +58,11 @@ _API: dict[str, tuple[str, str]] = {
     "mean_level_spacing": ("dysonsgd.measure.spectrum", "mean_level_spacing"),
     "gradient_statistics": ("dysonsgd.measure.gradstats", "measure"),
     "GradientStatistics": ("dysonsgd.measure.gradstats", "GradientStatistics"),
+    "singular_moments": ("dysonsgd.measure.moments", "singular_moments"),
+    "SingularMoments": ("dysonsgd.measure.moments", "SingularMoments"),
+    "coefficients_at": ("dysonsgd.measure.moments", "coefficients_at"),
+    "increment_moments": ("dysonsgd.measure.moments", "increment_moments"),
+    "epoch_drift": ("dysonsgd.measure.epoch_drift", "epoch_drift"),
     # sde
     "integrate": ("dysonsgd.sde.integration", "integrate"),
     "choose_engine": ("dysonsgd.sde.integration", "choose_engine"),
@@ -58,6 +70,7 @@ _API: dict[str, tuple[str, str]] = {
     "DysonBrownianMotion": ("dysonsgd.sde.equations", "DysonBrownianMotion"),
     "LevelSpacingSDE": ("dysonsgd.sde.equations", "LevelSpacingSDE"),
     "LangevinSGD": ("dysonsgd.sde.equations", "LangevinSGD"),
+    "EigenvalueSDE": ("dysonsgd.sde.complete", "EigenvalueSDE"),
     "piecewise_linear": ("dysonsgd.sde.coefficients", "piecewise_linear"),
     "EulerMaruyama": ("dysonsgd.sde.solvers", "EulerMaruyama"),
     "Platen": ("dysonsgd.sde.solvers", "Platen"),
@@ -69,6 +82,9 @@ _API: dict[str, tuple[str, str]] = {
     "predict_spacing": ("dysonsgd.analysis.predict", "predict_spacing"),
     "classify_phases": ("dysonsgd.analysis.phase", "classify_phases"),
     "Outcome": ("dysonsgd.analysis.validation", "Outcome"),
+    # monitor
+    "SpectrumMonitor": ("dysonsgd.monitor.spectrum_monitor", "SpectrumMonitor"),
+    "open_monitor_store": ("dysonsgd.monitor.store", "open_store"),
     # runs
     "load_config": ("dysonsgd.runs.config", "load_config"),
     "bundled_configs": ("dysonsgd.runs.config", "bundled_configs"),
@@ -81,6 +97,7 @@ _API: dict[str, tuple[str, str]] = {
     "validate": ("dysonsgd.runs.validate", "validate"),
     # plots
     "paper_figures": ("dysonsgd.plots.paper", "paper_figures"),
+    "monitor_report": ("dysonsgd.plots.monitor", "monitor_report"),
 }
 
 __all__ = ["InputError", "__version__", "where", *sorted(_API)]
