@@ -8,9 +8,11 @@ The curated public API. Everything below is importable from the top level
     theory    marchenko_pastur, wigner_surmise, symmetry_breaking_line, convergence_criterion,
               ito_eigenvalue_equation, ito_spacing_equation, bru_equation
     model     TeacherStudentConfig, replica_draws
-    train     train_ensemble, EnsembleResult, snapshot_epochs, release_snapshot_epochs
+    train     train_ensemble, EnsembleResult, BatchResults, snapshot_epochs,
+              release_snapshot_epochs
     measure   eigenvalues, mean_level_spacing, gradient_statistics, GradientStatistics,
-              singular_moments, SingularMoments, coefficients_at, increment_moments, epoch_drift
+              singular_moments, SingularMoments, coefficients_at, increment_moments, epoch_drift,
+              largest_curvature
     sde       integrate, EigenvalueSDE, DysonBrownianMotion, LevelSpacingSDE, LangevinSGD,
               piecewise_linear,
               EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
@@ -51,6 +53,7 @@ _API: dict[str, tuple[str, str]] = {
     # train
     "train_ensemble": ("dysonsgd.train.ensemble", "train_ensemble"),
     "EnsembleResult": ("dysonsgd.train.result", "EnsembleResult"),
+    "BatchResults": ("dysonsgd.train.result", "BatchResults"),
     "snapshot_epochs": ("dysonsgd.train.ensemble", "snapshot_epochs"),
     "release_snapshot_epochs": ("dysonsgd.train.ensemble", "release_snapshot_epochs"),
     # measure
@@ -63,6 +66,7 @@ _API: dict[str, tuple[str, str]] = {
     "coefficients_at": ("dysonsgd.measure.moments", "coefficients_at"),
     "increment_moments": ("dysonsgd.measure.moments", "increment_moments"),
     "epoch_drift": ("dysonsgd.measure.epoch_drift", "epoch_drift"),
+    "largest_curvature": ("dysonsgd.measure.curvature", "largest_curvature"),
     # sde
     "integrate": ("dysonsgd.sde.integration", "integrate"),
     "choose_engine": ("dysonsgd.sde.integration", "choose_engine"),

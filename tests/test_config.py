@@ -259,3 +259,15 @@ def test_validation_config_is_typed_and_checked_once(tmp_path):
     with pytest.raises(ConfigError, match=r"\[validate\] start_snapshot: must be < 20"):
         parse_validation_config(dict(_base(), expect={"phases": phases},
                                      validate={"start_snapshot": 20}))
+
+
+def test_validation_refuses_a_batch_size_axis(tmp_path):
+    """validate checks one |B|: a [grid] batch_size list is refused before any training."""
+    from dysonsgd.runs.config import bundled_config
+    from dysonsgd.runs.validation_config import load_validation_config
+
+    path = tmp_path / "axis.toml"
+    path.write_text(bundled_config("quick").read_text().replace(
+        "seeds = 20", "seeds = 20\nbatch_size = [1, 4]"))
+    with pytest.raises(ConfigError, match=r"\[grid\] batch_size: validate checks one batch size"):
+        load_validation_config(path)

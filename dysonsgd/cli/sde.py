@@ -41,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="time steps between consecutive snapshots (100)")
     p.add_argument("--solver", default=None,
                    help="euler, platen, implicit or adaptive (default: collision-safe adaptive)")
-    p.add_argument("--drift", choices=("training", "test"), default="training",
-                   help="K from the recorded training gradient (default) or the test set (4.4)")
+    p.add_argument("--drift", choices=("training", "test", "epoch"), default="training",
+                   help="K from the recorded training gradient (default), the test set (4.4) "
+                        "or the replayed epoch after each snapshot (docs/sde.md)")
+    p.add_argument("--variant", choices=("complete", "continuum", "paper"), default="complete",
+                   help="the complete eigenvalue SDE (default), without its finite-lr terms, "
+                        "or (4.3)/(4.8) as printed")
     p.add_argument("--seed", type=int, default=0, help="seed of the Brownian paths (0)")
     p.add_argument("--out", type=Path, help="write trajectories to .nc or .npz")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
@@ -69,8 +73,9 @@ def _run(args: argparse.Namespace) -> int:
                                  sigma_w=args.sigma_w, start=args.snapshot,
                                  paths_per_model=args.paths_per_model,
                                  steps_per_interval=args.steps_per_interval, solver=args.solver,
-                                 drift=args.drift, seed=args.seed)
+                                 drift=args.drift, seed=args.seed, variant=args.variant)
     summary = {"kind": args.kind, "run": str(args.run), "start_snapshot": args.snapshot,
+               "variant": args.variant,
                "drift": args.drift, "solver": args.solver or "adaptive", "seed": args.seed,
                "cells": cells, "out": str(args.out) if args.out else None}
     if args.out is not None:

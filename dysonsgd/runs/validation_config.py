@@ -99,6 +99,10 @@ def parse_validation_config(mapping: Mapping[str, Any], *,
     """:func:`parse_config`, then ``[expect]`` and ``[validate]`` into typed values."""
     sweep = parse_config(mapping, source=source)
     err = _Errors(source)
+    if len(sweep.batch_sizes) > 1:
+        raise err("grid", "batch_size", f"validate checks one batch size, got "
+                                        f"{list(sweep.batch_sizes)} (sweep them with `dysonsgd "
+                                        "sweep`, or validate one: SweepConfig.for_batch_size)")
     phases = parse_expect_phases(sweep.expect, sweep.temperature, sweep.sigma_w, source=source)
     if not phases:
         raise err("expect", "phases", "no cells to check")
