@@ -45,10 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd._checks import check_int
     from dysonsgd.plots.paper import paper_figures
+    from dysonsgd.runs.paths import check_output_dir
     from dysonsgd.runs.store import load_result
 
     check_int("--chunk", args.chunk)
     check_int("--dpi", args.dpi, minimum=10)
+    check_output_dir("--out", args.out)
     result = load_result(args.run)
 
     def say(msg: str) -> None:

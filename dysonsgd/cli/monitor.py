@@ -38,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from dysonsgd._checks import check_int
     from dysonsgd.plots.monitor import monitor_report
+    from dysonsgd.runs.paths import check_output_dir
 
     check_int("--dpi", args.dpi, minimum=10)
+    check_output_dir("--out", args.out)
     payload = monitor_report(args.stores, args.out, formats=args.formats, dpi=args.dpi)
     if args.json:
         emit_json(payload)

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dysonsgd._checks import InputError, check_int
+from dysonsgd._checks import check_int
 from dysonsgd.cli._output import emit_json, emit_table
 
 #: the two kinds of :func:`dysonsgd.analysis.predict.predict_run`
@@ -57,10 +57,9 @@ def _validate_args(args: argparse.Namespace) -> None:
     check_int("--paths-per-model", args.paths_per_model)
     check_int("--steps-per-interval", args.steps_per_interval)
     if args.out is not None:
-        if args.out.suffix not in (".nc", ".npz"):
-            raise InputError(f"out must end in .nc or .npz, got {str(args.out)!r}")
-        if not args.out.parent.exists():
-            raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
+        from dysonsgd.runs.paths import check_output_file
+
+        check_output_file("--out", args.out, suffixes=(".nc", ".npz"))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -87,6 +87,7 @@ class _Progress:
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.runs.cluster import dask_client
     from dysonsgd.runs.config import find_config, load_config
+    from dysonsgd.runs.paths import check_output_dir
     from dysonsgd.runs.sweep import run_sweep
 
     config = load_config(find_config(args.config))
@@ -97,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{name} must be an integer >= 1, got {value}")
     if args.workers is not None and args.cluster is None:
         raise InputError("workers: --workers goes with --cluster local")
+    check_output_dir("--out", out)
     progress = _Progress(enabled=not args.quiet)
     try:
         with dask_client(args.scheduler, args.cluster, args.workers) as client:

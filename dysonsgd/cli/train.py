@@ -64,10 +64,12 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("temperature: give --temperature values (or --paper-grid)")
     if not sigmas:
         raise InputError("sigma_w: give --sigma-w values (or --paper-grid)")
-    if args.out.suffix not in (".nc", ".npz"):
-        raise InputError(f"out must end in .nc or .npz, got {str(args.out)!r}")
-    if not args.out.parent.exists():
-        raise InputError(f"out: directory {str(args.out.parent)!r} does not exist")
+    from dysonsgd.runs.config import batch_size_path
+    from dysonsgd.runs.paths import check_output_file
+
+    check_output_file("--out", args.out, suffixes=(".nc", ".npz"))
+    for b in args.batch_size if len(args.batch_size) > 1 else ():
+        check_output_file("--out", batch_size_path(args.out, b))
     config = TeacherStudentConfig(activation=args.activation, n_data=args.n_data,
                                   batch_size=args.batch_size[0], data_order=args.data_order)
     several = len(args.batch_size) > 1
@@ -92,8 +94,6 @@ def _run(args: argparse.Namespace) -> int:
         else:
             emit_table("dysonsgd train", summary)
         return 0
-    from dysonsgd.runs.config import batch_size_path
-
     runs = {b: result_summary(r, save_result(r, batch_size_path(args.out, b)))
             for b, r in result.items()}
     if args.json:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dysonsgd._checks import InputError
 from dysonsgd.cli._output import emit_json
 from dysonsgd.runs.config import DEFAULT_VALIDATION as DEFAULT_CONFIG
 from dysonsgd.runs.config import bundled_configs
@@ -48,12 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.plots.report import write_report
+    from dysonsgd.runs.paths import check_output_dir, check_output_file
     from dysonsgd.runs.store import save_result
     from dysonsgd.runs.validate import validate
 
     start = time.perf_counter()
-    if args.save_run is not None and args.save_run.suffix not in (".nc", ".npz"):
-        raise InputError(f"save-run must end in .nc or .npz, got {str(args.save_run)!r}")
+    check_output_dir("--out", args.out)
+    if args.save_run is not None:
+        check_output_file("--save-run", args.save_run, suffixes=(".nc", ".npz"))
     quiet = args.quiet or args.json
     say = (lambda msg: None) if quiet else (
         lambda msg: print(f"dysonsgd validate: {msg}", file=sys.stderr, flush=True))
