@@ -163,3 +163,149 @@ def test_output_checks_accept_good_paths(tmp_path):
     assert not (tmp_path / "a").exists()  # the check only looks
     with pytest.raises(InputError, match=r"--out must end in \.nc"):
         check_output_file("--out", tmp_path / "x.csv", suffixes=(".nc",))
+
+
+# --------------------------------------------------------------------------------------------
+# class 2: unreadable inputs are one clean error naming the file, in every reader
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A real one-cell run in both file formats and as a sweep store (seeded)."""
+    import json
+    from dataclasses import asdict
+
+    from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.runs import store
+    from dysonsgd.train import train_ensemble
+
+    cfg = TeacherStudentConfig(n_data=8, batch_size=4)
+    res = train_ensemble(cfg, temperature=[0.5], sigma_w=[1.0], n_seeds=1, epochs=1,
+                         snapshots=2, seed=3, dtype="float64", progress=False)
+    root = tmp_path_factory.mktemp("runs")
+    paths = {s: store.save_result(res, root / f"run{s}") for s in (".nc", ".npz")}
+    attrs = {"config": json.dumps(asdict(cfg)), "seed": 3, "replica_offset": 0,
+             "dtype": "float64", "device": "cpu", "backend": "numba", "wall_time_s": 0.0}
+    zarr_path = root / "run.zarr"
+    store.create_sweep_store(
+        zarr_path, temperature=res.temperature, sigma_w=res.sigma_w, n_seeds=1,
+        snapshot_epochs=res.snapshot_epochs, widths=cfg.widths, dtype="float64",
+        batch_size=cfg.batch_size, teacher=(res.teacher_w1, res.teacher_w2, res.teacher_w3),
+        attrs=attrs)
+    store.write_cell(zarr_path, 0, 0, {n: getattr(res, n)[0, 0] for n in store.CELL_ARRAYS},
+                     {"cell_wall_time_s": 1.0, "cell_finished_at": 0.0, "cell_session": 0})
+    paths[".zarr"] = zarr_path
+    return paths
+
+
+def _truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _random(dst: Path) -> Path:
+    import numpy as np
+
+    dst.write_bytes(np.random.default_rng(13).bytes(4096))
+    return dst
+
+
+def _npz(dst: Path, **arrays) -> Path:
+    import numpy as np
+
+    np.savez(dst, **{k: np.asarray(v) for k, v in arrays.items()})
+    return dst
+
+
+def _nc_without_run(dst: Path) -> Path:
+    import numpy as np
+    import xarray as xr
+
+    xr.Dataset({"x": ("a", np.zeros(3))}).to_netcdf(dst, engine="scipy")
+    return dst
+
+
+def _store_copy(runs, dst: Path, damage) -> Path:
+    import shutil
+
+    shutil.copytree(runs[".zarr"], dst)
+    damage(dst)
+    return dst
+
+
+def _cut(path: Path) -> None:
+    _truncate(path, path)
+
+
+#: bad inputs: name -> make(runs, tmp) -> path (every one must be refused by every reader)
+BAD_INPUTS = {
+    "empty .npz": lambda r, t: _file(t / "e.npz"),
+    "empty .nc": lambda r, t: _file(t / "e.nc"),
+    "truncated .npz": lambda r, t: _truncate(r[".npz"], t / "t.npz"),
+    "truncated .nc": lambda r, t: _truncate(r[".nc"], t / "t.nc"),
+    "random .nc": lambda r, t: _random(t / "r.nc"),
+    "random .npz": lambda r, t: _random(t / "r.npz"),
+    ".npz without attrs": lambda r, t: _npz(t / "n.npz", x=[1.0]),
+    ".npz with bad attrs": lambda r, t: _npz(t / "b.npz", attrs="{not json"),
+    ".npz without variables": lambda r, t: _npz(t / "v.npz", attrs="{}"),
+    ".nc without variables": lambda r, t: _nc_without_run(t / "v.nc"),
+    "truncated zarr.json": lambda r, t: _store_copy(r, t / "s.zarr",
+                                                    lambda d: _cut(d / "zarr.json")),
+    "truncated array zarr.json": lambda r, t: _store_copy(
+        r, t / "a.zarr", lambda d: _cut(d / "cell_complete" / "zarr.json")),
+    "random zarr.json": lambda r, t: _store_copy(
+        r, t / "z.zarr", lambda d: _random(d / "zarr.json")),
+}
+
+#: every reader of a RUN: command line with the input as RUN
+READERS = {
+    "load_result": None,
+    "figures RUN": ["figures", "RUN", "--out", "figs"],
+    "sde --from": ["sde", "spacing", "--from", "RUN"],
+    "validate --run": ["validate", "quick", "--run", "RUN", "--out", "report"],
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+@pytest.mark.parametrize("bad", sorted(BAD_INPUTS))
+def test_unreadable_input_is_one_clean_error(bad, reader, small_run, tmp_path, capsys,
+                                             monkeypatch):
+    from dysonsgd.runs.store import load_result
+
+    monkeypatch.chdir(tmp_path)
+    path = BAD_INPUTS[bad](small_run, tmp_path)
+    before = _tree(tmp_path)
+    if READERS[reader] is None:
+        with pytest.raises(InputError) as info:
+            load_result(path)
+        message = str(info.value)
+    else:
+        err = _refused([str(path) if a == "RUN" else a for a in READERS[reader]], capsys,
+                       names=str(path))
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert len(errors) == 1, err  # one line (progress messages aside)
+        message = errors[0]
+    assert str(path) in message and "\n" not in message.strip()
+    assert "dysonsgd" in message  # "... is not a readable dysonsgd run" / "... not a dysonsgd run"
+    assert _tree(tmp_path) == before
+
+
+def test_the_good_inputs_still_read(small_run):
+    from dysonsgd.runs.store import load_result
+
+    shapes = {s: load_result(p).w2.shape for s, p in small_run.items()}
+    assert len(set(shapes.values())) == 1, shapes
+
+
+def test_an_internal_error_keeps_its_traceback(small_run, monkeypatch):
+    """The guard wraps the decoding only: a bug after it is not disguised as bad input."""
+    from dysonsgd.train.result import EnsembleResult
+
+    def bug(ds):
+        raise RuntimeError("internal bug")
+
+    monkeypatch.setattr(EnsembleResult, "from_xarray", staticmethod(bug))
+    with pytest.raises(RuntimeError, match="internal bug"):
+        main(["figures", str(small_run[".nc"]), "--out", str(small_run[".nc"].parent / "f")])

@@ -33,7 +33,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,12 +117,41 @@ def result_summary(result: EnsembleResult, path: str | Path | None = None) -> di
     }
 
 
+#: what the readers below raise on a damaged or foreign file: numpy (``EOFError`` on an empty
+#: archive, ``ValueError`` on random bytes), zipfile (a truncated archive), json (``ValueError``),
+#: scipy's netCDF reader (``TypeError``/``ValueError``/``IndexError`` on a non-netCDF file),
+#: zarr (``ValueError`` subclasses, ``FileNotFoundError``) and a missing variable (``KeyError``)
+READ_ERRORS = (EOFError, OSError, KeyError, IndexError, ValueError, TypeError,
+               zipfile.BadZipFile, UnicodeDecodeError)
+
+
+@contextmanager
+def readable(path: str | Path, what: str = "run") -> Iterator[None]:
+    """The one reader guard: a file that cannot be decoded becomes an :class:`InputError`.
+
+    Wrap exactly the calls that open and decode ``path`` (not the computations on what was
+    read, whose errors are bugs and keep their tracebacks). The message is one line: which file
+    is not a readable dysonsgd ``what`` (``run``, ``sweep store``) and why.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        why = (str(exc).strip().splitlines() or [""])[0].strip() or "no details"
+        raise InputError(f"{what}: {str(path)!r} is not a readable dysonsgd {what} "
+                         f"({type(exc).__name__}: {why})") from exc
+
+
 class _NpzRun:
     """The variables of a ``.npz`` run, read the way :meth:`EnsembleResult.from_xarray` reads a
     dataset (``run[name].values`` and ``run.attrs``), so no second table of dims is needed."""
 
     def __init__(self, path: Path) -> None:
-        with np.load(path, allow_pickle=False) as z:
+        with readable(path), np.load(path, allow_pickle=False) as z:
+            if "attrs" not in z.files:
+                raise InputError(f"run: {str(path)!r} is not a readable dysonsgd run (no "
+                                 "'attrs'; a file of dysonsgd sde or another program?)")
             self.attrs = json.loads(str(z["attrs"]))
             self._arrays = {k: z[k] for k in z.files if k != "attrs"}
 
@@ -150,7 +181,8 @@ def load_result(path: str | Path) -> EnsembleResult:
     if path.suffix == ".npz":
         ds = _NpzRun(path)
     elif path.suffix == ".nc":
-        ds = xr.load_dataset(path, engine="scipy")
+        with readable(path):
+            ds = xr.load_dataset(path, engine="scipy")
     else:
         raise InputError(f"run: {str(path)!r} is not a run file ({', '.join(FILE_SUFFIXES)})")
     try:
@@ -361,8 +393,9 @@ def completed_cells(path: str | Path) -> np.ndarray:
     """``(nT, nS)`` bool: which cells of the store are complete."""
     import zarr
 
-    group = zarr.open_group(str(path), mode="r")
-    return np.asarray(group[MARKER][...]).astype(bool)
+    with readable(path, "sweep store"):
+        group = zarr.open_group(str(path), mode="r")
+        return np.asarray(group[MARKER][...]).astype(bool)
 
 
 def store_attrs(path: str | Path) -> dict:
@@ -372,7 +405,8 @@ def store_attrs(path: str | Path) -> dict:
     path = Path(path)
     if not is_sweep_store(path):
         raise InputError(f"store: {str(path)!r} is not a Zarr sweep store")
-    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    with readable(path, "sweep store"):
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     if attrs.get("format") != SWEEP_FORMAT:
         raise InputError(f"store: {str(path)!r} is not a dysonsgd sweep store "
                          f"(format {attrs.get('format')!r}, expected {SWEEP_FORMAT!r})")
@@ -393,7 +427,8 @@ def open_sweep(path: str | Path):
     import xarray as xr
 
     store_attrs(path)
-    return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
+    with readable(path, "sweep store"):
+        return xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
 
 
 def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
@@ -414,7 +449,8 @@ def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
     """
     path = Path(path)
     ds = open_sweep(path)
-    done = ds[MARKER].values.astype(bool)
+    with readable(path, "sweep store"):
+        done = ds[MARKER].values.astype(bool)
     n_done, n_all = int(done.sum()), done.size
     hint = (f"finish it with `dysonsgd sweep CONFIG --out {path}` (completed cells are "
             "skipped)")
