@@ -309,3 +309,89 @@ def test_an_internal_error_keeps_its_traceback(small_run, monkeypatch):
     monkeypatch.setattr(EnsembleResult, "from_xarray", staticmethod(bug))
     with pytest.raises(RuntimeError, match="internal bug"):
         main(["figures", str(small_run[".nc"]), "--out", str(small_run[".nc"].parent / "f")])
+
+
+# --------------------------------------------------------------------------------------------
+# class 7: the library's own numbers pass the library's own checks
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hot_run():
+    """The issue's corner: tanh at T = 4096, 1/sigma_W = 8 (seeded; 2 epochs are enough for
+    rounding-level asymmetry above the old element-wise 1e-10 in the rotated V)."""
+    from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.train import train_ensemble
+
+    return train_ensemble(TeacherStudentConfig(n_data=200, batch_size=4), temperature=[4096.0],
+                          sigma_w=[1 / 8], n_seeds=2, epochs=2, snapshots=3, seed=0,
+                          progress=False)
+
+
+def _raw_rotated_variance(result):
+    """V in the eigenbasis exactly as gradstats.measure computes it, before symmetrising."""
+    import numpy as np
+
+    from dysonsgd.measure.gradstats import _delta_x, _rotate
+    from dysonsgd.measure.observables import test_inputs
+    from dysonsgd.measure.spectrum import eigensystem
+    from dysonsgd.model.network import outputs, per_sample_gradients
+
+    x = test_inputs(128, result.config.widths[0], 42)
+    w2 = np.asarray(result.w2[..., -1, :, :], dtype=float)
+    grid = w2.shape[:-2]
+    w1, w2t, w3 = (np.asarray(a, dtype=float).reshape(-1, *a.shape[len(grid):])
+                   for a in result.teacher())
+    w2 = w2.reshape(-1, *w2.shape[-2:])
+    _, u = eigensystem(w2)
+    y = outputs(x, w1, w2t, w3, result.config.activation, engine="torch")
+    grads, _ = per_sample_gradients(x, y, w1, w2, w3, result.config.activation)
+    return _rotate(_delta_x(w2, grads), u).var(axis=-3)
+
+
+def test_measured_noise_passes_the_sde_check(hot_run):
+    import numpy as np
+
+    from dysonsgd.measure import gradstats
+    from dysonsgd.sde.coefficients import check_noise_matrix
+
+    raw = _raw_rotated_variance(hot_run)
+    asym = np.abs(raw - np.swapaxes(raw, -1, -2))
+    elementwise = np.max(asym / np.abs(raw))
+    # the case of the issue: the old element-wise rtol 1e-10 refused this V ...
+    assert elementwise > 1e-10
+    check_noise_matrix(raw)  # ... which is symmetric to rounding (< 100 eps N max|V|): accepted
+    stats = gradstats.measure(hot_run, -1)
+    for name in ("v", "k", "v_paper_rotation"):  # symmetrised at the source: exactly symmetric
+        a = getattr(stats, name)
+        assert np.array_equal(a, np.swapaxes(a, -1, -2)), name
+    n = raw.shape[-1]
+    bound = 100 * np.finfo(float).eps * n * np.abs(raw).max()  # the rounding the check allows
+    np.testing.assert_allclose(stats.v.reshape(raw.shape), raw, rtol=0, atol=bound)
+    check_noise_matrix(stats.v)
+
+
+@pytest.mark.parametrize("relative", [1e-9, 1e-6, 0.1])
+def test_really_asymmetric_noise_is_refused(hot_run, relative):
+    import numpy as np
+
+    from dysonsgd.measure import gradstats
+    from dysonsgd.sde.coefficients import check_noise_matrix
+
+    v = gradstats.measure(hot_run, -1).v.copy()
+    v[..., 0, 1] += relative * np.abs(v).max()  # far above rounding (3.6e-13 max|V| at N = 16)
+    with pytest.raises(InputError, match="noise V must be symmetric"):
+        check_noise_matrix(v)
+
+
+def test_sde_runs_on_the_hot_run(hot_run, tmp_path, capsys):
+    """End to end: ``dysonsgd sde`` integrates (4.3) from the library's own V at T = 4096."""
+    import json
+
+    from dysonsgd.runs.store import save_result
+
+    run = save_result(hot_run, tmp_path / "hot.nc")
+    argv = ["sde", "dyson", "--from", str(run), "--paths-per-model", "2",
+            "--steps-per-interval", "5", "--variant", "paper", "--seed", "1", "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len(json.loads(capsys.readouterr().out)["cells"]) == 1

@@ -65,7 +65,14 @@ def drift_and_noise(w2, grads, basis=None) -> tuple[np.ndarray, np.ndarray]:
     dx = _delta_x(w2, grads)
     if basis is not None:
         dx = _rotate(dx, check_array("basis", basis, min_ndim=2))
-    return -dx.mean(axis=-3), dx.var(axis=-3)
+    return _symmetric(-dx.mean(axis=-3)), _symmetric(dx.var(axis=-3))
+
+
+def _symmetric(a: np.ndarray) -> np.ndarray:
+    """(A + A^T)/2: K and V are symmetric by definition (4.4), but the rotation U^T Delta^X U
+    leaves rounding-level asymmetry (~N eps max|A|, which element-wise can exceed 1e-10 on the
+    small entries); symmetrising here makes every downstream check see an exact symmetric matrix."""
+    return 0.5 * (a + np.swapaxes(a, -1, -2))
 
 
 def _delta_x(w2, grads) -> np.ndarray:
@@ -199,9 +206,10 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
         v_plain[a : a + chunk] = dx.var(axis=-3)
         dx = _rotate(dx, u_flat[a : a + chunk])
         k_all[a : a + chunk], v_all[a : a + chunk] = -dx.mean(axis=-3), dx.var(axis=-3)
-    k_rot, v_rot = k_all.reshape(*grid, n2, n2), v_all.reshape(*grid, n2, n2)
+    k_rot = _symmetric(k_all.reshape(*grid, n2, n2))
+    v_rot = _symmetric(v_all.reshape(*grid, n2, n2))
     ut = np.swapaxes(u, -1, -2)
-    v_paper = ut @ v_plain.reshape(*grid, n2, n2) @ u
+    v_paper = _symmetric(ut @ v_plain.reshape(*grid, n2, n2) @ u)
     k_s, v_s, d_s = rmt.spacing_coefficients(k_rot, v_rot)
     k_s_rel, v_s_rel, _ = spacing_coefficients_release(k_rot, v_paper)
     joined = SingularMoments.join(moments, np.concatenate).map(
