@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["InputError", "check_array", "check_in_range", "check_int", "check_positive"]
+__all__ = [
+    "InputError",
+    "check_array",
+    "check_in_range",
+    "check_index",
+    "check_int",
+    "check_positive",
+    "check_seed",
+]
 
 
 class InputError(ValueError):
@@ -74,6 +82,30 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
     if value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_index(name: str, value, length: int) -> int:
+    """Check that ``value`` is an integer index into ``length`` items (negative counts from the
+    end, as in Python) and return it as a non-negative ``int``."""
+    allowed = f"an integer in [-{length}, {length - 1}]"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be {allowed}, got {value!r}")
+    if not -length <= value < length:
+        raise InputError(f"{name} must be {allowed}, got {value!r}")
+    return int(value) % length
+
+
+def check_seed(name: str, value):
+    """Check that ``value`` can seed ``numpy.random.SeedSequence``: an integer >= 0, a sequence
+    of such integers, or a ``SeedSequence`` itself; return it unchanged (ints as ``int``)."""
+    if isinstance(value, np.random.SeedSequence):
+        return value
+    items = value if isinstance(value, (list, tuple)) and value else [value]
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+           for v in items):
+        return int(value) if items is not value else value
+    raise InputError(f"{name} must be an integer >= 0, a list of them or a "
+                     f"numpy.random.SeedSequence, got {value!r}")
 
 
 def check_array(

@@ -395,3 +395,80 @@ def test_sde_runs_on_the_hot_run(hot_run, tmp_path, capsys):
             "--steps-per-interval", "5", "--variant", "paper", "--seed", "1", "--json"]
     assert main(argv) == 0, capsys.readouterr().err
     assert len(json.loads(capsys.readouterr().out)["cells"]) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# class 9: API arguments of the wrong type are an InputError naming the parameter
+# --------------------------------------------------------------------------------------------
+
+
+def _spacing_sde():
+    from dysonsgd.sde.equations import LevelSpacingSDE
+
+    return LevelSpacingSDE(k_s=0.1, v_s=0.01, d_s=0.001, temperature=0.5)
+
+
+def _integrate(seed):
+    from dysonsgd.sde.integration import integrate
+
+    return integrate(_spacing_sde(), 1.0, [0.0, 0.1], n_paths=2, seed=seed)
+
+
+def _langevin(seed):
+    from dysonsgd.sde.integration import langevin_sgd_discrete
+
+    return langevin_sgd_discrete([0.0, 1.0], [0.0, 0.0], [1.0, 1.0], 0.1, 4, 2, seed=seed)
+
+
+def _classify(n_models):
+    import numpy as np
+
+    from dysonsgd.analysis.phase import classify_phases
+
+    return classify_phases(np.ones((2, 3, n_models)), np.ones((2, 3, n_models)))
+
+
+def _measure(snapshot):
+    from dysonsgd.measure import gradstats
+
+    return gradstats.measure(_tiny_result(), snapshot)
+
+
+def _tiny_result():
+    from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.train import train_ensemble
+
+    return train_ensemble(TeacherStudentConfig(n_data=8, batch_size=4), temperature=[0.5],
+                          sigma_w=[1.0], n_seeds=1, epochs=1, snapshots=2, seed=2,
+                          progress=False)
+
+
+#: name -> (call, bad argument, the parameter the message must name)
+BAD_ARGUMENTS = {
+    "measure snapshot str": (_measure, "a", "snapshot"),
+    "measure snapshot float": (_measure, 0.5, "snapshot"),
+    "measure snapshot out of range": (_measure, 2, "snapshot"),
+    "integrate seed str": (_integrate, "abc", "seed"),
+    "integrate seed negative": (_integrate, -1, "seed"),
+    "integrate seed float": (_integrate, 1.5, "seed"),
+    "integrate seed bool": (_integrate, True, "seed"),
+    "langevin seed str": (_langevin, "abc", "seed"),
+    "classify_phases no models": (_classify, 0, "final_test_loss"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_wrong_argument_is_an_input_error(case):
+    call, bad, parameter = BAD_ARGUMENTS[case]
+    with pytest.raises(InputError, match=parameter):
+        call(bad)
+
+
+def test_good_arguments_still_work():
+    import numpy as np
+
+    a, b = _integrate(7), _integrate(np.random.SeedSequence(7))
+    np.testing.assert_array_equal(a, b)  # an int seed is SeedSequence(int), as documented
+    assert _integrate([7, 1]).shape == (2, 2, 1)
+    assert _measure(-1).snapshot == 1
+    assert _classify(1).shape == (2, 3)

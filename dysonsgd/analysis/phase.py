@@ -319,6 +319,9 @@ def _cell_medians(final_test_loss, feature_correlation, diverged):
     if loss.ndim < 1 or corr.shape != loss.shape:
         raise InputError(f"final_test_loss and feature_correlation must have the same shape "
                          f"(..., nR), got {loss.shape} and {corr.shape}")
+    if loss.shape[-1] == 0:
+        raise InputError(f"final_test_loss must hold at least one model per cell (nR >= 1), "
+                         f"got shape {loss.shape}")
     div = (np.zeros(loss.shape, bool) if diverged is None
            else np.broadcast_to(np.asarray(diverged, dtype=bool), loss.shape))
     loss = np.where(div | ~np.isfinite(loss), np.inf, loss)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dysonsgd._checks import InputError, check_array, check_int
+from dysonsgd._checks import InputError, check_array, check_index, check_int
 from dysonsgd.measure.moments import SingularMoments, singular_moments
 from dysonsgd.measure.observables import test_inputs
 from dysonsgd.measure.spectrum import eigensystem
@@ -169,10 +169,7 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
         Models per batch (bounds the memory of the per-sample gradients).
     """
     chunk = check_int("chunk", chunk)
-    n = len(result.snapshot_epochs)
-    if not -n <= snapshot < n:
-        raise InputError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
-    snapshot %= n
+    snapshot = check_index("snapshot", snapshot, len(result.snapshot_epochs))
     widths = result.config.widths
     x = (
         test_inputs(128, widths[0], 42)

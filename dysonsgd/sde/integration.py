@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from dysonsgd._checks import InputError, check_array, check_int, check_positive
+from dysonsgd._checks import InputError, check_array, check_int, check_positive, check_seed
 from dysonsgd.sde._fused.driver import integrate_fused
 from dysonsgd.sde._fused.philox import keys_from_seed
 from dysonsgd.sde._fused.plan import FusedPlan, Unfusable, fused_plan
@@ -185,6 +185,7 @@ def integrate(
         masked from the first output time after it did (and the path is frozen), so
         ``np.ma.mean(result, axis=1)`` averages over the intact paths only.
     """
+    seed = check_seed("seed", seed)
     problem = _problem(equation, y0, times, n_paths, solver, dt, engine)
     _, plan = _choose(equation, problem, engine)
     if plan is not None:
@@ -271,6 +272,7 @@ def langevin_sgd_discrete(
     ndarray, shape (n_steps // record_every + 1, n_paths, D)
         Step k corresponds to time t = k lr (the time of the continuous equation (2.30)).
     """
+    seed = check_seed("seed", seed)
     lr = check_positive("learning_rate", learning_rate)
     batch = check_int("batch_size", batch_size)
     n_steps = check_int("n_steps", n_steps, minimum=0)
