@@ -80,7 +80,9 @@ def singular_system(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if w.shape[-2] > w.shape[-1]:
         raise InputError(f"w must have shape (..., N, M) with N <= M, got {w.shape}")
     u, s, vh = np.linalg.svd(w, full_matrices=False)
-    return s[..., ::-1], u[..., ::-1], np.swapaxes(vh, -1, -2)[..., ::-1]
+    # contiguous copies: reversed views would push the batched matmuls below off BLAS
+    return (np.ascontiguousarray(s[..., ::-1]), np.ascontiguousarray(u[..., ::-1]),
+            np.ascontiguousarray(np.swapaxes(vh, -1, -2)[..., ::-1]))
 
 
 @dataclass(frozen=True)
