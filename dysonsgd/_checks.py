@@ -9,7 +9,10 @@ any other exception is a bug and shows as one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +24,7 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_seed",
+    "readable",
 ]
 
 
@@ -133,6 +137,32 @@ def check_array(
             want = "(..., " + ", ".join("*" if w is None else str(w) for w in shape_tail) + ")"
             raise InputError(f"{name} must have shape {want}, got {arr.shape}")
     return arr
+
+
+#: what file readers raise on a damaged or foreign file: numpy (``EOFError`` on an empty
+#: archive, ``ValueError`` on random bytes), zipfile (a truncated archive), json (``ValueError``),
+#: scipy's netCDF reader (``TypeError``/``ValueError``/``IndexError`` on a non-netCDF file),
+#: zarr (``ValueError`` subclasses, ``FileNotFoundError``) and a missing variable (``KeyError``)
+READ_ERRORS = (EOFError, OSError, KeyError, IndexError, ValueError, TypeError,
+               zipfile.BadZipFile, UnicodeDecodeError)
+
+
+@contextmanager
+def readable(path: str | Path, what: str = "run") -> Iterator[None]:
+    """The one reader guard: a file that cannot be decoded becomes an :class:`InputError`.
+
+    Wrap exactly the calls that open and decode ``path`` (not the computations on what was
+    read, whose errors are bugs and keep their tracebacks). The message is one line: which file
+    is not a readable dysonsgd ``what`` (``run``, ``sweep store``, ``monitor store``) and why.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        why = (str(exc).strip().splitlines() or [""])[0].strip() or "no details"
+        raise InputError(f"{what}: {str(path)!r} is not a readable dysonsgd {what} "
+                         f"({type(exc).__name__}: {why})") from exc
 
 
 def grid_index(grid, value: float, rtol: float = 1e-9) -> int | None:

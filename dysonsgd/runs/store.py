@@ -33,15 +33,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-import zipfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from dysonsgd._checks import InputError
+from dysonsgd._checks import InputError, readable
 from dysonsgd.train.result import EnsembleResult
 
 __all__ = [
@@ -115,32 +113,6 @@ def result_summary(result: EnsembleResult, path: str | Path | None = None) -> di
         "dtype": result.dtype,
         "out": str(path) if path is not None else None,
     }
-
-
-#: what the readers below raise on a damaged or foreign file: numpy (``EOFError`` on an empty
-#: archive, ``ValueError`` on random bytes), zipfile (a truncated archive), json (``ValueError``),
-#: scipy's netCDF reader (``TypeError``/``ValueError``/``IndexError`` on a non-netCDF file),
-#: zarr (``ValueError`` subclasses, ``FileNotFoundError``) and a missing variable (``KeyError``)
-READ_ERRORS = (EOFError, OSError, KeyError, IndexError, ValueError, TypeError,
-               zipfile.BadZipFile, UnicodeDecodeError)
-
-
-@contextmanager
-def readable(path: str | Path, what: str = "run") -> Iterator[None]:
-    """The one reader guard: a file that cannot be decoded becomes an :class:`InputError`.
-
-    Wrap exactly the calls that open and decode ``path`` (not the computations on what was
-    read, whose errors are bugs and keep their tracebacks). The message is one line: which file
-    is not a readable dysonsgd ``what`` (``run``, ``sweep store``) and why.
-    """
-    try:
-        yield
-    except InputError:
-        raise
-    except READ_ERRORS as exc:
-        why = (str(exc).strip().splitlines() or [""])[0].strip() or "no details"
-        raise InputError(f"{what}: {str(path)!r} is not a readable dysonsgd {what} "
-                         f"({type(exc).__name__}: {why})") from exc
 
 
 class _NpzRun:
