@@ -443,8 +443,29 @@ def _tiny_result():
                           progress=False)
 
 
+def _epoch_drift(snapshot):
+    from dysonsgd.measure.epoch_drift import epoch_drift
+
+    return epoch_drift(_tiny_result(), snapshot)
+
+
+def _monitor_store(text):
+    import tempfile
+
+    from dysonsgd.monitor.store import open_store
+
+    store = Path(tempfile.mkdtemp()) / "m.zarr"
+    store.mkdir()
+    (store / "zarr.json").write_text(text)  # a truncated zarr.json
+    return open_store(store)
+
+
 #: name -> (call, bad argument, the parameter the message must name)
 BAD_ARGUMENTS = {
+    "epoch_drift snapshot str": (_epoch_drift, "a", "snapshot"),
+    "epoch_drift snapshot out of range": (_epoch_drift, 5, "snapshot"),
+    "monitor store truncated zarr.json": (_monitor_store, '{"zarr_format": 3, "node_ty',
+                                          "not a readable dysonsgd monitor store"),
     "measure snapshot str": (_measure, "a", "snapshot"),
     "measure snapshot float": (_measure, 0.5, "snapshot"),
     "measure snapshot out of range": (_measure, 2, "snapshot"),

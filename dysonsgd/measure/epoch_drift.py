@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dysonsgd._checks import InputError, check_int
+from dysonsgd._checks import check_index, check_int
 from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import epoch_order, replica_draws
 from dysonsgd.model.network import backprop, layer1_features, outputs
@@ -54,10 +54,7 @@ def epoch_drift(result, snapshot: int, *, chunk: int = 64) -> np.ndarray:
 def _replay(result, snapshot: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """The epoch after ``snapshot`` replayed: (K_i, W at its end), see epoch_drift."""
     chunk = check_int("chunk", chunk, minimum=1)
-    n_snap = len(result.snapshot_epochs)
-    if not -n_snap <= snapshot < n_snap:
-        raise InputError(f"snapshot must lie in [-{n_snap}, {n_snap - 1}], got {snapshot}")
-    snapshot %= n_snap
+    snapshot = check_index("snapshot", snapshot, len(result.snapshot_epochs))
     config = result.config
     act, b, n = config.activation, config.batch_size, config.n_data
     steps = config.steps_per_epoch

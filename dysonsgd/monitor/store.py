@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dysonsgd._checks import InputError
+from dysonsgd._checks import InputError, readable
 
 __all__ = ["FORMAT", "Field", "Layout", "RecordStore", "is_monitor_store", "open_store"]
 
@@ -171,13 +171,14 @@ def open_store(path):
     path = Path(path)
     if not is_monitor_store(path):
         raise InputError(f"store: {str(path)!r} is not a Zarr store")
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") != FORMAT or "records" not in group:
-        raise InputError(f"store: {str(path)!r} is not a dysonsgd monitor store (format "
-                         f"{attrs.get('format')!r}, expected {FORMAT!r})")
-    layout = Layout.from_json(attrs["layout"])
-    rows = np.asarray(group["records"][...])
+    with readable(path, "monitor store"):
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+        if attrs.get("format") != FORMAT or "records" not in group:
+            raise InputError(f"store: {str(path)!r} is not a dysonsgd monitor store (format "
+                             f"{attrs.get('format')!r}, expected {FORMAT!r})")
+        layout = Layout.from_json(attrs["layout"])
+        rows = np.asarray(group["records"][...])
     step = slice(*layout.offsets["step"])
     done = np.isfinite(rows[:, step]).all(axis=1)
     n = int(np.argmin(done)) if not done.all() else done.size
