@@ -67,7 +67,7 @@ def test_example_schema_parses_to_the_papers_axes(tmp_path):
 
 def test_defaults_are_the_training_defaults():
     cfg = parse_config({"grid": {"temperature": [1], "sigma_w": [1], "seeds": 1},
-                        "training": {"epochs": 2}})
+                        "training": {"epochs": 100}})
     assert cfg.model == TeacherStudentConfig()
     assert (cfg.snapshots, cfg.seed, cfg.dtype) == (21, 0, "float32")
     assert cfg.name == "sweep" and cfg.description == ""
@@ -229,9 +229,12 @@ def test_bundled_configs_are_found_by_name_and_path(tmp_path):
 def test_matches_compares_grid_model_and_snapshots():
     from types import SimpleNamespace
 
-    cfg = parse_config(_base())  # 4 epochs, 21 snapshots
+    import numpy as np
+
+    cfg = parse_config(_base())  # 4 epochs: the default snapshots shrink to one per epoch, 5
     run = SimpleNamespace(temperature=[0.5, 2.0], sigma_w=[0.125, 1.0], config=cfg.model,
-                          snapshot_epochs=[0] * 20 + [4])
+                          snapshot_epochs=[0, 1, 2, 3, 4], seed=cfg.seed, dtype=cfg.dtype,
+                          diverged=np.zeros((2, 2, cfg.seeds), dtype=bool))
     assert cfg.matches(run)
     assert not cfg.matches(SimpleNamespace(**{**vars(run), "temperature": [0.5]}))
     assert not cfg.matches(SimpleNamespace(**{**vars(run), "snapshot_epochs": [0, 4]}))
@@ -256,7 +259,7 @@ def test_validation_config_is_typed_and_checked_once(tmp_path):
         parse_validation_config(dict(_base(), expect={"phases": phases, "diagram": diagram}))
     with pytest.raises(ConfigError, match=r"\[expect\] phases: no cells to check"):
         parse_validation_config(dict(_base(), expect={"phases": []}))
-    with pytest.raises(ConfigError, match=r"\[validate\] start_snapshot: must be < 20"):
+    with pytest.raises(ConfigError, match=r"\[validate\] start_snapshot: must be < 4"):
         parse_validation_config(dict(_base(), expect={"phases": phases},
                                      validate={"start_snapshot": 20}))
 
@@ -271,3 +274,37 @@ def test_validation_refuses_a_batch_size_axis(tmp_path):
         "seeds = 20", "seeds = 20\nbatch_size = [1, 4]"))
     with pytest.raises(ConfigError, match=r"\[grid\] batch_size: validate checks one batch size"):
         load_validation_config(path)
+
+
+@pytest.mark.parametrize(("training", "key"), [
+    ({"epochs": 2, "snapshots": 50}, "snapshots"),     # a run of 2 epochs records at most 3
+    ({"epochs": 2, "widths": [3, 8, 16, 1]}, "widths"),  # n2 > n1
+    ({"epochs": 2, "widths": [3, 32, 1, 1]}, "widths"),  # n2 < 2: no spacing
+])
+def test_what_later_stages_need_is_checked_when_the_config_is_read(training, key):
+    with pytest.raises(ConfigError, match=rf"\[training\] {key}:"):
+        parse_config({"grid": {"temperature": [1], "sigma_w": [1], "seeds": 1},
+                      "training": training})
+
+
+def test_short_runs_default_to_one_snapshot_per_epoch():
+    cfg = parse_config({"grid": {"temperature": [1], "sigma_w": [1], "seeds": 1},
+                        "training": {"epochs": 2}})
+    assert cfg.snapshots == 3
+
+
+def test_a_run_matches_only_with_the_same_seeds_seed_and_dtype():
+    """validate --run compares what the run recorded in full (issue 13, class 6)."""
+    from dataclasses import replace
+
+    import torch
+
+    from dysonsgd.train import train_ensemble
+
+    cfg = parse_config({"grid": {"temperature": [1], "sigma_w": [1], "seeds": 2},
+                        "training": {"epochs": 1, "n_data": 8, "dtype": "float64"}})
+    run = train_ensemble(cfg.model, [1.0], [1.0], n_seeds=2, epochs=1, snapshots=2, seed=0,
+                         dtype=torch.float64, progress=False)
+    assert cfg.matches(run)
+    for other in (replace(cfg, seeds=3), replace(cfg, seed=1), replace(cfg, dtype="float32")):
+        assert not other.matches(run)

@@ -231,9 +231,9 @@ class SweepConfig:
 
     def matches(self, result) -> bool:
         """Whether ``result`` (an EnsembleResult) was trained from this config: the same grid,
-        model, epochs and number of snapshots. With a batch-size axis: a mapping ``|B| ->
-        EnsembleResult`` (a BatchResults) with exactly the axis' batch sizes, each matching
-        :meth:`for_batch_size`."""
+        model, epochs, number of snapshots, seeds, base seed and dtype. With a batch-size axis:
+        a mapping ``|B| -> EnsembleResult`` (a BatchResults) with exactly the axis' batch sizes,
+        each matching :meth:`for_batch_size`."""
         if self.batch_size:
             return bool(isinstance(result, Mapping) and tuple(result) == self.batch_size
                         and all(self.for_batch_size(b).matches(result[b]) for b in result))
@@ -244,7 +244,9 @@ class SweepConfig:
                     and np.allclose(t, self.temperature) and np.allclose(s, self.sigma_w)
                     and result.config == self.model
                     and len(result.snapshot_epochs) == self.snapshots
-                    and int(result.snapshot_epochs[-1]) == self.epochs)
+                    and int(result.snapshot_epochs[-1]) == self.epochs
+                    and np.shape(result.diverged)[2] == self.seeds
+                    and int(result.seed) == self.seed and str(result.dtype) == self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML-equivalent mapping; ``parse_config(c.to_dict())`` equals ``c``."""
@@ -365,7 +367,10 @@ def parse_config(mapping: Mapping[str, Any], *,
     if "epochs" not in tr:
         raise err("training", "epochs", "missing (an integer >= 1)")
     epochs = _integer(err, "training", "epochs", tr["epochs"], 1)
-    snapshots = _integer(err, "training", "snapshots", tr.get("snapshots", 21), 2)
+    # the default, 21 snapshots, shrinks to one per epoch for short runs; an explicit number
+    # that the run cannot record is refused below
+    snapshots = _integer(err, "training", "snapshots", tr.get("snapshots", min(21, epochs + 1)),
+                         2)
     seed = _integer(err, "training", "seed", tr.get("seed", 0), 0)
     dtype = _choice(err, "training", "dtype", tr.get("dtype", "float32"), DTYPES)
     defaults = TeacherStudentConfig()
@@ -378,6 +383,15 @@ def parse_config(mapping: Mapping[str, Any], *,
         raise err("training", "widths", f"must be a list of 4 layer sizes [n0, n1, n2, n3], got "
                                         f"{widths!r}")
     widths = tuple(_integer(err, "training", f"widths[{k}]", w, 1) for k, w in enumerate(widths))
+    # what the analyses need of the spectrum of X = W2 W2^T: N = n2 >= 2 levels (a spacing)
+    # and N <= M = n1 (no structural zero eigenvalues; the singular basis of the complete SDE)
+    if not 2 <= widths[2] <= widths[1]:
+        raise err("training", "widths", f"need 2 <= n2 <= n1 (the spectrum of X = W2 W2^T has "
+                                        f"n2 levels and n1 >= n2 columns), got {list(widths)}")
+    if snapshots > epochs + 1:
+        raise err("training", "snapshots", f"must be <= epochs + 1 = {epochs + 1} (one per "
+                                           f"completed epoch, the initial state included), "
+                                           f"got {snapshots}")
     n_data = _integer(err, "training", "n_data", tr.get("n_data", defaults.n_data), 1)
     axis_b = _batch_axis(err, grid, tr, n_data)
     batch_size = _integer(err, "training", "batch_size", tr.get("batch_size",
