@@ -493,3 +493,27 @@ def test_good_arguments_still_work():
     assert _integrate([7, 1]).shape == (2, 2, 1)
     assert _measure(-1).snapshot == 1
     assert _classify(1).shape == (2, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# class 5 (part): sizes the SDE integrators cannot handle are refused before allocating
+# --------------------------------------------------------------------------------------------
+
+
+def test_integrate_refuses_a_step_count_no_engine_can_finish():
+    """dt = 1e-20 over t = 1 would be 1e20 steps (int64 overflow, far past the fused engine's
+    32-bit step counter): refused naming dt, before any work."""
+    from dysonsgd.sde.integration import integrate
+
+    with pytest.raises(InputError, match=r"dt = 1e-20 gives 1e\+20 steps"):
+        integrate(_spacing_sde(), 1.0, [0.0, 1.0], n_paths=2, dt=1e-20)
+
+
+def test_integrate_refuses_an_output_larger_than_memory():
+    """1e12 paths x 2 times x 1 level is 2e13 bytes of output: refused naming n_paths, with the
+    estimate and the available memory, before the initial state is broadcast."""
+    from dysonsgd.sde.integration import integrate
+
+    with pytest.raises(InputError, match=r"n_paths = 1000000000000: the output .* GiB are "
+                                         "available"):
+        integrate(_spacing_sde(), 1.0, [0.0, 1.0], n_paths=10**12)

@@ -17,6 +17,7 @@ one of two engines:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ import numpy as np
 from dysonsgd._checks import InputError, check_array, check_int, check_positive, check_seed
 from dysonsgd.sde._fused.driver import integrate_fused
 from dysonsgd.sde._fused.philox import keys_from_seed
-from dysonsgd.sde._fused.plan import FusedPlan, Unfusable, fused_plan
+from dysonsgd.sde._fused.plan import MAX_STEPS, FusedPlan, Unfusable, fused_plan
 from dysonsgd.sde.brownian import BrownianPath, seed_sequence
 from dysonsgd.sde.solvers import resolve_solver
 
@@ -60,8 +61,26 @@ class _Problem(NamedTuple):
 def _steps_per_interval(times: np.ndarray, dt: float | None) -> np.ndarray:
     if dt is None:
         return np.ones(times.size - 1, dtype=np.int64)
-    spans = np.diff(times)
-    return np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64)
+    steps = np.maximum(1.0, np.ceil(np.diff(times) / dt - 1e-9))
+    total = float(steps.sum())
+    if not np.isfinite(total) or total >= MAX_STEPS:
+        raise InputError(f"dt = {dt:g} gives {total:.3g} steps over the times; at most "
+                         f"{MAX_STEPS - 1} (2^32 - 1, the fused engine's step counter; the "
+                         "general engine would not finish either): take a larger dt")
+    return steps.astype(np.int64)
+
+
+def _check_memory(n_times: int, n_paths: int, n: int) -> None:
+    """Refuse an output larger than the machine's available memory, before allocating it."""
+    need = n_times * n_paths * (n * 8 + n + 1)  # float64 paths, their mask, the broken flags
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if need > available:
+        raise InputError(f"n_paths = {n_paths}: the output ({n_times} times x {n_paths} paths x "
+                         f"{n} levels) needs {need / 2**30:.3g} GiB, {available / 2**30:.3g} "
+                         "GiB are available: fewer paths or output times")
 
 
 def _problem(equation, y0, times, n_paths, solver, dt, engine) -> _Problem:
@@ -77,12 +96,14 @@ def _problem(equation, y0, times, n_paths, solver, dt, engine) -> _Problem:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     solver = resolve_solver(solver)
     y = np.atleast_1d(check_array("y0", y0, min_ndim=0)).astype(float)
+    counts = _steps_per_interval(times, dt)
+    _check_memory(times.size, n_paths, y.shape[-1])
     if y.ndim == 1:
         y = np.broadcast_to(y, (n_paths, y.size)).copy()
     elif y.ndim != 2 or y.shape[0] != n_paths:
         raise InputError(f"y0 must have shape (N,) or (n_paths={n_paths}, N), got {y.shape}")
     equation.check_state(y)
-    return _Problem(solver, y, times, _steps_per_interval(times, dt))
+    return _Problem(solver, y, times, counts)
 
 
 def _choose(equation, problem: _Problem, engine: str) -> tuple[EngineChoice, FusedPlan | None]:
