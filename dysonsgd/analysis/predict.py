@@ -24,7 +24,8 @@ Two sources (``drift=``):
     K averaged over the SGD steps of the epoch after each snapshot
     (:func:`dysonsgd.measure.epoch_drift.epoch_drift`): the drift with the loss's restoring
     force on the weight fluctuations, which cancels the Ito and Coulomb terms where the
-    fluctuations are stationary (docs/sde.md). The complete SDE's default in ``validate``.
+    fluctuations are stationary (docs/sde.md). An option: it replays every epoch, and at high
+    temperature it pins x_1 so close to the wall that most paths break.
 
 On a trained network the test-set mean of Delta^X is dominated by the generalisation gap (in
 the ordered cell it is ~40x the training drift), and integrating it moves the eigenvalues the
@@ -212,7 +213,7 @@ def measure_run(result, *, snapshots=None, drift: str = "training", noise: str =
         # full-data gradient at W(0) itself
         steps = np.where(snaps > 0, result.config.steps_per_epoch, 0)
         lr = np.asarray(result.learning_rate, dtype=float)[:, None, None, None]
-        w0 = epoch_start_weights(w2, grad, lr * np.ones(len(snaps)), steps)
+        w0 = epoch_start_weights(w2, grad, lr, steps)
         _, u, vt = singular_system(w0)
         g, m = mean_moments(u, vt, np.asarray(grad, dtype=float))
         moments = replace(moments, mean=g, mean_square=m)

@@ -244,7 +244,7 @@ def predict_cell(run: RunMeasurements, cell: tuple[int, int],
     other than 'paper' the paper's (4.3) and (4.8) are predicted too (``.paper``).
     """
     i_t, i_s = cell
-    variant = options.get("variant", "complete") if variant is None else variant
+    variant = options["variant"] if variant is None else variant
     start = options["start_snapshot"]
     kw = {"start": start, "paths_per_model": options["paths_per_model"],
           "steps_per_interval": options["steps_per_interval"], "seed": options["seed"],

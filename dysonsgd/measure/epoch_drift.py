@@ -25,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from dysonsgd._checks import check_index, check_int
+from dysonsgd.measure.gradstats import training_inputs
 from dysonsgd.measure.spectrum import eigensystem
-from dysonsgd.model.draws import epoch_order, replica_draws
+from dysonsgd.model.draws import epoch_order
 from dysonsgd.model.network import backprop, layer1_features, outputs
 
 __all__ = ["epoch_drift"]
@@ -65,16 +66,16 @@ def _replay(result, snapshot: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
                for a in result.teacher()]
     lr = np.broadcast_to(np.asarray(result.learning_rate, dtype=float)[:, None, None], grid)
     keys = np.broadcast_to(np.asarray(result.spawn_keys)[None, None, :], grid)
+    seed_index = np.broadcast_to(np.arange(grid[-1])[None, None, :], grid).reshape(-1)
+    inputs = training_inputs(result)[0, 0]  # (nR, n_data, n0): the data of each seed index
     flat = [a.reshape(-1, *a.shape[len(grid):]) for a in (*teacher, w2)]
     lr_flat, key_flat = lr.reshape(-1), keys.reshape(-1)
-    draws: dict[int, np.ndarray] = {}
     out = np.full((lr_flat.size, w2.shape[-2]), np.nan)
     w_end = np.empty_like(flat[3])
     for a in range(0, lr_flat.size, chunk):
         w1, w2t, w3, w = (arr[a: a + chunk].copy() for arr in flat)
         rep = key_flat[a: a + chunk]
-        x = np.stack([draws.setdefault(int(r), replica_draws(config, result.seed, int(r))["x"])
-                      for r in rep])
+        x = inputs[seed_index[a: a + chunk]]
         y = outputs(x, w1, w2t, w3, act, engine="torch")
         phi1 = layer1_features(x, w1, act, engine="native")
         order = np.stack([epoch_order(config.data_order, n, result.seed, int(r), epoch)

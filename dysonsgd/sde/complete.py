@@ -112,7 +112,6 @@ class EigenvalueSDE(DysonBrownianMotion):
         self._factor = _cholesky(m.diagonal_covariance)
         self._drift = self._regular
         self._noise = self._weights
-        self._values = (None, None)
         self._cache: tuple | None = None
 
     # -- moments at time t for the paths ``rows`` ------------------------------------------
