@@ -95,8 +95,8 @@ _API: dict[str, tuple[str, str]] = {
     "ConfigError": ("dysonsgd.runs.config", "ConfigError"),
     "load_validation_config": ("dysonsgd.runs.validation_config", "load_validation_config"),
     "run_sweep": ("dysonsgd.runs.sweep", "run_sweep"),
-    "load_result": ("dysonsgd.runs.store", "load_result"),
-    "save_result": ("dysonsgd.runs.store", "save_result"),
+    "load_result": ("dysonsgd.runs.files", "load_result"),
+    "save_result": ("dysonsgd.runs.files", "save_result"),
     "load_sweep": ("dysonsgd.runs.store", "load_sweep"),
     "validate": ("dysonsgd.runs.validate", "validate"),
     # plots

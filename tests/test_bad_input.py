@@ -177,14 +177,14 @@ def small_run(tmp_path_factory):
     from dataclasses import asdict
 
     from dysonsgd.model.config import TeacherStudentConfig
-    from dysonsgd.runs import store
+    from dysonsgd.runs import files, store
     from dysonsgd.train import train_ensemble
 
     cfg = TeacherStudentConfig(n_data=8, batch_size=4)
     res = train_ensemble(cfg, temperature=[0.5], sigma_w=[1.0], n_seeds=1, epochs=1,
                          snapshots=2, seed=3, dtype="float64", progress=False)
     root = tmp_path_factory.mktemp("runs")
-    paths = {s: store.save_result(res, root / f"run{s}") for s in (".nc", ".npz")}
+    paths = {s: files.save_result(res, root / f"run{s}") for s in (".nc", ".npz")}
     attrs = {"config": json.dumps(asdict(cfg)), "seed": 3, "replica_offset": 0,
              "dtype": "float64", "device": "cpu", "backend": "numba", "wall_time_s": 0.0}
     zarr_path = root / "run.zarr"
@@ -272,7 +272,7 @@ READERS = {
 @pytest.mark.parametrize("bad", sorted(BAD_INPUTS))
 def test_unreadable_input_is_one_clean_error(bad, reader, small_run, tmp_path, capsys,
                                              monkeypatch):
-    from dysonsgd.runs.store import load_result
+    from dysonsgd.runs.files import load_result
 
     monkeypatch.chdir(tmp_path)
     path = BAD_INPUTS[bad](small_run, tmp_path)
@@ -293,7 +293,7 @@ def test_unreadable_input_is_one_clean_error(bad, reader, small_run, tmp_path, c
 
 
 def test_the_good_inputs_still_read(small_run):
-    from dysonsgd.runs.store import load_result
+    from dysonsgd.runs.files import load_result
 
     shapes = {s: load_result(p).w2.shape for s, p in small_run.items()}
     assert len(set(shapes.values())) == 1, shapes
@@ -388,7 +388,7 @@ def test_sde_runs_on_the_hot_run(hot_run, tmp_path, capsys):
     """End to end: ``dysonsgd sde`` integrates (4.3) from the library's own V at T = 4096."""
     import json
 
-    from dysonsgd.runs.store import save_result
+    from dysonsgd.runs.files import save_result
 
     run = save_result(hot_run, tmp_path / "hot.nc")
     argv = ["sde", "dyson", "--from", str(run), "--paths-per-model", "2",

@@ -22,7 +22,7 @@ from dysonsgd._checks import InputError
 from dysonsgd.cli import main
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import replica_draws
-from dysonsgd.runs import store
+from dysonsgd.runs import files
 from dysonsgd.runs.config import ConfigError, batch_size_path, parse_config
 from dysonsgd.runs.sweep import run_sweep, train_grid
 from dysonsgd.train import EnsembleResult, train_ensemble
@@ -182,7 +182,7 @@ def test_train_grid_and_the_sweep_of_a_batch_axis(tmp_path):
     assert summary["batch_size"] == [4, 8] and summary["cells_computed"] == 4
     assert summary["store"] == [str(batch_size_path(out, b)) for b in (4, 8)]
     for b in (4, 8):
-        _same(store.load_result(batch_size_path(out, b)), runs[b])
+        _same(files.load_result(batch_size_path(out, b)), runs[b])
     assert run_sweep(cfg, out)["cells_skipped"] == 4  # resumes per store
 
 

@@ -10,7 +10,7 @@ import xarray as xr
 
 from dysonsgd.cli import main
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.runs.store import save_result
+from dysonsgd.runs.files import save_result
 from dysonsgd.train import train_ensemble
 
 

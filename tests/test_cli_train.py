@@ -84,7 +84,7 @@ def test_bad_output_suffix(tmp_path, capsys):
 @pytest.mark.parametrize("suffix", [".nc", ".npz"])
 def test_load_result_roundtrip(tmp_path, suffix):
     from dysonsgd.model.config import TeacherStudentConfig
-    from dysonsgd.runs.store import load_result, save_result
+    from dysonsgd.runs.files import load_result, save_result
     from dysonsgd.train import train_ensemble
 
     res = train_ensemble(TeacherStudentConfig(n_data=40, batch_size=4), temperature=[0.5],

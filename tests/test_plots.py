@@ -15,7 +15,7 @@ from dysonsgd.analysis import phase
 from dysonsgd.cli import main
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.plots import figures as plots
-from dysonsgd.runs.store import save_result
+from dysonsgd.runs.files import save_result
 from dysonsgd.theory import boundaries, disorder
 from dysonsgd.train import train_ensemble
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.runs import store
+from dysonsgd.runs import files, store
 from dysonsgd.train import train_ensemble
 
 CFG = TeacherStudentConfig(n_data=40, batch_size=4, activation="relu")
@@ -46,11 +46,11 @@ def _write(path, res, i, j, wall=1.0):
 
 @pytest.mark.parametrize("suffix", [".nc", ".npz"])
 def test_files_still_round_trip(tmp_path, grid_result, suffix):
-    back = store.load_result(store.save_result(grid_result, tmp_path / f"run{suffix}"))
+    back = files.load_result(files.save_result(grid_result, tmp_path / f"run{suffix}"))
     for name in ("w2", "grad", "loss", "diverged_epoch", "teacher_w1"):
         np.testing.assert_array_equal(getattr(back, name), getattr(grid_result, name))
     with pytest.raises(ValueError, match="must end in"):
-        store.save_result(grid_result, tmp_path / "run.csv")
+        files.save_result(grid_result, tmp_path / "run.csv")
 
 
 def test_complete_store_reads_back_bitwise(tmp_path, grid_result):
@@ -62,7 +62,7 @@ def test_complete_store_reads_back_bitwise(tmp_path, grid_result):
     for k, (i, j) in enumerate(reversed(cells)):  # any order
         _write(path, grid_result, i, j, wall=float(k + 1))
     assert store.completed_cells(path).all()
-    back = store.load_result(path)
+    back = files.load_result(path)
     for name in ("w2", "grad", "loss", "diverged", "diverged_epoch", "diverged_step", "group",
                  "teacher_w1", "teacher_w2", "teacher_w3", "temperature", "sigma_w",
                  "snapshot_epochs"):
@@ -80,17 +80,17 @@ def test_complete_store_reads_back_bitwise(tmp_path, grid_result):
 def test_partial_store_gives_complete_rows_or_columns(tmp_path, grid_result):
     path = _new_store(tmp_path / "s.zarr", grid_result)
     with pytest.raises(ValueError, match=r"0 of 6 cells complete.*dysonsgd sweep"):
-        store.load_result(path)
+        files.load_result(path)
     _write(path, grid_result, 1, 0)
     _write(path, grid_result, 1, 1)  # row 1 complete
     _write(path, grid_result, 2, 0)
-    part = store.load_result(path)
+    part = files.load_result(path)
     np.testing.assert_array_equal(part.temperature, [1.0])
     np.testing.assert_array_equal(part.w2, grid_result.w2[1:2])
     with pytest.raises(ValueError, match="3 of 6"):
         store.load_sweep(path, partial=False)
     _write(path, grid_result, 0, 0)  # column 0 complete (3 cells) beats row 1 (2 cells)
-    part = store.load_result(path)
+    part = files.load_result(path)
     np.testing.assert_array_equal(part.sigma_w, [0.5])
     np.testing.assert_array_equal(part.loss, grid_result.loss[:, :1])
 
@@ -132,11 +132,11 @@ def test_write_cell_checks_its_input(tmp_path, grid_result):
 def test_not_a_store(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(ValueError, match=r"not a run file|not a Zarr"):
-        store.load_result(tmp_path / "d")
+        files.load_result(tmp_path / "d")
     with pytest.raises(ValueError, match="not a Zarr sweep store"):
         store.store_attrs(tmp_path / "d")
     with pytest.raises(ValueError, match="does not exist"):
-        store.load_result(tmp_path / "missing.zarr")
+        files.load_result(tmp_path / "missing.zarr")
 
 
 def test_existing_path_refused_and_partial_files_removed(tmp_path, grid_result):

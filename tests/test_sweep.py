@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from dysonsgd.cli import main
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.runs import store
+from dysonsgd.runs import files, store
 from dysonsgd.runs.config import load_config, parse_config
 from dysonsgd.runs.sweep import (
     cells_per_pack,
@@ -107,7 +107,7 @@ def test_store_equals_one_train_ensemble_over_the_grid(tiny):
                            snapshots=cfg.snapshots, seed=cfg.seed, dtype=cfg.dtype,
                            progress=False)
     assert whole.diverged.any() and not whole.diverged.all()
-    back = store.load_result(ref)
+    back = files.load_result(ref)
     for name in ("w2", "grad", "loss", "diverged", "diverged_epoch", "diverged_step", "group",
                  "teacher_w1", "teacher_w2", "teacher_w3", "temperature", "sigma_w",
                  "snapshot_epochs"):
@@ -525,7 +525,7 @@ def test_cuda_sweep_matches_cpu_and_stays_within_the_memory_estimate(tiny, tmp_p
         + pack_overhead_bytes(cfg.model)
     _, n1, _, _ = cfg.model.widths
     assert peak >= models * cfg.model.n_data * n1 * 8  # the layer-1 features alone (float64)
-    gpu, cpu = store.load_result(tmp_path / "gpu.zarr"), store.load_result(ref)
+    gpu, cpu = files.load_result(tmp_path / "gpu.zarr"), files.load_result(ref)
     finite = np.isfinite(cpu.loss)
     np.testing.assert_array_equal(np.isfinite(gpu.loss), finite)
     np.testing.assert_allclose(gpu.w2[~cpu.diverged], cpu.w2[~cpu.diverged], rtol=0,

@@ -3,7 +3,7 @@
 dysonsgd figures RUN --out DIR [--figures 1 2 ... 9] [--convention paper|release]
                  [--format png pdf] [--dpi 150] [--chunk 256] [--json]
 
-RUN is read with :func:`dysonsgd.runs.store.load_result`; the figures are made by
+RUN is read with :func:`dysonsgd.runs.files.load_result`; the figures are made by
 :func:`dysonsgd.plots.paper.paper_figures`. Figures that need data the run lacks (a grid figure
 from a single row or column, say) are skipped with the reason, never an error. Figures 8 and 9
 measure K_S and V_S at the last snapshot on the release's 128 test inputs (``--chunk`` models at
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd._checks import check_int
     from dysonsgd.plots.paper import paper_figures
+    from dysonsgd.runs.files import load_result
     from dysonsgd.runs.paths import check_output_dir
-    from dysonsgd.runs.store import load_result
 
     check_int("--chunk", args.chunk)
     check_int("--dpi", args.dpi, minimum=10)

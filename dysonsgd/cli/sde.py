@@ -8,7 +8,7 @@ For every selected cell, each non-diverged model's trajectories start from its o
 (or spacing) at snapshot START and follow its own K(t), V(t), linear in t between the measured
 snapshots (:func:`dysonsgd.analysis.predict.predict_run`). The output holds the predicted
 trajectories next to the observed ones, on the run's snapshot times (t = lr * SGD steps), written
-by :func:`dysonsgd.runs.store.save_dataset` with this summary as the attribute ``summary``.
+by :func:`dysonsgd.runs.files.save_dataset` with this summary as the attribute ``summary``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def _validate_args(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.analysis.predict import predict_run
-    from dysonsgd.runs.store import load_result, save_dataset
+    from dysonsgd.runs.files import load_result, save_dataset
 
     _validate_args(args)
     result = load_result(args.run)

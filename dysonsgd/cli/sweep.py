@@ -9,7 +9,7 @@ CONFIG is a sweep or validation config, a TOML file or the name of a bundled one
 already complete in STORE (default ``NAME.zarr``) are skipped, so an interrupted sweep is
 resumed by running the same command again. A progress bar on stderr shows cells done,
 model-steps/s and the ETA; ``--quiet`` hides it, ``--json`` prints a machine-readable summary.
-Read the store with :func:`dysonsgd.runs.store.load_result` (any command's RUN argument).
+Read the store with :func:`dysonsgd.runs.files.load_result` (any command's RUN argument).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ run per |B|, written to ``NAME.b{B}.nc`` beside ``--out`` (``runs.config.batch_s
 ``--paper-grid`` fills in the paper's 12 x 12 grid (T = 2^-5..2^6, 1/sigma_W = 2^-8..2^3) for
 whichever of --temperature / --sigma-w is not given. The result is written as netCDF
 (``.nc``, xarray's scipy engine) or as ``.npz`` (the same variables, attributes in a JSON string
-``attrs``); read either back with :func:`dysonsgd.runs.store.load_result`.
+``attrs``); read either back with :func:`dysonsgd.runs.files.load_result`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.model.config import TeacherStudentConfig
-    from dysonsgd.runs.store import result_summary, save_result
+    from dysonsgd.runs.files import result_summary, save_result
     from dysonsgd.train import train_ensemble
 
     temps = args.temperature

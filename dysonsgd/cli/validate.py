@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.plots.report import write_report
+    from dysonsgd.runs.files import save_result
     from dysonsgd.runs.paths import check_output_dir, check_output_file
-    from dysonsgd.runs.store import save_result
     from dysonsgd.runs.validate import validate
 
     start = time.perf_counter()

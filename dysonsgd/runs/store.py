@@ -1,17 +1,8 @@
-"""Reading and writing training runs.
+"""Sweep stores: a Zarr directory written cell by cell by ``dysonsgd sweep``.
 
-A *run* is an :class:`~dysonsgd.train.ensemble.EnsembleResult` on disk, in one of the formats
-:func:`load_result` recognises:
-
-- ``.nc``: netCDF through xarray's scipy engine;
-- ``.npz``: the same variables as a numpy archive, attributes as a JSON string ``attrs``;
-- a *sweep store*: a Zarr directory written cell by cell by ``dysonsgd sweep``
-  (:func:`create_sweep_store`, :func:`write_cell`); :func:`load_result` returns its completed
-  cells.
-
-Every command that takes a RUN reads it with :func:`load_result`. :func:`save_dataset` writes
-other datasets (the trajectories of ``dysonsgd sde``) in the same two file formats, and
-:func:`result_summary` gives the plain numbers ``dysonsgd train`` prints about a run.
+:func:`create_sweep_store` makes one, :class:`CellWriter` / :func:`write_cell` fill it and
+:func:`load_sweep` reads its completed cells (as :func:`dysonsgd.runs.files.load_result`
+does for any RUN argument that is a directory).
 
 Sweep store layout
 ------------------
@@ -30,12 +21,10 @@ cell as done.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -47,121 +36,13 @@ __all__ = [
     "completed_cells",
     "create_sweep_store",
     "is_sweep_store",
-    "load_result",
     "load_sweep",
     "open_sweep",
     "remove_partial_files",
-    "result_summary",
-    "save_dataset",
-    "save_result",
     "store_attrs",
     "update_store_attrs",
     "write_cell",
 ]
-
-#: file suffixes :func:`save_result` writes and :func:`load_result` reads
-FILE_SUFFIXES = (".nc", ".npz")
-
-
-def save_result(result: EnsembleResult, path: str | Path) -> Path:
-    """Write ``result`` to ``path`` (``.nc``: netCDF via xarray/scipy; ``.npz``: numpy archive)."""
-    path = Path(path)
-    if path.suffix not in FILE_SUFFIXES:
-        raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
-    ds = result.to_xarray()
-    if path.suffix == ".npz":
-        arrays = {name: ds[name].values for name in ds.variables}
-        arrays["attrs"] = np.array(json.dumps(ds.attrs))
-        np.savez_compressed(path, **arrays)
-    else:
-        ds.to_netcdf(path, engine="scipy")
-    return path
-
-
-def save_dataset(ds, path: str | Path) -> Path:
-    """Write an xarray Dataset to ``path``: ``.nc`` as netCDF (scipy engine); ``.npz`` with
-    every variable under its name and every attribute as a 0-d array of its own."""
-    path = Path(path)
-    if path.suffix not in FILE_SUFFIXES:
-        raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
-    if path.suffix == ".npz":
-        np.savez_compressed(path, **{k: np.array(v) for k, v in ds.attrs.items()},
-                            **{name: ds[name].values for name in ds.variables})
-    else:
-        ds.to_netcdf(path, engine="scipy")
-    return path
-
-
-def result_summary(result: EnsembleResult, path: str | Path | None = None) -> dict:
-    """Plain numbers about a training run (what ``dysonsgd train`` prints): models, grid,
-    steps, wall time and speed, diverged models, the median final training loss, where it ran
-    and ``out``, the file written."""
-    final = result.loss[..., -1]
-    return {
-        "models": result.n_models,
-        "grid": list(result.diverged.shape),
-        "epochs": result.epochs,
-        "model_steps": result.model_steps,
-        "wall_time_s": result.wall_time,
-        "model_steps_per_s": result.model_steps / result.wall_time,
-        "train_model_steps_per_s": result.model_steps / result.timings.get("train_s", np.nan),
-        "diverged": int(result.diverged.sum()),
-        "final_train_loss_median": float(np.nanmedian(final)) if np.isfinite(final).any()
-        else float("nan"),
-        "backend": result.backend,
-        "device": result.device,
-        "dtype": result.dtype,
-        "out": str(path) if path is not None else None,
-    }
-
-
-class _NpzRun:
-    """The variables of a ``.npz`` run, read the way :meth:`EnsembleResult.from_xarray` reads a
-    dataset (``run[name].values`` and ``run.attrs``), so no second table of dims is needed."""
-
-    def __init__(self, path: Path) -> None:
-        with readable(path), np.load(path, allow_pickle=False) as z:
-            if "attrs" not in z.files:
-                raise InputError(f"run: {str(path)!r} is not a readable dysonsgd run (no "
-                                 "'attrs'; a file of dysonsgd sde or another program?)")
-            self.attrs = json.loads(str(z["attrs"]))
-            self._arrays = {k: z[k] for k in z.files if k != "attrs"}
-
-    def __getitem__(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(values=self._arrays[name])
-
-
-def load_result(path: str | Path) -> EnsembleResult:
-    """Read a run written by :func:`save_result` (or ``dysonsgd train``), or a sweep store.
-
-    A sweep store (a directory) gives the completed cells: the whole grid when the sweep has
-    finished, else the largest block of complete rows x complete columns (see
-    :func:`load_sweep`).
-
-    Raises
-    ------
-    ValueError
-        If ``path`` does not exist or is not a run in a known format.
-    """
-    import xarray as xr
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"run: {str(path)!r} does not exist")
-    if path.is_dir():
-        return load_sweep(path)
-    if path.suffix == ".npz":
-        ds = _NpzRun(path)
-    elif path.suffix == ".nc":
-        with readable(path):
-            ds = xr.load_dataset(path, engine="scipy")
-    else:
-        raise InputError(f"run: {str(path)!r} is not a run file ({', '.join(FILE_SUFFIXES)})")
-    try:
-        return EnsembleResult.from_xarray(ds)
-    except KeyError as exc:
-        raise InputError(f"run: {str(path)!r} lacks {exc} (not a dysonsgd run?)") from exc
-
 
 # ------------------------------------------------------------------------------------------------
 # sweep stores (Zarr, one chunk per grid cell)

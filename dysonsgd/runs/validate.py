@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from dysonsgd._checks import InputError
 from dysonsgd.analysis.validation import Outcome, evaluate
 from dysonsgd.runs.config import DEFAULT_VALIDATION, find_config
-from dysonsgd.runs.store import load_result
+from dysonsgd.runs.files import load_result
 from dysonsgd.runs.sweep import train_grid
 from dysonsgd.runs.validation_config import ValidationConfig, load_validation_config
 
