@@ -197,6 +197,6 @@ def test_cli_train_writes_one_run_per_batch_size(tmp_path, capsys):
     assert [r["model_steps"] for r in summary["runs"]] == [20, 10]
     ref = train_ensemble(CFG, temperature=0.5, sigma_w=0.125, epochs=1, dtype=F64,
                          progress=False, backend="torch", batch_size=2)
-    got = EnsembleResult.from_xarray(xr.load_dataset(tmp_path / "run.b2.nc", engine="scipy"))
+    got = EnsembleResult.from_xarray(xr.load_dataset(tmp_path / "run.b2.nc", engine="h5netcdf"))
     np.testing.assert_array_equal(got.w2, ref.w2)
     assert got.config.batch_size == 2 and (tmp_path / "run.b4.nc").exists()

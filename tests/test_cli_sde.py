@@ -30,7 +30,7 @@ def test_spacing_json_and_netcdf(run_file, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     (cell,) = summary["cells"]
     assert cell["models"] == 4 and cell["paths"] == 20 and cell["broken_paths"] == 0
-    ds = xr.load_dataset(out, engine="scipy")
+    ds = xr.load_dataset(out, engine="h5netcdf")
     pred, obs = ds["T0_S1_predicted"].values, ds["T0_S1_observed"].values
     assert pred.shape == (3, 20, 1) and obs.shape == (4, 3, 1)
     # the trajectories start at each model's observed spacing
@@ -40,15 +40,15 @@ def test_spacing_json_and_netcdf(run_file, tmp_path, capsys):
     assert abs(ratio - 1) < 0.02
 
 
-def test_dyson_npz_all_cells(run_file, tmp_path, capsys):
-    out = tmp_path / "dy.npz"
+def test_dyson_all_cells(run_file, tmp_path, capsys):
+    out = tmp_path / "dy.nc"
     assert main(["sde", "dyson", "--from", str(run_file), "--paths-per-model", "2",
                  "--steps-per-interval", "20", "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["cells"]) == 2
-    with np.load(out) as z:
-        assert z["T0_S0_predicted"].shape == (4, 8, 16)
-        np.testing.assert_array_equal(z["T0_S0_models"], np.repeat(np.arange(4), 2))
+    z = xr.load_dataset(out, engine="h5netcdf")
+    assert z["T0_S0_predicted"].shape == (4, 8, 16)
+    np.testing.assert_array_equal(z["T0_S0_models"], np.repeat(np.arange(4), 2))
 
 
 @pytest.mark.parametrize(

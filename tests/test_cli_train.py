@@ -24,25 +24,30 @@ def test_train_writes_netcdf_and_json_summary(tmp_path, capsys):
     assert summary["model_steps"] == 6 * 2 * 50
     assert summary["diverged"] == 0 and summary["model_steps_per_s"] > 0
     assert "model-step/s" in captured.err  # the progress bar
-    res = EnsembleResult.from_xarray(xr.load_dataset(out, engine="scipy"))
+    res = EnsembleResult.from_xarray(xr.load_dataset(out, engine="h5netcdf"))
     ref = train_ensemble(TeacherStudentConfig(n_data=200), temperature=[0.03125, 4.0],
                          sigma_w=0.125, n_seeds=3, epochs=2, seed=5, progress=False)
     np.testing.assert_array_equal(res.w2, ref.w2)
     assert list(res.snapshot_epochs) == [0, 1, 2]
 
 
-def test_train_npz_and_table(tmp_path, capsys):
-    out = tmp_path / "run.npz"
+def test_train_table_and_npz_refused(tmp_path, capsys):
+    out = tmp_path / "run.nc"
     argv = ["train", "--temperature", "0.1", "--sigma-w", "1", "--epochs", "1", "--n-data",
             "40", "--dtype", "float64", "--activation", "relu", "--no-progress", "--out",
             str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "dysonsgd train" in text and "model_steps_per_s" in text
-    with np.load(out) as data:
-        assert data["w2"].shape == (1, 1, 1, 2, 16, 32) and data["w2"].dtype == np.float64
-        attrs = json.loads(str(data["attrs"]))
-    assert json.loads(attrs["config"])["activation"] == "relu"
+    ds = xr.load_dataset(out, engine="h5netcdf")
+    assert ds["w2"].shape == (1, 1, 1, 2, 16, 32) and ds["w2"].dtype == np.float64
+    assert json.loads(ds.attrs["config"])["activation"] == "relu"
+    # the retired .npz layout: refused before training, saying what to do instead
+    argv[-1] = str(tmp_path / "run.npz")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "give a .nc file" in err and "convert_run" in err
+    assert not (tmp_path / "run.npz").exists()
 
 
 def test_paper_grid_fills_the_missing_axis(tmp_path, capsys):
@@ -51,7 +56,7 @@ def test_paper_grid_fills_the_missing_axis(tmp_path, capsys):
             "--no-progress", "--json", "--out", str(out)]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["grid"] == [1, 12, 1]
-    ds = xr.load_dataset(out, engine="scipy")
+    ds = xr.load_dataset(out, engine="h5netcdf")
     np.testing.assert_allclose(ds["inv_sigma_w"].values, 2.0 ** -np.arange(-3, 9))
 
 
@@ -81,7 +86,7 @@ def test_bad_output_suffix(tmp_path, capsys):
     assert "out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("suffix", [".nc", ".npz"])
+@pytest.mark.parametrize("suffix", [".nc"])
 def test_load_result_roundtrip(tmp_path, suffix):
     from dysonsgd.model.config import TeacherStudentConfig
     from dysonsgd.runs.files import load_result, save_result

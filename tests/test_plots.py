@@ -169,7 +169,7 @@ def small_run(tmp_path_factory):
     res = train_ensemble(TeacherStudentConfig(n_data=40), temperature=[2.0**-5, 4.0],
                          sigma_w=[0.125, 256.0], n_seeds=3, epochs=3, snapshots=4,
                          progress=False)
-    path = tmp_path_factory.mktemp("run") / "run.npz"
+    path = tmp_path_factory.mktemp("run") / "run.nc"
     save_result(res, path)
     return res, path
 
@@ -197,7 +197,7 @@ def test_figures_command_writes_all_nine(small_run, tmp_path, capsys):
 def test_figures_command_skips_what_a_single_cell_cannot_show(tmp_path, capsys):
     res = train_ensemble(TeacherStudentConfig(n_data=40), temperature=0.5, sigma_w=1.0,
                          n_seeds=2, epochs=1, progress=False)
-    path = save_result(res, tmp_path / "one.npz")
+    path = save_result(res, tmp_path / "one.nc")
     out = tmp_path / "figs"
     argv = ["figures", str(path), "--out", str(out), "--format", "pdf", "--dpi", "40",
             "--figures", "1", "2", "3", "6", "8", "--json"]

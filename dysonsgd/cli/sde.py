@@ -2,7 +2,7 @@
 
 dysonsgd sde dyson|spacing --from RUN [--snapshot START] [--temperature T ...] [--sigma-w S ...]
                           [--paths-per-model 10] [--steps-per-interval 100] [--solver NAME]
-                          [--drift training|test] [--seed 0] [--out FILE.nc|.npz] [--json]
+                          [--drift training|test] [--seed 0] [--out FILE.nc] [--json]
 
 For every selected cell, each non-diverged model's trajectories start from its own eigenvalues
 (or spacing) at snapshot START and follow its own K(t), V(t), linear in t between the measured
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sde", help="integrate Dyson Brownian motion (4.3) or the spacing SDE (4.8) from a run"
     )
     p.add_argument("kind", choices=KINDS, help="dyson: eigenvalues (4.3); spacing: S (4.8)")
-    p.add_argument("--from", dest="run", type=Path, required=True, help="a run (.nc, .npz)")
+    p.add_argument("--from", dest="run", type=Path, required=True, help="a run (.nc, .npz, store)")
     p.add_argument("--snapshot", type=int, default=0,
                    help="snapshot index to start from (0 = initialisation)")
     p.add_argument("--temperature", type=float, nargs="+",
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the complete eigenvalue SDE (default), without its finite-lr terms, "
                         "or (4.3)/(4.8) as printed")
     p.add_argument("--seed", type=int, default=0, help="seed of the Brownian paths (0)")
-    p.add_argument("--out", type=Path, help="write trajectories to .nc or .npz")
+    p.add_argument("--out", type=Path, help="write trajectories to .nc (netCDF4)")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(handler=_run)
 
@@ -59,7 +59,7 @@ def _validate_args(args: argparse.Namespace) -> None:
     if args.out is not None:
         from dysonsgd.runs.paths import check_output_file
 
-        check_output_file("--out", args.out, suffixes=(".nc", ".npz"))
+        check_output_file("--out", args.out, suffixes=(".nc",))
 
 
 def _run(args: argparse.Namespace) -> int:

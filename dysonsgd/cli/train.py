@@ -8,9 +8,10 @@ dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E 
 Several ``--batch-size`` values make the batch size a grid axis at fixed T (lr = T |B|): one
 run per |B|, written to ``NAME.b{B}.nc`` beside ``--out`` (``runs.config.batch_size_path``).
 ``--paper-grid`` fills in the paper's 12 x 12 grid (T = 2^-5..2^6, 1/sigma_W = 2^-8..2^3) for
-whichever of --temperature / --sigma-w is not given. The result is written as netCDF
-(``.nc``, xarray's scipy engine) or as ``.npz`` (the same variables, attributes in a JSON string
-``attrs``); read either back with :func:`dysonsgd.runs.files.load_result`.
+whichever of --temperature / --sigma-w is not given. The result is written as netCDF4
+(``.nc``, compressed, dtypes kept; :func:`dysonsgd.runs.files.save_result`); read it back with
+:func:`dysonsgd.runs.files.load_result`. ``.npz`` is no longer written (the message says how to
+convert an old one).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use the paper's 12 values for whichever axis is not given")
     p.add_argument("--seeds", type=int, default=1, help="replicas (teachers) per cell (1)")
     p.add_argument("--epochs", type=int, required=True, help="epochs of n_data/batch_size steps")
-    p.add_argument("--out", type=Path, required=True, help="output file, .nc or .npz")
+    p.add_argument("--out", type=Path, required=True, help="output file, .nc (netCDF4)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k] (cpu)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--activation", choices=ACTIVATIONS, default="tanh")
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     from dysonsgd.runs.config import batch_size_path
     from dysonsgd.runs.paths import check_output_file
 
-    check_output_file("--out", args.out, suffixes=(".nc", ".npz"))
+    check_output_file("--out", args.out, suffixes=(".nc",))
     for b in args.batch_size if len(args.batch_size) > 1 else ():
         check_output_file("--out", batch_size_path(args.out, b))
     config = TeacherStudentConfig(activation=args.activation, n_data=args.n_data,

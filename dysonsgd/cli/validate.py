@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("validate-report"),
                    help="directory for report.md and figures (validate-report)")
     p.add_argument("--save-run", type=Path,
-                   help="also write the trained run (.nc or .npz) for later --run")
+                   help="also write the trained run (.nc) for later --run")
     p.add_argument("--json", action="store_true", help="every metric and verdict as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     check_output_dir("--out", args.out)
     if args.save_run is not None:
-        check_output_file("--save-run", args.save_run, suffixes=(".nc", ".npz"))
+        check_output_file("--save-run", args.save_run, suffixes=(".nc",))
     quiet = args.quiet or args.json
     say = (lambda msg: None) if quiet else (
         lambda msg: print(f"dysonsgd validate: {msg}", file=sys.stderr, flush=True))

@@ -1,12 +1,22 @@
 """Run files: an :class:`~dysonsgd.train.result.EnsembleResult` (or another dataset) in one file.
 
-- ``.nc``: netCDF through xarray's scipy engine;
-- ``.npz``: the same variables as a numpy archive, attributes as a JSON string ``attrs``.
+Runs are written as ``.nc``: netCDF4 (HDF5, through xarray's ``h5netcdf`` engine), every
+non-empty numeric variable gzip-compressed with the byte shuffle, no fill value (so NaN after a
+divergence is stored as it is), dtypes kept (``float32`` stays ``float32``, ``int64`` stays
+``int64``; booleans go through xarray's ``int8`` encoding and come back ``bool``). Reading back
+gives the written arrays bit for bit.
+
+Still read, never written:
+
+- ``.npz``: the retired hand-made layout (variables under their names, the attributes as a JSON
+  string ``attrs``). :func:`convert_run` turns such a run into ``.nc``.
+- ``.nc`` in netCDF3 (the classic format of xarray's scipy engine, which earlier versions
+  wrote; integers there were stored as ``int32``), recognised by its magic number.
 
 Every command that takes a RUN reads it with :func:`load_result`, which also accepts a sweep
 store (a directory, :mod:`dysonsgd.runs.store`) and returns its completed cells.
-:func:`save_dataset` writes other datasets (the trajectories of ``dysonsgd sde``) in the same two
-file formats, and :func:`result_summary` gives the plain numbers ``dysonsgd train`` prints about a
+:func:`save_dataset` writes other datasets (the trajectories of ``dysonsgd sde``) in the same
+format, and :func:`result_summary` gives the plain numbers ``dysonsgd train`` prints about a
 run.
 """
 
@@ -19,42 +29,105 @@ from types import SimpleNamespace
 import numpy as np
 
 from dysonsgd._checks import InputError, readable
+from dysonsgd.runs.paths import RETIRED_SUFFIXES
 from dysonsgd.runs.store import load_sweep
 from dysonsgd.train.result import EnsembleResult
 
-__all__ = ["FILE_SUFFIXES", "load_result", "result_summary", "save_dataset", "save_result"]
+__all__ = ["FILE_SUFFIXES", "READ_SUFFIXES", "convert_run", "load_result", "result_summary",
+           "save_dataset", "save_result"]
 
-#: file suffixes :func:`save_result` writes and :func:`load_result` reads
-FILE_SUFFIXES = (".nc", ".npz")
+#: file suffixes :func:`save_result` and :func:`save_dataset` write
+FILE_SUFFIXES = (".nc",)
+#: file suffixes :func:`load_result` reads (``.npz``: the retired layout, read only)
+READ_SUFFIXES = (".nc", ".npz")
+#: the netCDF4 writer and reader (HDF5 through h5py; no netCDF-C library needed)
+NETCDF_ENGINE = "h5netcdf"
+#: HDF5 filters of every non-empty numeric variable: gzip level 4 after the byte shuffle
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+#: the first bytes of a netCDF3 (classic, 64-bit offset or CDF-5) file
+_NETCDF3_MAGIC = b"CDF"
 
 
-def save_result(result: EnsembleResult, path: str | Path) -> Path:
-    """Write ``result`` to ``path`` (``.nc``: netCDF via xarray/scipy; ``.npz``: numpy archive)."""
+def _checked_path(path: str | Path) -> Path:
     path = Path(path)
+    if path.suffix in RETIRED_SUFFIXES:
+        raise InputError(f"path: {str(path)!r}: {RETIRED_SUFFIXES[path.suffix]}")
     if path.suffix not in FILE_SUFFIXES:
         raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
-    ds = result.to_xarray()
-    if path.suffix == ".npz":
-        arrays = {name: ds[name].values for name in ds.variables}
-        arrays["attrs"] = np.array(json.dumps(ds.attrs))
-        np.savez_compressed(path, **arrays)
-    else:
-        ds.to_netcdf(path, engine="scipy")
     return path
+
+
+def _encoding(ds) -> dict:
+    """Per-variable netCDF4 encoding: no fill value; compression where HDF5 can chunk."""
+    encoding = {}
+    for name, var in ds.variables.items():
+        enc = {"_FillValue": None}
+        if var.ndim and var.size and var.dtype.kind in "biuf":
+            enc.update(COMPRESSION)
+        encoding[name] = enc
+    return encoding
 
 
 def save_dataset(ds, path: str | Path) -> Path:
-    """Write an xarray Dataset to ``path``: ``.nc`` as netCDF (scipy engine); ``.npz`` with
-    every variable under its name and every attribute as a 0-d array of its own."""
-    path = Path(path)
-    if path.suffix not in FILE_SUFFIXES:
-        raise InputError(f"path must end in one of {FILE_SUFFIXES}, got {str(path)!r}")
-    if path.suffix == ".npz":
-        np.savez_compressed(path, **{k: np.array(v) for k, v in ds.attrs.items()},
-                            **{name: ds[name].values for name in ds.variables})
-    else:
-        ds.to_netcdf(path, engine="scipy")
+    """Write an xarray Dataset to ``path`` (``.nc``): netCDF4, compressed, dtypes kept.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The dataset; its attributes must be netCDF attributes (strings, numbers, arrays).
+    path : str or Path
+        The file to write; must end in ``.nc``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not end in ``.nc`` (``.npz``: the message says what to do instead).
+    """
+    path = _checked_path(path)
+    ds.to_netcdf(path, engine=NETCDF_ENGINE, encoding=_encoding(ds))
     return path
+
+
+def save_result(result: EnsembleResult, path: str | Path) -> Path:
+    """Write ``result`` to ``path`` (``.nc``, see :func:`save_dataset`); return ``path``."""
+    return save_dataset(result.to_xarray(), path)
+
+
+def _load_netcdf(path: Path):
+    """A ``.nc`` file as an in-memory Dataset: netCDF4 by h5netcdf, netCDF3 by scipy."""
+    import xarray as xr
+
+    with readable(path):
+        with path.open("rb") as f:
+            magic = f.read(len(_NETCDF3_MAGIC))
+        engine = "scipy" if magic == _NETCDF3_MAGIC else NETCDF_ENGINE
+        return xr.load_dataset(path, engine=engine)
+
+
+def convert_run(source: str | Path, target: str | Path) -> Path:
+    """Rewrite a run in an older format (``.npz``, netCDF3 ``.nc``) as netCDF4 ``.nc``.
+
+    Parameters
+    ----------
+    source : str or Path
+        Any run :func:`load_result` reads.
+    target : str or Path
+        The ``.nc`` file to write (not ``source`` itself).
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    target = _checked_path(target)
+    if Path(source).resolve() == target.resolve():
+        raise InputError(f"target: {str(target)!r} is the source; give another file name")
+    return save_result(load_result(source), target)
 
 
 def result_summary(result: EnsembleResult, path: str | Path | None = None) -> dict:
@@ -81,8 +154,9 @@ def result_summary(result: EnsembleResult, path: str | Path | None = None) -> di
 
 
 class _NpzRun:
-    """The variables of a ``.npz`` run, read the way :meth:`EnsembleResult.from_xarray` reads a
-    dataset (``run[name].values`` and ``run.attrs``), so no second table of dims is needed."""
+    """The variables of a ``.npz`` run (the retired layout), read the way
+    :meth:`EnsembleResult.from_xarray` reads a dataset (``run[name].values`` and
+    ``run.attrs``), so no second table of dims is needed."""
 
     def __init__(self, path: Path) -> None:
         with readable(path), np.load(path, allow_pickle=False) as z:
@@ -101,15 +175,14 @@ def load_result(path: str | Path) -> EnsembleResult:
 
     A sweep store (a directory) gives the completed cells: the whole grid when the sweep has
     finished, else the largest block of complete rows x complete columns (see
-    :func:`load_sweep`).
+    :func:`~dysonsgd.runs.store.load_sweep`). A ``.npz`` run of the retired layout and a
+    netCDF3 ``.nc`` are read too.
 
     Raises
     ------
-    ValueError
+    InputError
         If ``path`` does not exist or is not a run in a known format.
     """
-    import xarray as xr
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"run: {str(path)!r} does not exist")
@@ -118,10 +191,9 @@ def load_result(path: str | Path) -> EnsembleResult:
     if path.suffix == ".npz":
         ds = _NpzRun(path)
     elif path.suffix == ".nc":
-        with readable(path):
-            ds = xr.load_dataset(path, engine="scipy")
+        ds = _load_netcdf(path)
     else:
-        raise InputError(f"run: {str(path)!r} is not a run file ({', '.join(FILE_SUFFIXES)})")
+        raise InputError(f"run: {str(path)!r} is not a run file ({', '.join(READ_SUFFIXES)})")
     try:
         return EnsembleResult.from_xarray(ds)
     except KeyError as exc:

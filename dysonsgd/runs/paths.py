@@ -15,7 +15,15 @@ from pathlib import Path
 
 from dysonsgd._checks import InputError
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["RETIRED_SUFFIXES", "check_output_dir", "check_output_file"]
+
+#: suffixes that are read but no longer written, with what to do instead (one line each)
+RETIRED_SUFFIXES = {
+    ".npz": ".npz files are no longer written (the hand-made layout is retired): give a .nc "
+            "file (netCDF4, compressed), which every RUN argument reads; an old .npz run still "
+            "reads, and python -c \"from dysonsgd.runs.files import convert_run; "
+            "convert_run('OLD.npz', 'NEW.nc')\" converts it",
+}
 
 
 def _writable_dir(option: str, directory: Path, what: str) -> None:
@@ -34,7 +42,8 @@ def check_output_file(option: str, path: str | Path, *,
     path : str or Path
         The file to be written; an existing file is overwritten, so it must be writable.
     suffixes : sequence of str, optional
-        The allowed suffixes (``(".nc", ".npz")``).
+        The allowed suffixes (``(".nc",)``). A retired one (:data:`RETIRED_SUFFIXES`) is
+        refused with what to do instead.
 
     Raises
     ------
@@ -44,6 +53,8 @@ def check_output_file(option: str, path: str | Path, *,
     """
     path = Path(path)
     if suffixes is not None and path.suffix not in suffixes:
+        if path.suffix in RETIRED_SUFFIXES:
+            raise InputError(f"{option}: {str(path)!r}: {RETIRED_SUFFIXES[path.suffix]}")
         raise InputError(f"{option} must end in {' or '.join(suffixes)}, got {str(path)!r}")
     if path.is_dir():
         raise InputError(f"{option}: {str(path)!r} is a directory, expected a file")
