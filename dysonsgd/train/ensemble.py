@@ -72,10 +72,18 @@ from dysonsgd.model import network
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import epoch_order, replica_draws
 from dysonsgd.train._torch import train_torch
-from dysonsgd.train.plan import InitRows, TrainPlan
+from dysonsgd.train.plan import (
+    EVAL_ROWS,
+    FEATURE_SLICE,
+    TORCH_CHUNK_BUDGET,
+    InitRows,
+    TrainPlan,
+    lanes_for,
+)
 from dysonsgd.train.result import BatchResults, EnsembleResult
 
-__all__ = ["BACKENDS", "release_snapshot_epochs", "snapshot_epochs", "train_ensemble"]
+__all__ = ["BACKENDS", "available_memory_bytes", "host_memory_bytes", "release_snapshot_epochs",
+           "snapshot_epochs", "torch_model_bytes", "train_ensemble"]
 
 BACKENDS = ("auto", "numba", "torch")
 
@@ -203,6 +211,82 @@ def _per_model(name: str, value, tail: tuple[int, ...], grid: tuple[int, int, in
 
 
 # ------------------------------------------------------------------------------------------------
+# memory (issue 13: refuse before allocating)
+# ------------------------------------------------------------------------------------------------
+
+
+def torch_model_bytes(config: TeacherStudentConfig, dtype: str) -> int:
+    """Bytes one model occupies in the torch backend while it trains, on its device: the layer-1
+    features and targets, ``n_data (n1 + n3)`` values (twice with ``data_order='shuffled'``,
+    which gathers a permuted copy); the activations of the initial full-data evaluation, done
+    ``EVAL_ROWS`` rows at a time, ``min(n_data, EVAL_ROWS) (3 n2 + 2 n3)``; about ten ``n2 x n1``
+    matrices (W2, its gradient, their accumulators and temporaries)."""
+    _, n1, n2, n3 = config.widths
+    nd = config.n_data
+    features = nd * (n1 + n3) * (2 if config.data_order == "shuffled" else 1)
+    return int(_itemsize(dtype) * (features + min(nd, EVAL_ROWS) * (3 * n2 + 2 * n3)
+                                   + 10 * n2 * n1))
+
+
+def host_memory_bytes(config: TeacherStudentConfig, n_models: int, n_groups: int,
+                      n_snapshots: int, dtype: str, *, backend: str = "numba",
+                      device: str = "cpu", threads: int = 1) -> int:
+    """Bytes of host memory :func:`train_ensemble` holds for ``n_models`` models of ``n_groups``
+    replicas: per model the snapshots of W2 and of its gradient and three more ``n2 x n1``
+    matrices, ``(2 n_snap + 3) n2 n1`` values, and the losses ``n_snap`` float64; per group the
+    float64 draws W1, W2*, W3, Z, the inputs ``x`` and targets ``y``, and the layer-1 features
+    ``n_data n1``; and the working set. numba: the features, targets and snapshot scratch
+    ``n_data (n1 + n3) + 2 n_snap n2 n1`` of the models of one wave (at most 8 SIMD blocks per
+    thread). torch on CPU: :func:`torch_model_bytes` for the models of one chunk (at most
+    ``TORCH_CHUNK_BUDGET`` bytes of features) and the float64 layer-1 pre-activations of
+    ``FEATURE_SLICE`` models, ``n_data (n0 + 2 n1)`` each (on CUDA these are device memory)."""
+    item = _itemsize(dtype)
+    n0, n1, n2, n3 = config.widths
+    nd = config.n_data
+    outputs = n_models * ((2 * n_snapshots + 3) * n2 * n1 * item + n_snapshots * 8)
+    draws = n_groups * (8 * (n1 * n0 + 2 * n2 * n1 + n3 * n2 + nd * (n0 + n3)) + nd * n1 * item)
+    if backend == "torch":
+        chunk = min(n_models, max(1, int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * item))))
+        working = 0 if str(device).startswith("cuda") else (
+            chunk * torch_model_bytes(config, dtype) + FEATURE_SLICE * nd * (n0 + 2 * n1) * 8)
+    else:
+        wave = min(n_models, 8 * lanes_for(np.float32 if item == 4 else np.float64) * threads)
+        working = wave * (nd * (n1 + n3) + 2 * n_snapshots * n2 * n1) * item
+    return int(outputs + draws + working)
+
+
+def _itemsize(dtype: str) -> int:
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return 4 if dtype == "float32" else 8
+
+
+def available_memory_bytes() -> int | None:
+    """Host memory available to this process: ``MemAvailable`` (free plus reclaimable cache),
+    capped by a cgroup v2 limit (``memory.max - memory.current``); None where unknown."""
+    values = []
+    try:
+        with open("/proc/meminfo") as f:
+            values += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvail")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f, open("/sys/fs/cgroup/memory.current") as g:
+            values.append(int(f.read()) - int(g.read()))  # 'max' (no limit): ValueError
+    except (OSError, ValueError):
+        pass
+    return min(values) if values else None
+
+
+def _threads(backend: str) -> int:
+    if backend == "numba":
+        import numba  # what run_numba imports next anyway
+
+        return int(numba.get_num_threads())
+    return int(torch.get_num_threads())
+
+
+# ------------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------------
 
@@ -311,6 +395,14 @@ def train_ensemble(
         raise InputError("backend 'numba' runs on device 'cpu' only")
     _, n1, n2, _ = config.widths
     grid = (temps.size, sigmas.size, n_seeds)
+    need = host_memory_bytes(config, math.prod(grid), n_seeds, len(snaps), dtype,
+                             backend=backend, device=str(dev), threads=_threads(backend))
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise InputError(f"n_seeds = {n_seeds}: {math.prod(grid)} models ({grid[0]} temperatures x "
+                         f"{grid[1]} sigma_w x {n_seeds} seeds) need {need / 2**30:.3g} GiB of "
+                         f"host memory, {available / 2**30:.3g} GiB are available: train fewer "
+                         "at a time (split the seeds with replica_offset, or the grid)")
     w1, w2t, w3, x, group, w2_init = _models(config, sigmas, grid, seed, replica_offset,
                                              teacher_weights, inputs, student_init)
     plan = TrainPlan(
