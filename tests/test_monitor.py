@@ -499,6 +499,7 @@ def test_sigkill_leaves_a_readable_store_with_every_completed_record(tmp_path):
     time.sleep(0.0137)  # land somewhere inside a later record
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL and printed >= 70
     ds = open_store(store)
     n = ds.sizes["record"]

@@ -159,7 +159,8 @@ class _NpzRun:
     ``run.attrs``), so no second table of dims is needed."""
 
     def __init__(self, path: Path) -> None:
-        with readable(path), np.load(path, allow_pickle=False) as z:
+        # the file is opened here, not by np.load, which leaves it open when the zip is broken
+        with readable(path), path.open("rb") as f, np.load(f, allow_pickle=False) as z:
             if "attrs" not in z.files:
                 raise InputError(f"run: {str(path)!r} is not a readable dysonsgd run (no "
                                  "'attrs'; a file of dysonsgd sde or another program?)")
