@@ -1,10 +1,10 @@
 """What ``dysonsgd validate`` checks, as typed values: the target of a config's ``[validate]`` and
 ``[expect]`` tables.
 
-:func:`dysonsgd.runs.config.load_validation_config` reads a TOML file into these once, refusing
-every bad key with a :class:`~dysonsgd.runs.config.ConfigError`; :mod:`dysonsgd.analysis.validation`
-takes them as they are. They live here, in the analysis layer, because the checks read them and
-``runs`` sits above ``analysis``.
+:func:`dysonsgd.runs.validation_config.load_validation_config` reads a TOML file into these
+once, refusing every bad key with a :class:`~dysonsgd.runs.config.ConfigError`;
+:mod:`dysonsgd.analysis.validation` takes them as they are. They live here, in the analysis
+layer, because the checks read them and ``runs`` sits above ``analysis``.
 
 ValidationSpec
     Tolerances of the checks, the phases each check applies to, options of the prediction.

@@ -1,7 +1,7 @@
 """``dysonsgd figures``: the paper's figures 1-9 from a run, as PNG and PDF.
 
-dysonsgd figures RUN --out DIR [--figures 1 2 ... 9] [--convention paper|release]
-                 [--format png pdf] [--dpi 150] [--chunk 256] [--json]
+    dysonsgd figures RUN --out DIR [--figures 1 2 ... 9] [--convention paper|release]
+                     [--format png pdf] [--dpi 150] [--chunk 256] [--json]
 
 RUN is read with :func:`dysonsgd.runs.files.load_result`; the figures are made by
 :func:`dysonsgd.plots.paper.paper_figures`. Figures that need data the run lacks (a grid figure

@@ -1,6 +1,6 @@
 """``dysonsgd monitor report``: the figures and per-layer summary of monitor stores.
 
-dysonsgd monitor report STORE [STORE ...] --out DIR [--format png pdf] [--dpi 150] [--json]
+    dysonsgd monitor report STORE [STORE ...] --out DIR [--format png pdf] [--dpi 150] [--json]
 
 Each STORE is a Zarr store written by :class:`dysonsgd.monitor.SpectrumMonitor` (a killed run's
 store holds its completed records). The figures (:func:`dysonsgd.plots.monitor.monitor_report`):

@@ -1,8 +1,8 @@
 """``dysonsgd sde``: integrate (4.3) or (4.8) with the coefficients measured on a trained run.
 
-dysonsgd sde dyson|spacing --from RUN [--snapshot START] [--temperature T ...] [--sigma-w S ...]
-                          [--paths-per-model 10] [--steps-per-interval 100] [--solver NAME]
-                          [--drift training|test] [--seed 0] [--out FILE.nc] [--json]
+    dysonsgd sde dyson|spacing --from RUN [--snapshot START] [--temperature T ...] [--sigma-w S ...]
+                              [--paths-per-model 10] [--steps-per-interval 100] [--solver NAME]
+                              [--drift training|test] [--seed 0] [--out FILE.nc] [--json]
 
 For every selected cell, each non-diverged model's trajectories start from its own eigenvalues
 (or spacing) at snapshot START and follow its own K(t), V(t), linear in t between the measured

@@ -1,8 +1,8 @@
 """``dysonsgd sweep``: train a config's grid into a resumable Zarr store.
 
-dysonsgd sweep CONFIG.toml [--out STORE] [--device cpu|cuda[:k]]
-               [--scheduler tcp://HOST:PORT | --cluster local [--workers N]]
-               [--pack CELLS] [--threads N] [--no-fsync] [--quiet] [--json]
+    dysonsgd sweep CONFIG.toml [--out STORE] [--device cpu|cuda[:k]]
+                   [--scheduler tcp://HOST:PORT | --cluster local [--workers N]]
+                   [--pack CELLS] [--threads N] [--no-fsync] [--quiet] [--json]
 
 CONFIG is a sweep or validation config, a TOML file or the name of a bundled one
 (:func:`dysonsgd.runs.config.find_config`; ``[expect]`` and ``[validate]`` are ignored). Cells

@@ -1,8 +1,8 @@
 """``dysonsgd theory``: closed-form results of sections 2 and 4 at the command line.
 
-dysonsgd theory mp --ratio R --sigma-w S [--n2 N] [--json]
-dysonsgd theory sigma-c [--json]
-dysonsgd theory report [--json]
+    dysonsgd theory mp --ratio R --sigma-w S [--n2 N] [--json]
+    dysonsgd theory sigma-c [--json]
+    dysonsgd theory report [--json]
 
 The numbers come from :mod:`dysonsgd.theory.tables`; this module prints them.
 """

@@ -1,9 +1,9 @@
 """``dysonsgd train``: a teacher-student ensemble over a temperature x sigma_W grid.
 
-dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E --out PATH
-               [--device cpu|cuda] [--dtype float32|float64] [--activation tanh|relu|identity]
-               [--n-data 4000] [--batch-size 4 [B ...]] [--data-order fixed|shuffled]
-               [--snapshots 21] [--seed 0] [--backend auto|numba|torch] [--no-progress] [--json]
+    dysonsgd train --temperature T [T ...] --sigma-w S [S ...] --seeds N --epochs E --out PATH
+                   [--device cpu|cuda] [--dtype float32|float64] [--activation tanh|relu|identity]
+                   [--n-data 4000] [--batch-size 4 [B ...]] [--data-order fixed|shuffled]
+                   [--snapshots 21] [--seed 0] [--backend auto|numba|torch] [--no-progress] [--json]
 
 Several ``--batch-size`` values make the batch size a grid axis at fixed T (lr = T |B|): one
 run per |B|, written to ``NAME.b{B}.nc`` beside ``--out`` (``runs.config.batch_size_path``).

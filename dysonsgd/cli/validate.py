@@ -1,6 +1,6 @@
 """``dysonsgd validate``: does the stochastic theory predict what training does?
 
-dysonsgd validate [CONFIG] [--run RUN] [--out DIR] [--save-run FILE] [--json] [--quiet]
+    dysonsgd validate [CONFIG] [--run RUN] [--out DIR] [--save-run FILE] [--json] [--quiet]
 
 CONFIG is a validation config (a TOML file, or the name of a bundled one: ``quick``,
 ``paper-small``, ``paper``; default ``quick``), read with

@@ -230,8 +230,18 @@ def figure4(temperature, loss, grad, inv_sigma_w_column: float, sigma_w=None,
 
     Parameters
     ----------
-    temperature : (nT,); loss, grad : (nT, nR) final test loss and gradient norm (3.3) per
-    model in the column; sigma_w : (nS,) and initial_grad : (nS, nR), optional (right panel).
+    temperature : (nT,) array
+        The temperatures T of the column.
+    loss, grad : (nT, nR) arrays
+        Final test loss and gradient norm (3.3) per model in the column.
+    inv_sigma_w_column : float
+        The column's 1/sigma_W (the title).
+    sigma_w : (nS,) array, optional
+        sigma_W of the right panel.
+    initial_grad : (nS, nR) array, optional
+        The gradient norm at initialisation per model (right panel).
+    temperature_row : float, optional
+        The T of the right panel (its title).
     """
     fig = Figure(figsize=(13, 4), layout="constrained")
     axes = fig.subplots(1, 3)
