@@ -7,9 +7,10 @@ CONFIG is a validation config (a TOML file, or the name of a bundled one: ``quic
 :func:`dysonsgd.runs.validation_config.load_validation_config`, which refuses every bad key before
 any training. :func:`dysonsgd.runs.validate.validate` trains the config's grid or reads ``--run``
 (a run file or a sweep store) and checks the predictions of (4.3) and (4.8) against it
-(:func:`dysonsgd.analysis.validation.evaluate`); the command prints a PASS/FAIL table,
-writes ``report.md`` with figures into DIR (:func:`dysonsgd.plots.report.write_report`) and
-exits 1 on any FAIL.
+(:func:`dysonsgd.analysis.validation.evaluate`: forecasts, controls, calibration); the command
+prints the verdicts, writes ``report.md`` with figures into DIR
+(:func:`dysonsgd.plots.report.write_report`) and exits 1 when a verdict is not the one the
+config expects (a declared finding is expected to FAIL).
 """
 
 from __future__ import annotations
@@ -74,15 +75,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_table(outcome: Outcome, wall: float, report: Path) -> None:
-    rows = [("check", "T", "1/sigma_W", "metric", "tolerance", "verdict")]
+    rows = [("check", "forecast", "T", "1/sigma_W", "metric", "verdict", "expected")]
     for c in outcome.checks:
-        rows.append((c.name, f"{c.temperature:g}", f"{c.inv_sigma_w:g}", f"{c.metric:.4g}",
-                     c.tolerance, "PASS" if c.passed else "FAIL"))
+        rows.append((c.name, c.forecast, f"{c.temperature:g}", f"{c.inv_sigma_w:g}",
+                     f"{c.metric:.4g}", c.verdict + ("" if c.as_expected else " !"),
+                     c.expected))
+    for ctl in outcome.controls:
+        rows.append((f"control: {ctl['name']}", ctl["forecast"], "", "", "",
+                     ctl["verdict"] + ("" if ctl["verdict"] == ctl["expected"] else " !"),
+                     ctl["expected"]))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     for k, r in enumerate(rows):
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    n_fail = outcome.n_failed
-    verdict = "PASS" if not n_fail else f"FAIL ({n_fail} of {len(outcome.checks)})"
+    n_off = outcome.n_failed
+    verdict = "every verdict as expected" if not n_off else f"{n_off} verdicts not as expected"
     print(f"\n{verdict} in {wall:.1f} s; report: {report}")

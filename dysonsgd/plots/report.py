@@ -35,8 +35,11 @@ def figure_spacing(traces: Mapping[tuple[float, float], Any]) -> Figure | None:
         tr = traces[key]
         t = tr["epochs"]
         for name, colour in (("observed", "k"), ("dbm", "C0"), ("sde", "C3")):
+            if name not in tr:
+                continue
             mean, sd = tr[name]
-            ax.plot(t, mean, color=colour, label={"observed": "training", "dbm": "DBM (4.3)",
+            ax.plot(t, mean, color=colour, label={"observed": "training",
+                                                   "dbm": "eigenvalue SDE",
                                                    "sde": "spacing SDE (4.8)"}[name])
             ax.fill_between(t, mean - sd, mean + sd, color=colour, alpha=0.15, lw=0)
         ax.set_title(f"T = {key[0]:g}, 1/$\\sigma_W$ = {key[1]:g}", fontsize=9)
@@ -69,15 +72,42 @@ def write_report(outcome: Outcome, out_dir: str | Path, title: str, wall_time: f
     fig = figure_spacing(outcome.traces)
     figs = [] if fig is None else save_figure(fig, out_dir, "spacing", ("png", "pdf"), dpi=120)
     checks = outcome.checks
-    n_fail = outcome.n_failed
+    n_off = outcome.n_failed
+    counts = {v: sum(c.verdict == v for c in checks) for v in ("PASS", "FAIL", "NO POWER")}
     lines = [f"# dysonsgd validate: {title}", "",
-             f"{len(checks) - n_fail} of {len(checks)} checks PASS"
-             + (f", {n_fail} FAIL" if n_fail else "") + f"; wall time {wall_time:.1f} s.", "",
-             "## Checks", "", "| check | T | 1/sigma_W | metric | tolerance | verdict |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             ("Every verdict as expected" if not n_off else
+              f"**{n_off} verdicts not as expected**")
+             + f": {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['NO POWER']} no power "
+             f"of {len(checks)} checks; wall time {wall_time:.1f} s.", "",
+             "## Checks", "",
+             "| check | forecast | T | 1/sigma_W | metric | p | tolerance | verdict | expected |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in checks:
-        lines.append(f"| {c.name} | {c.temperature:g} | {c.inv_sigma_w:g} | {c.metric:.4g} | "
-                     f"{c.tolerance} | {'PASS' if c.passed else '**FAIL**'} |")
+        verdict = c.verdict if c.as_expected else f"**{c.verdict}**"
+        lines.append(f"| {c.name} | {c.forecast} | {c.temperature:g} | {c.inv_sigma_w:g} | "
+                     f"{c.metric:.4g} | {c.pvalue:.2g} | {c.tolerance} | {verdict} | "
+                     f"{c.expected} |")
+    if outcome.controls:
+        lines += ["", "## Controls (replay forecast)", "",
+                  "| control | expected | verdict | checks that failed it (cells) |",
+                  "| --- | --- | --- | --- |"]
+        for ctl in outcome.controls:
+            hit = ", ".join(f"{k} ({len(v)})" for k, v in ctl["failed_cells"].items() if v)
+            verdict = ctl["verdict"] if ctl["verdict"] == ctl["expected"] else \
+                f"**{ctl['verdict']}**"
+            lines.append(f"| {ctl['name']} | {ctl['expected']} | {verdict} | {hit or '-'} |")
+        lines += ["", "| check | power over the negative controls | positive-control rejection "
+                      "rate |", "| --- | --- | --- |"]
+        for name, pw in outcome.power.items():
+            power = "-" if pw["power"] is None else \
+                f"{pw['power']:.2f} ({pw['failed_pairs']}/{pw['pairs']})"
+            size = pw["positive_control_rejection_rate"]
+            lines.append(f"| {name} | {power} | {'-' if size is None else format(size, '.2f')} |")
+    findings = [f for f in outcome.findings]
+    if findings:
+        lines += ["", "## Declared findings (expected to FAIL)", ""]
+        lines += [f"- {f.check} ({f.forecast or 'every forecast'}, "
+                  f"{f.phase or 'every phase'}): {f.reason}" for f in findings]
     lines += ["", "## Cells", "",
               "| T | 1/sigma_W | expected | phase | test loss | G(t_f,0) | S observed | "
               "S DBM | S (4.8) | KS p | x_1 < 0 | (4.15) conv. | observed conv. |",
@@ -98,11 +128,11 @@ def write_report(outcome: Outcome, out_dir: str | Path, title: str, wall_time: f
             f"{f(c, 'observed_converged_fraction', '.2f')} |")
     opts = outcome.options
     lines += ["", "## Method", "",
-              f"Predictions start at snapshot {opts['start_snapshot']} from each model's own "
-              f"eigenvalues, with {opts['paths_per_model']} Brownian paths per model and "
-              f"{opts['steps_per_interval']} steps between snapshots; the drift K comes from the "
-              f"{opts['drift']} data, the (4.15) verdict uses the {opts['convention']} "
-              "convention. Tolerances: "
+              f"Forecasts {', '.join(opts['forecasts'])} of the {opts['variant']} eigenvalue "
+              f"SDE start at snapshot {opts['start_snapshot']} (closed-loop: at 0), with "
+              f"{opts['paths_per_model']} paths per model and {opts['steps_per_interval']} "
+              f"steps between snapshots; the drift K comes from the {opts['drift']} data, the "
+              "(4.15) verdict uses the paper's convention with the same K. Levels and margins: "
               + ", ".join(f"{k} = {v:g}" for k, v in outcome.tolerances.items()) + ".", ""]
     if figs:
         lines += ["## Mean level spacing: training against the SDEs", "",

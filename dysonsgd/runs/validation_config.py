@@ -25,10 +25,14 @@ from dysonsgd.analysis.spec import (
     CHECKS,
     DEFAULT_OPTIONS,
     DEFAULT_TOLERANCES,
+    FINDING_KEYS,
+    FORECASTS,
+    GRID_CHECKS,
     PHASES,
     Box,
     DiagramSpec,
     ExpectedPhases,
+    Finding,
     Transition,
     ValidationSpec,
 )
@@ -41,7 +45,6 @@ from dysonsgd.runs.config import (
     _read_toml,
     parse_config,
 )
-from dysonsgd.theory.boundaries import CONVENTIONS
 
 __all__ = [
     "DIAGRAM_KEYS",
@@ -49,6 +52,7 @@ __all__ = [
     "load_validation_config",
     "parse_diagram_table",
     "parse_expect_phases",
+    "parse_findings",
     "parse_validate_table",
     "parse_validation_config",
 ]
@@ -63,7 +67,8 @@ class ValidationConfig:
     sweep : SweepConfig
         The grid and its training (its raw ``expect`` and ``validate`` tables included).
     spec : ValidationSpec
-        Tolerances, the phases each check covers, prediction options (``[validate]``).
+        Levels, margins and forecast options (``[validate]``) and the known findings
+        (``[expect] findings``).
     expected_phases : mapping (i_T, i_S) -> phase
         The cells to check (``[expect] phases``), never empty.
     diagram : DiagramSpec or None
@@ -106,7 +111,9 @@ def parse_validation_config(mapping: Mapping[str, Any], *,
     phases = parse_expect_phases(sweep.expect, sweep.temperature, sweep.sigma_w, source=source)
     if not phases:
         raise err("expect", "phases", "no cells to check")
-    spec = parse_validate_table(sweep.validate, source=source, snapshots=sweep.snapshots)
+    findings = parse_findings(sweep.expect.get("findings", []), source=source)
+    spec = parse_validate_table(sweep.validate, source=source, snapshots=sweep.snapshots,
+                                findings=findings)
     diagram = None
     if "diagram" in sweep.expect:
         diagram = parse_diagram_table(sweep.expect["diagram"], source=source)
@@ -119,52 +126,38 @@ def parse_validation_config(mapping: Mapping[str, Any], *,
 
 #: checks of each tolerance of ``[validate]``: (the rule in words, the test)
 _TOLERANCE_RULES = {
-    "ks_alpha": ("lie in (0, 1)", lambda v: 0 < v < 1),
-    "spacing_mean_ratio_max": ("be >= 1", lambda v: v >= 1),
-    "sde_mean_ratio_max": ("be >= 1", lambda v: v >= 1),
-    "spread_ratio_max": ("be >= 1", lambda v: v >= 1),
-    "verdict_fraction_tolerance": ("lie in [0, 1]", lambda v: 0 <= v <= 1),
-    "trajectory_mean_max": ("be > 0", lambda v: v > 0),
+    "alpha": ("lie in (0, 0.5)", lambda v: 0 < v < 0.5),
+    "equivalence_margin": ("be > 1", lambda v: v > 1),
     "growth_threshold": ("be > 0", lambda v: v > 0),
 }
 
 
 def parse_validate_table(table: Mapping[str, Any] | None, *,
                          source: str | Path | Traversable | None = None,
-                         snapshots: int | None = None) -> ValidationSpec:
-    """Tolerances, per-check phases and prediction options from a ``[validate]`` table.
+                         snapshots: int | None = None, findings=()) -> ValidationSpec:
+    """Levels, margins and forecast options from a ``[validate]`` table.
 
     Parameters
     ----------
     table : mapping or None
         Keys of :data:`~dysonsgd.analysis.spec.DEFAULT_TOLERANCES` and
-        :data:`~dysonsgd.analysis.spec.DEFAULT_OPTIONS`, and ``applies = {check = [phases]}``;
-        absent keys keep their defaults.
+        :data:`~dysonsgd.analysis.spec.DEFAULT_OPTIONS`; absent keys keep their defaults.
     source : str, Path or Traversable, optional
         The file, for messages.
     snapshots : int, optional
-        Snapshots of the run to check: ``start_snapshot`` must leave a later one.
+        Snapshots of the run to check: ``start_snapshot`` and ``closed_loop_snapshot`` must
+        leave a later one / lie in the run.
+    findings : sequence of Finding
+        The known disagreements of ``[expect] findings`` (:func:`parse_findings`).
     """
     err = _Errors(source)
     table = {} if table is None else table
     if not isinstance(table, Mapping):
         raise err(TOP, "validate", f"must be a table, got {_kind(table)}")
     tolerances: dict[str, float] = {}
-    applies: dict[str, tuple[str, ...]] = {}
     options: dict[str, Any] = {}
     for key, value in table.items():
-        if key == "applies":
-            if not isinstance(value, Mapping):
-                raise err("validate", "applies", "must be a table of check = [phases]")
-            for check, phases in value.items():
-                if check not in CHECKS:
-                    raise err("validate.applies", check,
-                              f"unknown check (allowed: {', '.join(CHECKS)})")
-                if not isinstance(phases, list) or any(p not in PHASES for p in phases):
-                    raise err("validate.applies", check,
-                              f"must be a list of phases from {PHASES}, got {phases!r}")
-                applies[check] = tuple(phases)
-        elif key in DEFAULT_TOLERANCES:
+        if key in DEFAULT_TOLERANCES:
             if not _is_number(value):
                 raise err("validate", key, f"must be a number, got {value!r}")
             rule, ok = _TOLERANCE_RULES[key]
@@ -174,31 +167,85 @@ def parse_validate_table(table: Mapping[str, Any] | None, *,
         elif key in DEFAULT_OPTIONS:
             options[key] = _option(err, key, value)
         else:
-            allowed = ", ".join([*DEFAULT_TOLERANCES, *DEFAULT_OPTIONS, "applies"])
+            allowed = ", ".join([*DEFAULT_TOLERANCES, *DEFAULT_OPTIONS])
             raise err("validate", key, f"unknown key (allowed: {allowed})")
     start = options.get("start_snapshot", DEFAULT_OPTIONS["start_snapshot"])
     if snapshots is not None and not start < snapshots - 1:
         raise err("validate", "start_snapshot", f"must be < {snapshots - 1} (the run has "
                                                 f"{snapshots} snapshots), got {start}")
-    return ValidationSpec.make(tolerances, applies, options)
+    closed = options.get("closed_loop_snapshot", DEFAULT_OPTIONS["closed_loop_snapshot"])
+    if snapshots is not None and not closed < snapshots:
+        raise err("validate", "closed_loop_snapshot", f"must be < {snapshots} (the run has "
+                                                      f"{snapshots} snapshots), got {closed}")
+    return ValidationSpec.make(tolerances, options, findings)
 
 
 def _option(err: _Errors, key: str, value: Any) -> Any:
-    expected = type(DEFAULT_OPTIONS[key])
-    if isinstance(value, bool) or not isinstance(value, expected):
+    default = DEFAULT_OPTIONS[key]
+    if key == "forecasts":
+        if (not isinstance(value, list) or not value
+                or any(v not in FORECASTS for v in value) or len(set(value)) < len(value)):
+            raise err("validate", key, f"must be a non-empty list of distinct forecasts from "
+                                       f"{FORECASTS}, got {value!r}")
+        return tuple(value)
+    expected = type(default)
+    if (isinstance(value, bool) != isinstance(default, bool)) or not isinstance(value, expected):
         raise err("validate", key, f"must be of type {expected.__name__}, got {value!r}")
-    if key == "convention" and value not in CONVENTIONS:
-        raise err("validate", key, f"must be {' or '.join(map(repr, CONVENTIONS))}, got "
-                                   f"{value!r}")
     if key == "drift" and value not in predict.DRIFT_SOURCES:
         raise err("validate", key, f"must be one of {predict.DRIFT_SOURCES}, got {value!r}")
     if key == "variant" and value not in predict.VARIANTS:
         raise err("validate", key, f"must be one of {predict.VARIANTS}, got {value!r}")
-    if key in ("paths_per_model", "steps_per_interval") and value < 1:
+    if key in ("steps_per_interval", "closed_loop_models", "closed_loop_paths",
+               "closed_loop_interval", "closed_loop_snapshot") and value < 1:
         raise err("validate", key, f"must be >= 1, got {value}")
+    if key == "paths_per_model" and value < 50:
+        raise err("validate", key, f"must be >= 50 (each model's observation is ranked among "
+                                   f"its own paths), got {value}")
     if key == "start_snapshot" and value < 0:
         raise err("validate", key, f"must be >= 0, got {value}")
     return value
+
+
+def parse_findings(entries: Any, *, source: str | Path | Traversable | None = None
+                   ) -> tuple[Finding, ...]:
+    """The known disagreements of ``[expect] findings``: a list of tables {check, reason,
+    forecast?, phase? | temperature? and inv_sigma_w?}, each expecting its check to FAIL."""
+    err = _Errors(source)
+    if not isinstance(entries, list):
+        raise err("expect", "findings", "must be an array of tables")
+    out = []
+    for k, entry in enumerate(entries):
+        here = f"findings[{k}]"
+        if not isinstance(entry, Mapping):
+            raise err("expect", here, "must be a table {check, reason, forecast, phase}")
+        extra = set(entry) - set(FINDING_KEYS)
+        if extra:
+            raise err("expect", f"{here}.{sorted(extra)[0]}",
+                      f"unknown key (allowed: {', '.join(FINDING_KEYS)})")
+        if entry.get("check") not in (*CHECKS, *GRID_CHECKS):
+            raise err("expect", f"{here}.check", f"must be one of {(*CHECKS, *GRID_CHECKS)}, "
+                                                 f"got {entry.get('check')!r}")
+        if not isinstance(entry.get("reason"), str) or not entry["reason"].strip():
+            raise err("expect", f"{here}.reason", "must say why the disagreement is expected")
+        if "forecast" in entry and entry["forecast"] not in FORECASTS:
+            raise err("expect", f"{here}.forecast", f"must be one of {FORECASTS}, got "
+                                                    f"{entry['forecast']!r}")
+        if "phase" in entry and entry["phase"] not in PHASES:
+            raise err("expect", f"{here}.phase", f"must be one of {PHASES}, got "
+                                                 f"{entry['phase']!r}")
+        for key in ("temperature", "inv_sigma_w"):
+            if key in entry and not (_is_number(entry[key]) and entry[key] > 0):
+                raise err("expect", f"{here}.{key}", f"must be a number > 0, got "
+                                                     f"{entry[key]!r}")
+        out.append(Finding(check=entry["check"], reason=entry["reason"],
+                           forecast=entry.get("forecast"), phase=entry.get("phase"),
+                           temperature=_float_or_none(entry.get("temperature")),
+                           inv_sigma_w=_float_or_none(entry.get("inv_sigma_w"))))
+    return tuple(out)
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w, *,
@@ -207,7 +254,8 @@ def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w, 
 
     ``phases = [{temperature = T, inv_sigma_w = v, phase = "ordered"}, ...]``; each
     (T, 1/sigma_W) must be a cell of the grid ``temperature x sigma_w`` (``sigma_w = s`` may
-    replace ``inv_sigma_w``). ``diagram`` is the only other key (:func:`parse_diagram_table`).
+    replace ``inv_sigma_w``). The other keys are ``diagram`` (:func:`parse_diagram_table`) and
+    ``findings`` (:func:`parse_findings`).
 
     Returns
     -------
@@ -216,8 +264,8 @@ def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w, 
     err = _Errors(source)
     expect = {} if expect is None else expect
     for key in expect:
-        if key not in ("phases", "diagram"):
-            raise err("expect", key, "unknown key (allowed: phases, diagram)")
+        if key not in ("phases", "diagram", "findings"):
+            raise err("expect", key, "unknown key (allowed: phases, diagram, findings)")
     entries = expect.get("phases", [])
     if not isinstance(entries, list):
         raise err("expect", "phases", "must be an array of tables")
