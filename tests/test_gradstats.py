@@ -136,3 +136,121 @@ def test_per_model_data_equals_one_model_at_a_time():
         gradstats.training_inputs(res, n_points=41)
     with pytest.raises(ValueError, match="x must broadcast"):
         gradstats.measure(res, -1, x=np.zeros((2, 24, 3)))
+
+
+def _autograd_gradients(w1, w2t, w3, w2, x):
+    """Per-sample gradients of W2 by autograd, one point at a time: (D, n2, n1)."""
+    grads = []
+    for point in x:
+        xt = torch.tensor(point)
+        h1 = torch.tanh(torch.tensor(w1) @ xt)
+        target = torch.tensor(w3) @ torch.tanh(torch.tensor(w2t) @ h1)
+        w = torch.tensor(w2, requires_grad=True)
+        loss = 0.5 * torch.sum((target - torch.tensor(w3) @ torch.tanh(w @ h1)) ** 2)
+        (g,) = torch.autograd.grad(loss, w)
+        grads.append(g.numpy())
+    return np.array(grads)
+
+
+def test_series_at_several_snapshots_and_odd_widths_match_the_reference_loop():
+    """measure_series (the fused kernel) against the autograd loop at two snapshots, with
+    widths that are no multiple of the kernel's vector length and two outputs.
+
+    Tolerance: both sides are float64 sums over the same 128 samples in different orders, so
+    they differ by rounding (~1e-15 of the largest entry); 1e-10 of it is the margin, as above.
+    """
+    config = TeacherStudentConfig(widths=(3, 11, 5, 2), n_data=40)
+    run = train_ensemble(config, temperature=[0.25], sigma_w=[0.5, 2.0], n_seeds=2, epochs=2,
+                         snapshots=3, dtype=torch.float64, progress=False)
+    series = gradstats.measure_series(run, [2, 0], chunk=3)
+    assert [s.snapshot for s in series] == [2, 0]
+    x = observables.test_inputs(128, 3, 42)
+    w1, w2t, w3 = run.teacher()
+    for stats in series:
+        for idx in [(0, 0, 1), (0, 1, 0)]:
+            w2 = np.asarray(run.w2[idx][stats.snapshot], dtype=float)
+            _, u = np.linalg.eigh(w2 @ w2.T)
+            k_rot, v_rot = _reference(w1[idx], w2t[idx], w3[idx], w2, x, basis=u)
+            _, v = _reference(w1[idx], w2t[idx], w3[idx], w2, x)
+            np.testing.assert_allclose(stats.k[idx], k_rot, rtol=0,
+                                       atol=1e-10 * np.abs(k_rot).max())
+            np.testing.assert_allclose(stats.v[idx], v_rot, rtol=0,
+                                       atol=1e-10 * np.abs(v_rot).max())
+            np.testing.assert_allclose(stats.v_paper_rotation[idx], u.T @ v @ u, rtol=0,
+                                       atol=1e-10 * np.abs(v).max())
+
+
+def test_fused_moments_match_the_materialised_gradients(small_run):
+    """The kernel's singular-basis moments against measure.moments.singular_moments on the
+    stacked autograd gradients (the plain numpy formulas, an independent evaluation).
+
+    The singular pairs (u_i, v_i) are defined up to a common sign, so g_ij is compared after
+    aligning the signs; every other field is sign-invariant. Margin as above: 1e-10 of each
+    field's largest entry (rounding is ~1e-14 for these well-separated singular values).
+    """
+    from dysonsgd.measure.moments import singular_moments
+
+    stats = gradstats.measure(small_run, snapshot=-1)
+    x = observables.test_inputs(128, 3, 42)
+    w1, w2t, w3 = small_run.teacher()
+    for idx in [(0, 0, 0), (1, 1, 1), (1, 0, 1)]:
+        w2 = np.asarray(small_run.w2[idx][-1], dtype=float)
+        ref = singular_moments(w2, _autograd_gradients(w1[idx], w2t[idx], w3[idx], w2, x))
+        got = stats.moments.map(lambda a, idx=idx: a[idx])
+        for name in ("singular_values", "mean_square", "ito", "diagonal_covariance",
+                     "variance", "cross"):
+            a, b = getattr(got, name), getattr(ref, name)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * np.abs(b).max(), err_msg=name)
+        sign = np.sign(np.diagonal(got.mean) * np.diagonal(ref.mean))  # g_ii is invariant
+        np.testing.assert_allclose(np.abs(np.diagonal(got.mean)), np.abs(np.diagonal(ref.mean)),
+                                   rtol=1e-10)
+        np.testing.assert_array_equal(sign, 1.0)
+        # off-diagonal: g_ij -> sigma_i sigma_j g_ij; |g_ij| and g_ij g_ji are invariant
+        np.testing.assert_allclose(np.abs(got.mean), np.abs(ref.mean), rtol=0,
+                                   atol=1e-10 * np.abs(ref.mean).max())
+        np.testing.assert_allclose(got.mean * got.mean.T, ref.mean * ref.mean.T, rtol=0,
+                                   atol=1e-10 * np.abs(ref.mean).max() ** 2)
+
+
+def test_singular_system_matches_an_svd_when_ill_conditioned():
+    """moments.singular_system (eigh of W W^T refined by Jacobi) against LAPACK's SVD for
+    matrices with singular values from 1e-7 to 1e2, where vt = W^T U / s alone would lose
+    (s_max / s_i)^2 of the small vectors' accuracy.
+
+    Tolerances from perturbation theory: both are backward stable, so the singular values
+    agree to c eps s_max (Weyl) and the vectors to c eps s_max / gap_i (Wedin; for the right
+    vectors of an N x M matrix, M > N, the gap includes s_i itself, the distance to the null
+    space), c = 100 covering the backward-error constants (~sqrt(N M)) of both algorithms.
+    """
+    from dysonsgd.measure.moments import singular_system
+
+    rng = np.random.default_rng(11)
+    n, m = 6, 9
+    eps = np.finfo(float).eps
+    design = np.array([1e-7, 3e-5, 1e-3, 0.5, 7.0, 100.0])
+    ws = []
+    for _ in range(20):
+        q1, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        q2, _ = np.linalg.qr(rng.normal(size=(m, n)))
+        ws.append(q1 @ np.diag(design * rng.uniform(0.8, 1.25, n)) @ q2.T)
+    w = np.array(ws)
+    s, u, vt = singular_system(w)
+    uu, ss, vh = np.linalg.svd(w, full_matrices=False)
+    ss, uu, vv = ss[:, ::-1], uu[..., ::-1], np.swapaxes(vh, -1, -2)[..., ::-1]
+    s_max = ss[:, -1:]
+    assert np.all(np.abs(s - ss) < 100 * eps * s_max)
+    gap = np.minimum(np.abs(np.diff(ss, axis=-1, prepend=-np.inf)),
+                     np.abs(np.diff(ss, axis=-1, append=np.inf)))
+    bound = 100 * eps * s_max / gap
+    for ours, lapack, b in ((u, uu, bound), (vt, vv, 100 * eps * s_max / np.minimum(gap, ss))):
+        sign = np.sign(np.sum(ours * lapack, axis=-2, keepdims=True))
+        err = np.linalg.norm(ours * sign - lapack, axis=-2)
+        assert np.all(err < b)
+    # the pairs reproduce W, and the naive vt = W^T U / s would not for the smallest pair
+    np.testing.assert_allclose(u @ (s[..., None] * np.swapaxes(vt, -1, -2)), w, rtol=0,
+                               atol=100 * eps * design[-1])
+    _, u_eig = np.linalg.eigh(w @ np.swapaxes(w, -1, -2))
+    naive = np.swapaxes(w, -1, -2) @ u_eig[..., :1] / np.sqrt(np.maximum(
+        np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2))[..., :1], 1e-300))[..., None]
+    naive_err = np.linalg.norm(np.abs(naive[..., 0]) - np.abs(vv[..., 0]), axis=-1)
+    assert np.median(naive_err) > 1e3 * np.median(bound[:, 0])

@@ -6,7 +6,9 @@ V_ij = Var_a[Delta^X_ij] (element-wise, population variance over the data). Rota
 eigenbasis of X (eigenvalues ascending), their diagonal and full matrix give the coefficients of
 Dyson Brownian motion (4.3), and through (B.7), (B.9) the K_S, V_S, D_S of the spacing SDE (4.8).
 
-The per-sample gradients come from :func:`dysonsgd.model.network.per_sample_gradients`, the
+The per-sample gradients come from :func:`dysonsgd.model.network.per_sample_gradients` (in
+:func:`measure`, as the outer products of :func:`dysonsgd.model.network.backprop`'s errors with
+the layer-1 features, inside the compiled kernel of :mod:`dysonsgd.measure._fused`), the
 teacher's targets from :func:`dysonsgd.model.network.outputs` and the eigenbasis of X from
 :func:`dysonsgd.measure.spectrum.eigensystem`.
 
@@ -29,17 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_index, check_int
-from dysonsgd.measure.moments import SingularMoments, singular_moments
+from dysonsgd.measure.moments import SingularMoments, singular_system
 from dysonsgd.measure.observables import test_inputs
 from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import replica_draws
-from dysonsgd.model.network import outputs, per_sample_gradients
+from dysonsgd.model.network import backprop, layer1_features, outputs
 from dysonsgd.theory import rmt
 
 __all__ = [
     "GradientStatistics",
     "drift_and_noise",
     "measure",
+    "measure_series",
     "spacing_coefficients_release",
     "training_inputs",
 ]
@@ -157,6 +160,8 @@ class GradientStatistics:
 def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> GradientStatistics:
     """Measure K and V (4.4) on a trained ensemble at one snapshot, vectorised over models.
 
+    :func:`measure_series` at one snapshot (see there).
+
     Parameters
     ----------
     result : dysonsgd.train.EnsembleResult
@@ -166,10 +171,45 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
         Data for the expectation, shared or per model (e.g. :func:`training_inputs`); default
         the release's 128 test inputs (numpy seed 42).
     chunk : int
-        Models per batch (bounds the memory of the per-sample gradients).
+        Model-snapshots per batch (bounds the memory of the back-propagated errors).
     """
-    chunk = check_int("chunk", chunk)
     snapshot = check_index("snapshot", snapshot, len(result.snapshot_epochs))
+    return measure_series(result, [snapshot], x=x, chunk=chunk)[0]
+
+
+def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
+                   ) -> tuple[GradientStatistics, ...]:
+    """K and V (4.4), the spacing coefficients and the moments at several snapshots of a run.
+
+    The teacher's targets and layer-1 features are computed once for all snapshots; the
+    per-sample gradients Delta_a = delta_a phi_a^T (2.28) are never stacked: the compiled
+    kernel of :mod:`dysonsgd.measure._fused` takes the means and variances sample by sample
+    from the back-propagated errors (:func:`dysonsgd.model.network.backprop`), in the
+    eigenbasis of X (:func:`dysonsgd.measure.spectrum.eigensystem`) and in the singular basis
+    of W2 (:func:`dysonsgd.measure.moments.singular_system`).
+
+    Parameters
+    ----------
+    result : dysonsgd.train.EnsembleResult
+    snapshots : sequence of int, optional
+        Snapshot indices (negative count from the end); default all.
+    x : array_like, shape (D, n0) or (nT, nS, nR, D, n0) (or broadcastable), optional
+        As :func:`measure`.
+    chunk : int
+        Model-snapshots per batch (bounds the memory of the back-propagated errors).
+
+    Returns
+    -------
+    tuple of GradientStatistics, one per snapshot, in the order given
+    """
+    from dysonsgd.measure import _fused
+
+    chunk = check_int("chunk", chunk)
+    n_snap = len(result.snapshot_epochs)
+    snaps = (list(range(n_snap)) if snapshots is None
+             else [check_index("snapshots", int(s), n_snap) for s in np.atleast_1d(snapshots)])
+    if not snaps:
+        raise InputError("snapshots must name at least one snapshot")
     widths = result.config.widths
     x = (
         test_inputs(128, widths[0], 42)
@@ -177,8 +217,8 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
         else check_array("x", x, min_ndim=2, shape_tail=(None, widths[0]))
     )
     w1, w2t, w3 = (np.asarray(a, dtype=float) for a in result.teacher())
-    w2 = np.asarray(result.w2[..., snapshot, :, :], dtype=float)
-    grid = w2.shape[:-2]
+    w2 = np.asarray(result.w2[..., snaps, :, :], dtype=float)  # (*grid, S, n2, n1)
+    grid = w2.shape[:-3]
     if x.ndim > 2:  # per-model data
         try:
             x = np.broadcast_to(x, (*grid, *x.shape[-2:]))
@@ -186,30 +226,47 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
             raise InputError(f"x must broadcast to {(*grid, None, widths[0])}, got {x.shape}"
                              ) from exc
         x_flat = x.reshape(-1, *x.shape[-2:])
-    flat = [a.reshape(-1, *a.shape[len(grid) :]) for a in (w1, w2t, w3, w2)]
-    n_models = flat[0].shape[0]
-    n2 = w2.shape[-2]
-    eig, u = eigensystem(w2)
-    u_flat = u.reshape(-1, n2, n2)
-    k_all, v_all, v_plain = (np.empty((n_models, n2, n2)) for _ in range(3))
-    moments = []
-    for a in range(0, n_models, chunk):
-        b1, bt, b3, bs = (arr[a : a + chunk] for arr in flat)
-        bx = x if x.ndim == 2 else x_flat[a : a + chunk]
-        y = outputs(bx, b1, bt, b3, result.config.activation, engine="torch")
-        grads, _ = per_sample_gradients(bx, y, b1, bs, b3, result.config.activation)
-        moments.append(singular_moments(bs, grads))
-        dx = _delta_x(bs, grads)  # once per chunk: the plain variance, then the rotated moments
-        v_plain[a : a + chunk] = dx.var(axis=-3)
-        dx = _rotate(dx, u_flat[a : a + chunk])
-        k_all[a : a + chunk], v_all[a : a + chunk] = -dx.mean(axis=-3), dx.var(axis=-3)
-    k_rot = _symmetric(k_all.reshape(*grid, n2, n2))
-    v_rot = _symmetric(v_all.reshape(*grid, n2, n2))
-    ut = np.swapaxes(u, -1, -2)
-    v_paper = _symmetric(ut @ v_plain.reshape(*grid, n2, n2) @ u)
+    w1, w2t, w3 = (a.reshape(-1, *a.shape[len(grid):]) for a in (w1, w2t, w3))
+    n_models, n_s, n2 = w1.shape[0], len(snaps), w2.shape[-2]
+    w2_items = w2.reshape(-1, *w2.shape[-2:])  # model-major items (model, snapshot)
+    act = result.config.activation
+    # the teacher's targets and layer-1 features once for all snapshots
+    y = outputs(x if x.ndim == 2 else x_flat, w1, w2t, w3, act, engine="torch")
+    phi1 = layer1_features(x if x.ndim == 2 else x_flat, w1, act, engine="native")
+    n_items = n_models * n_s
+    out = _fused.allocate_statistics(n_items, n2)
+    eig, u, s, v_paper = (np.empty((n_items, n2, n2)[:k]) for k in (2, 3, 2, 3))
+    per = max(1, chunk // n_s)  # models per batch
+
+    def batch(b):  # every batch on its own thread: numpy, LAPACK and the kernels drop the GIL
+        bm = slice(b * per, min((b + 1) * per, n_models))
+        items = slice(bm.start * n_s, bm.stop * n_s)
+        bw = w2_items[items]
+        eig[items], u[items] = eigensystem(bw)
+        s[items], us, vt = singular_system(bw, eigenvectors=u[items])
+        _, delta = backprop(phi1[bm, None], y[bm, None], bw.reshape(-1, n_s, *bw.shape[1:]),
+                            w3[bm, None], act)
+        model_of = np.repeat(np.arange(bm.start, bm.stop), n_s)
+        part = {name: arr[items] for name, arr in out.items()}
+        _fused.fused_gradient_statistics(phi1, model_of, delta.reshape(-1, *delta.shape[-2:]),
+                                         bw, u[items], us, vt, part)
+        ub = u[items]
+        v_paper[items] = _symmetric(np.swapaxes(ub, -1, -2) @ part["v_plain"] @ ub)
+
+    _fused.parallel_batches(-(-n_models // per), batch)
+
+    def series(a):  # items -> (*grid, S, ...)
+        return a.reshape(*grid, n_s, *a.shape[1:])
+
+    k_rot, v_rot, v_paper = series(out["k"]), series(out["v"]), series(v_paper)
     k_s, v_s, d_s = rmt.spacing_coefficients(k_rot, v_rot)
     k_s_rel, v_s_rel, _ = spacing_coefficients_release(k_rot, v_paper)
-    joined = SingularMoments.join(moments, np.concatenate).map(
-        lambda a: a.reshape(*grid, *a.shape[1:]))
-    return GradientStatistics(snapshot, eig, k_rot, v_rot, v_paper, k_s, v_s, d_s, k_s_rel, v_s_rel,
-                              joined)
+    moments = SingularMoments(series(s), *(series(out[name]) for name in (
+        "mean", "mean_square", "ito", "diagonal_covariance", "variance", "cross")))
+    eig = series(eig)
+    return tuple(
+        GradientStatistics(sn, eig[..., i, :], k_rot[..., i, :, :], v_rot[..., i, :, :],
+                           v_paper[..., i, :, :], k_s[..., i], v_s[..., i], d_s[..., i],
+                           k_s_rel[..., i], v_s_rel[..., i], moments.map(lambda f, i=i: f[
+                               (slice(None),) * len(grid) + (i,)]))
+        for i, sn in enumerate(snaps))

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_int, check_positive
+from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.theory import rmt
 
 __all__ = [
@@ -63,12 +64,21 @@ __all__ = [
 VARIANTS = ("complete", "continuum", "paper")
 
 
-def singular_system(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def singular_system(w, *, eigenvectors=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Singular values (ascending) and paired singular vectors of W, W = U diag(s) Vt^T.
+
+    From the eigensystem of X = W W^T (:func:`dysonsgd.measure.spectrum.eigensystem`), refined
+    by one-sided Jacobi on the rows of U^T W (:func:`dysonsgd.measure._fused.
+    refine_singular_system`): as accurate as an SVD, several times faster for a batch of small
+    matrices, and U keeps the eigenvectors' signs (each pair (u_i, v_i) is defined up to one
+    common sign; every coefficient of :func:`coefficients_at` is invariant under it). A matrix
+    with a zero singular value takes LAPACK's SVD.
 
     Parameters
     ----------
     w : array_like, shape (..., N, M), N <= M
+    eigenvectors : array_like, shape (..., N, N), optional
+        The eigenvectors of X = W W^T (ascending eigenvalues) if already computed.
 
     Returns
     -------
@@ -76,13 +86,21 @@ def singular_system(w) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     u : (..., N, N) columns the eigenvectors of X in the same order
     vt : (..., M, N) columns the right singular vectors paired with ``u``
     """
+    from dysonsgd.measure import _fused
+
     w = check_array("w", w, min_ndim=2)
     if w.shape[-2] > w.shape[-1]:
         raise InputError(f"w must have shape (..., N, M) with N <= M, got {w.shape}")
-    u, s, vh = np.linalg.svd(w, full_matrices=False)
-    # contiguous copies: reversed views would push the batched matmuls below off BLAS
-    return (np.ascontiguousarray(s[..., ::-1]), np.ascontiguousarray(u[..., ::-1]),
-            np.ascontiguousarray(np.swapaxes(vh, -1, -2)[..., ::-1]))
+    lead, (n, m) = w.shape[:-2], w.shape[-2:]
+    u = eigensystem(w)[1] if eigenvectors is None else np.asarray(eigenvectors, dtype=float)
+    if u.shape != (*lead, n, n):
+        raise InputError(f"eigenvectors must have shape {(*lead, n, n)}, got {u.shape}")
+    s, u, vt, ok = _fused.refine_singular_system(w.reshape(-1, n, m), u.reshape(-1, n, n))
+    if not ok.all():  # a zero singular value: the SVD completes Vt
+        uu, ss, vh = np.linalg.svd(w.reshape(-1, n, m)[~ok], full_matrices=False)
+        s[~ok], u[~ok] = ss[..., ::-1], uu[..., ::-1]
+        vt[~ok] = np.swapaxes(vh, -1, -2)[..., ::-1]
+    return s.reshape(*lead, n), u.reshape(*lead, n, n), vt.reshape(*lead, m, n)
 
 
 @dataclass(frozen=True)
