@@ -17,7 +17,8 @@ The curated public API. Everything below is importable from the top level
               piecewise_linear,
               EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
               langevin_sgd_discrete
-    analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome
+    analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome,
+              evaluate, Theory, NEGATIVE_CONTROLS
     monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
               save_result, load_sweep, validate
@@ -86,6 +87,9 @@ _API: dict[str, tuple[str, str]] = {
     "predict_spacing": ("dysonsgd.analysis.predict", "predict_spacing"),
     "classify_phases": ("dysonsgd.analysis.phase", "classify_phases"),
     "Outcome": ("dysonsgd.analysis.validation", "Outcome"),
+    "evaluate": ("dysonsgd.analysis.validation", "evaluate"),
+    "Theory": ("dysonsgd.analysis.theories", "Theory"),
+    "NEGATIVE_CONTROLS": ("dysonsgd.analysis.theories", "NEGATIVE_CONTROLS"),
     # monitor
     "SpectrumMonitor": ("dysonsgd.monitor.spectrum_monitor", "SpectrumMonitor"),
     "open_monitor_store": ("dysonsgd.monitor.store", "open_store"),

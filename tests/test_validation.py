@@ -9,37 +9,62 @@ from dysonsgd.analysis import spec, validation
 from dysonsgd.runs.validation_config import (
     parse_diagram_table,
     parse_expect_phases,
+    parse_findings,
     parse_validate_table,
 )
 
 
 def test_defaults_and_overrides():
-    tol, applies, options = parse_validate_table(
-        {"ks_alpha": 0.05, "paths_per_model": 3, "applies": {"spacing_ks": ["ordered"]}})
-    assert tol["ks_alpha"] == 0.05 and tol["growth_threshold"] == 0.15
-    assert tol["verdict_fraction_tolerance"] == 0.45
-    assert applies["spacing_ks"] == ("ordered",)
-    assert applies["phase"] == spec.DEFAULT_APPLIES["phase"]
-    assert options["paths_per_model"] == 3 and options["convention"] == "release"
+    tol, options, findings = parse_validate_table(
+        {"alpha": 0.01, "paths_per_model": 60, "forecasts": ["replay"]})
+    assert tol["alpha"] == 0.01 and tol["growth_threshold"] == 0.15
+    assert tol["equivalence_margin"] == spec.DEFAULT_TOLERANCES["equivalence_margin"]
+    assert options["paths_per_model"] == 60 and options["forecasts"] == ("replay",)
+    assert options["variant"] == "complete" and options["controls"] is True
+    assert findings == ()
 
 
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"ks_alpa": 0.01}, "ks_alpa: unknown key"),
-        ({"ks_alpha": 1.5}, r"ks_alpha: must lie in \(0, 1\)"),
-        ({"ks_alpha": "x"}, "ks_alpha: must be a number"),
-        ({"spread_ratio_max": 0.5}, "spread_ratio_max: must be >= 1"),
-        ({"convention": "mine"}, "convention: must be 'paper' or 'release'"),
-        ({"paths_per_model": 0}, "paths_per_model: must be >= 1"),
-        ({"paths_per_model": 2.5}, "paths_per_model: must be of type int"),
-        ({"applies": {"nothing": ["ordered"]}}, "nothing: unknown check"),
-        ({"applies": {"phase": ["liquid"]}}, "phase: must be a list of phases"),
+        ({"alpah": 0.01}, "alpah: unknown key"),
+        ({"alpha": 0.7}, r"alpha: must lie in \(0, 0.5\)"),
+        ({"alpha": "x"}, "alpha: must be a number"),
+        ({"equivalence_margin": 0.8}, "equivalence_margin: must be > 1"),
+        ({"convention": "release"}, "convention: unknown key"),
+        ({"paths_per_model": 10}, "paths_per_model: must be >= 50"),
+        ({"paths_per_model": 52.5}, "paths_per_model: must be of type int"),
+        ({"forecasts": ["replay", "oracle"]}, "forecasts: must be a non-empty list"),
+        ({"forecasts": []}, "forecasts: must be a non-empty list"),
+        ({"controls": 1}, "controls: must be of type bool"),
+        ({"closed_loop_paths": 0}, "closed_loop_paths: must be >= 1"),
+        ({"applies": {"phase": ["ordered"]}}, "applies: unknown key"),
     ],
 )
 def test_bad_validate_table_is_refused(table, message):
     with pytest.raises(ValueError, match=message):
         parse_validate_table(table, source="q.toml")
+
+
+def test_findings_say_which_check_is_expected_to_fail_where():
+    found = parse_findings([
+        {"check": "spacing_mean", "forecast": "replay", "phase": "high-temperature",
+         "reason": "over-predicts S (docs/sde.md)"},
+        {"check": "calibration_levels", "temperature": 2.0, "inv_sigma_w": 8.0,
+         "reason": "x"}])
+    s = spec.ValidationSpec.make(findings=found)
+    assert s.expected("spacing_mean", "replay", "high-temperature", (2.0, 8.0)) == "FAIL"
+    assert s.expected("spacing_mean", "cross-fitted", "high-temperature", (2.0, 8.0)) == "PASS"
+    assert s.expected("spacing_mean", "replay", "ordered", (0.25, 8.0)) == "PASS"
+    assert s.expected("calibration_levels", "closed-loop", "ordered", (2.0, 8.0)) == "FAIL"
+    assert s.expected("calibration_levels", "replay", "ordered", (4.0, 8.0)) == "PASS"
+    for entry, message in [({"check": "ks", "reason": "x"}, "check: must be one of"),
+                           ({"check": "spacing_mean"}, "reason: must say why"),
+                           ({"check": "spacing_mean", "reason": "x", "forecast": "y"},
+                            "forecast: must be one of"),
+                           ({"check": "spacing_mean", "reason": "x", "cell": 1}, "cell: unknown")]:
+        with pytest.raises(ValueError, match=message):
+            parse_findings([entry], source="q.toml")
 
 
 def test_expect_phases_index_the_grid():
@@ -75,6 +100,7 @@ def test_observed_convergence_is_growth_over_the_second_half():
 def test_spacing_traces_ignore_broken_paths():
     dbm = np.ma.masked_invalid(np.array([[1.0, 3.0, np.nan], [2.0, 4.0, 100.0]]))
     tr = validation.spacing_traces([0, 5], np.array([[1.0, 2.0], [3.0, 4.0]]), dbm, dbm)
+    assert "sde" in tr and "sde" not in validation.spacing_traces([0, 5], np.ones((2, 2)), dbm)
     np.testing.assert_allclose(tr["observed"][0], [2.0, 3.0])
     np.testing.assert_allclose(tr["dbm"][0], [2.0, 106 / 3])
 
@@ -111,6 +137,17 @@ def test_diagram_checks_on_a_synthetic_grid():
     assert not checks["diagram_transition"].passed
     assert checks["diagram_signal_to_noise"].metric == pytest.approx(2 / 3)
     assert not checks["diagram_signal_to_noise"].passed
+    # the (4.15) separation as Fisher's exact test over models: ordered models converge (3 of
+    # 4 in each ordered cell), hot ones do not: table [[6, 2], [0, 4]], one-sided
+    # p = C(6,6) C(6,2) / C(12,8) = 15/495
+    converged = np.zeros((3, 2, 4), dtype=bool)
+    converged[:2, 0, :3] = True
+    fisher = [c for c in validation.diagram_checks(
+        parse_diagram_table({"signal_to_noise_alpha": 0.05}), temperature, inv, labels, loss, g,
+        fraction, converged) if c.name == "diagram_signal_to_noise_test"][0]
+    assert fisher.metric == pytest.approx(15 / 495) and fisher.passed
+    with pytest.raises(ValueError, match="signal_to_noise_alpha: must lie"):
+        parse_diagram_table({"signal_to_noise_alpha": 0.9})
     with pytest.raises(ValueError, match="loss_ratio: unknown key"):
         parse_diagram_table({"loss_ratio": 100})
     with pytest.raises(ValueError, match="transition: must be"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from dysonsgd._checks import grid_index
 from dysonsgd.analysis.checks import Check
@@ -13,7 +14,8 @@ __all__ = ["diagram_checks"]
 
 def diagram_checks(spec: DiagramSpec, temperature, inv_sigma_w, labels: np.ndarray,
                    test_loss: np.ndarray, feature_correlation: np.ndarray,
-                   converged_fraction: np.ndarray) -> list[Check]:
+                   converged_fraction: np.ndarray, converged: np.ndarray | None = None
+                   ) -> list[Check]:
     """Qualitative checks of a whole (T, 1/sigma_W) diagram, as stated in the paper.
 
     ``loss_ratio_min`` with ``ordered_corner``: the median test loss of the corner's cells is at
@@ -25,6 +27,9 @@ def diagram_checks(spec: DiagramSpec, temperature, inv_sigma_w, labels: np.ndarr
     ``signal_to_noise_level`` with ``separation_min``: on rows with an ordered cell, the (4.15)
     converged fraction is >= the level on ordered cells and < it on high-temperature cells, for
     at least the fraction ``separation_min`` of those cells.
+    ``signal_to_noise_alpha``: on the same rows, the models of ordered cells converge by (4.15)
+    more often than those of high-temperature cells: Fisher's exact test (one-sided) over the
+    models (independent replicas), PASS when p < alpha. Needs ``converged`` (nT, nS, nR) bool.
 
     Arrays are (nT, nS) cell values, except ``test_loss`` and ``feature_correlation`` (nT, nS,
     nR) per model. Checks are reported at T = 1/sigma_W = NaN (they concern the whole grid).
@@ -74,4 +79,20 @@ def diagram_checks(spec: DiagramSpec, temperature, inv_sigma_w, labels: np.ndarr
             need = spec.separation_min
             out.append(Check.of("diagram_signal_to_noise", (nan, nan), frac, f">= {need:g}",
                                 frac >= need, level=level, cells=total))
+    if spec.signal_to_noise_alpha is not None and converged is not None:
+        rows = np.any(labels == "ordered", axis=0)
+        c = np.asarray(converged, dtype=bool)
+        ordered = c[(labels == "ordered") & rows[None, :]].ravel()
+        hot = c[(labels == "high-temperature") & rows[None, :]].ravel()
+        if ordered.size and hot.size:
+            table = [[int(ordered.sum()), int((~ordered).sum())],
+                     [int(hot.sum()), int((~hot).sum())]]
+            p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+            alpha = spec.signal_to_noise_alpha
+            out.append(Check("diagram_signal_to_noise_test", nan, nan, p,
+                             f"Fisher p < {alpha:g}", "PASS" if p < alpha else "FAIL",
+                             pvalue=p, details={
+                                 "ordered_converged": float(ordered.mean()),
+                                 "high_temperature_converged": float(hot.mean()),
+                                 "models": [int(ordered.size), int(hot.size)]}))
     return out

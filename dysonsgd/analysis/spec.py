@@ -185,4 +185,5 @@ class DiagramSpec:
     jamming_region: Box | None = None
     feature_correlation_min: float | None = None
     signal_to_noise_level: float | None = None
+    signal_to_noise_alpha: float | None = None
     separation_min: float = 1.0

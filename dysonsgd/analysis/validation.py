@@ -454,7 +454,7 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
         fraction = np.where(run.coeffs.diverged.all(axis=-1), np.nan, run.fraction_415)
         checks += diagram_checks(diagram, result.temperature, 1.0 / result.sigma_w, run.labels,
                                  run.summary["test_loss"], run.summary["feature_correlation"],
-                                 fraction)
+                                 fraction, run.converged_415)
     return Outcome(tuple(checks), tuple(controls), power, tuple(infos), traces, options, tol,
                    spec.findings)
 

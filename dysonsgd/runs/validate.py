@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dysonsgd._checks import InputError
+from dysonsgd.analysis.theories import Theory
 from dysonsgd.analysis.validation import Outcome, evaluate
 from dysonsgd.runs.config import DEFAULT_VALIDATION, find_config
 from dysonsgd.runs.files import load_result
@@ -41,7 +42,7 @@ class Validation:
 
 
 def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=None,
-             progress: Callable[[str], None] | None = None,
+             theory: Theory | None = None, progress: Callable[[str], None] | None = None,
              progress_bar: bool = False) -> Validation:
     """Compare the SDE predictions with training for a validation config.
 
@@ -53,6 +54,9 @@ def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=
     run : EnsembleResult, str or path, optional
         A trained run (or a run file or sweep store) of exactly this config's grid, model,
         epochs and snapshots, instead of training.
+    theory : Theory, optional
+        The theory to test (default: the config's ``variant``); a deliberately wrong one
+        (:class:`~dysonsgd.analysis.theories.Theory`) must FAIL.
     progress : callable, optional
         Called with a short message before each stage.
     progress_bar : bool
@@ -84,5 +88,5 @@ def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=
             f"{sweep.seeds} seeds x {sweep.epochs} epochs)")
         result = train_grid(sweep, progress=progress_bar)
     outcome = evaluate(result, parsed.expected_phases, parsed.spec, diagram=parsed.diagram,
-                       progress=say)
+                       theory=theory, progress=say)
     return Validation(parsed, source, result, outcome)

@@ -304,7 +304,8 @@ def parse_expect_phases(expect: Mapping[str, Any] | None, temperature, sigma_w, 
 
 
 DIAGRAM_KEYS = ("ordered_corner", "loss_ratio_min", "transition", "jamming_region",
-                "feature_correlation_min", "signal_to_noise_level", "separation_min")
+                "feature_correlation_min", "signal_to_noise_level", "separation_min",
+                "signal_to_noise_alpha")
 _BOX_KEYS = ("temperature_min", "temperature_max", "inv_sigma_w_min", "inv_sigma_w_max")
 
 
@@ -339,7 +340,13 @@ def parse_diagram_table(table: Mapping[str, Any], *,
                                                       "[T_lo, T_hi]} with T_lo < T_hi")
         transition = Transition(float(tr["inv_sigma_w"]), (float(between[0]), float(between[1])))
     levels = {}
+    if "signal_to_noise_alpha" in table:
+        value = table["signal_to_noise_alpha"]
+        if not _is_number(value) or not 0 < value < 0.5:
+            raise err("expect.diagram", "signal_to_noise_alpha", f"must lie in (0, 0.5), got "
+                                                                 f"{value!r}")
     for key in ("loss_ratio_min", "feature_correlation_min", "signal_to_noise_level",
+                "signal_to_noise_alpha",
                 "separation_min"):
         if key in table:
             if not _is_number(table[key]) or table[key] <= 0:
