@@ -1,6 +1,7 @@
 """``dysonsgd validate``: does the stochastic theory predict what training does?
 
-    dysonsgd validate [CONFIG] [--run RUN] [--out DIR] [--save-run FILE] [--json] [--quiet]
+    dysonsgd validate [CONFIG] [--run RUN] [--seed N] [--out DIR] [--save-run FILE]
+                      [--json] [--quiet]
 
 CONFIG is a validation config (a TOML file, or the name of a bundled one: ``quick``,
 ``paper-small``, ``paper``; default ``quick``), read with
@@ -41,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="directory for report.md and figures (validate-report)")
     p.add_argument("--save-run", type=Path,
                    help="also write the trained run (.nc) for later --run")
+    p.add_argument("--seed", type=int, help="train with this base seed instead of the "
+                                            "config's (independent models: are the verdicts "
+                                            "stable?)")
     p.add_argument("--json", action="store_true", help="every metric and verdict as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(handler=_run)
@@ -59,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     say = (lambda msg: None) if quiet else (
         lambda msg: print(f"dysonsgd validate: {msg}", file=sys.stderr, flush=True))
-    done = validate(args.config, run=args.run, progress=say, progress_bar=not quiet)
+    done = validate(args.config, run=args.run, seed=args.seed, progress=say,
+                    progress_bar=not quiet)
     if args.run is None and args.save_run is not None:
         save_result(done.result, args.save_run)
     outcome = done.outcome

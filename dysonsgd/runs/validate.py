@@ -9,11 +9,11 @@ checks of :func:`dysonsgd.analysis.validation.evaluate`. Writing the report is l
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dysonsgd._checks import InputError
+from dysonsgd._checks import InputError, check_int
 from dysonsgd.analysis.theories import Theory
 from dysonsgd.analysis.validation import Outcome, evaluate
 from dysonsgd.runs.config import DEFAULT_VALIDATION, find_config
@@ -42,7 +42,8 @@ class Validation:
 
 
 def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=None,
-             theory: Theory | None = None, progress: Callable[[str], None] | None = None,
+             seed: int | None = None, theory: Theory | None = None,
+             progress: Callable[[str], None] | None = None,
              progress_bar: bool = False) -> Validation:
     """Compare the SDE predictions with training for a validation config.
 
@@ -54,6 +55,9 @@ def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=
     run : EnsembleResult, str or path, optional
         A trained run (or a run file or sweep store) of exactly this config's grid, model,
         epochs and snapshots, instead of training.
+    seed : int, optional
+        Train (or expect a run made) with this base seed instead of the config's ``[training]
+        seed``: the same validation on independent models, to see which verdicts are stable.
     theory : Theory, optional
         The theory to test (default: the config's ``variant``); a deliberately wrong one
         (:class:`~dysonsgd.analysis.theories.Theory`) must FAIL.
@@ -73,6 +77,9 @@ def validate(config: str | Path | ValidationConfig = DEFAULT_VALIDATION, *, run=
     else:
         path = find_config(config)
         parsed, source = load_validation_config(path), str(path)
+    if seed is not None:
+        check_int("seed", seed, minimum=0)
+        parsed = replace(parsed, sweep=replace(parsed.sweep, seed=int(seed)))
     sweep = parsed.sweep
     if run is not None:
         if isinstance(run, str | Path):
