@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from dysonsgd._checks import InputError
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.runs import files, store
+from dysonsgd.runs import files, integrity, store
 from dysonsgd.train import train_ensemble
 
 CFG = TeacherStudentConfig(n_data=40, batch_size=4, activation="relu")
@@ -110,7 +112,7 @@ def test_data_without_marker_is_not_complete(tmp_path, grid_result, monkeypatch)
     monkeypatch.setattr(store.CellWriter, "_sync", dies_before_marker)
     with pytest.raises(KeyboardInterrupt):
         _write(path, grid_result, 0, 1)
-    assert synced == [(*store.CELL_ARRAYS, *store.CELL_META)]
+    assert synced == [(*store.CHECKED, integrity.CHECKSUM)]  # data and their record
     ds = store.open_sweep(path)
     np.testing.assert_array_equal(ds["w2"].values[0, 1], grid_result.w2[0, 1])  # data there
     assert not store.completed_cells(path).any()  # but not taken as done
@@ -156,3 +158,117 @@ def test_existing_path_refused_and_partial_files_removed(tmp_path, grid_result):
     stray.write_bytes(b"half")
     assert store.remove_partial_files(path) == 1 and not stray.exists()
     assert not list(tmp_path.glob(".s.zarr.init-*"))  # the build directory was renamed
+
+
+# ------------------------------------------------------------------------------------------------
+# integrity records (issue 13, class 3)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory, grid_result):
+    """A store with every cell written (once per module; tests damage copies)."""
+    path = _new_store(tmp_path_factory.mktemp("complete") / "s.zarr", grid_result)
+    store.CellWriter(path, durable=False).write(
+        [(i, j, {n: getattr(grid_result, n)[i, j] for n in store.CELL_ARRAYS},
+          {"cell_wall_time_s": 1.0, "cell_finished_at": 0.0, "cell_session": 0})
+         for i in range(3) for j in range(2)])
+    return path
+
+
+def _complete_store(path, complete):
+    import shutil
+
+    return Path(shutil.copytree(complete, path))
+
+
+def test_each_cell_records_the_crc32_of_what_was_written(tmp_path, grid_result, complete):
+    """The record is zlib.crc32 of each array's bytes as handed to the writer (an oracle
+    independent of the store: the input arrays, not what the store reads back)."""
+    import zlib
+
+    import zarr
+
+    path = _complete_store(tmp_path / "s.zarr", complete)
+    record = zarr.open_group(str(path), mode="r")[integrity.CHECKSUM][...]
+    assert record.shape == (3, 2, len(store.CHECKED)) and record.dtype == np.uint32
+    for i, j in [(0, 0), (2, 1)]:
+        for k, name in enumerate(store.CELL_ARRAYS):
+            value = np.ascontiguousarray(getattr(grid_result, name)[i, j])
+            assert int(record[i, j, k]) == zlib.crc32(value.tobytes()), name
+        wall = np.float64(1.0).tobytes()  # cell_wall_time_s as _write gives it
+        assert int(record[i, j, len(store.CELL_ARRAYS)]) == zlib.crc32(wall)
+    assert store.verify_sweep(path)["damaged"] == []
+
+
+def test_a_chunk_zarr_never_stored_is_not_damage(tmp_path, grid_result, complete):
+    """An all-false ``diverged`` equals the fill value, so zarr stores no chunk for it: its
+    record matches the fill value read back, and the cell is intact."""
+    path = _complete_store(tmp_path / "s.zarr", complete)
+    i, j = next((i, j) for i in range(3) for j in range(2)
+                if not grid_result.diverged[i, j].any())
+    assert not (path / "diverged" / "c" / str(i) / str(j) / "0").exists()
+    report = store.verify_sweep(path)
+    assert report["cells_complete"] == 6 and report["damaged"] == []
+    np.testing.assert_array_equal(files.load_result(path).diverged, grid_result.diverged)
+
+
+def _flip(f):
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+
+
+#: damage to one chunk: name -> (array, cell, damage(file), words of the reason)
+DAMAGE = {
+    "removed": ("w2", (1, 0), lambda f: f.unlink(), "chunk file missing"),
+    "flipped byte": ("grad", (2, 1), _flip, "does not match its checksum"),
+    "truncated": ("loss", (0, 1), lambda f: f.write_bytes(f.read_bytes()[:10]), "unreadable"),
+    "emptied": ("group", (0, 0), lambda f: f.write_bytes(b""), "unreadable"),
+    "record removed": (integrity.CHECKSUM, (2, 0), lambda f: f.unlink(), "chunk file missing"),
+    "bookkeeping changed": ("cell_wall_time_s", (1, 1), _flip, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_a_damaged_chunk_is_reported_with_its_cell(tmp_path, grid_result, complete, case):
+    import zarr
+
+    array, (i, j), damage, words = DAMAGE[case]
+    path = _complete_store(tmp_path / "s.zarr", complete)
+    arr = zarr.open_group(str(path), mode="r")[array]
+    damage(path / array / arr.metadata.encode_chunk_key((i, j) + (0,) * (arr.ndim - 2)))
+    report = store.verify_sweep(path)
+    assert report["cells_damaged"] == 1
+    assert [(d["cell"], d["array"]) for d in report["damaged"]] == [([i, j], array)]
+    assert words in report["damaged"][0]["reason"]
+    cell = f"cell (T = {TEMPS[i]:g}, sigma_W = {SIGMAS[j]:g})"
+    with pytest.raises(InputError) as info:
+        files.load_result(path)
+    message = str(info.value)
+    assert cell in message and array in message and "recomputed" in message
+    assert "\n" not in message and message == report["message"]
+
+
+def test_a_damaged_creation_array_says_to_start_again(tmp_path, grid_result, complete):
+    path = _complete_store(tmp_path / "s.zarr", complete)
+    _flip(path / "teacher_w1" / "c" / "0" / "0" / "0")
+    with pytest.raises(InputError, match=r"teacher_w1 (does not match|unreadable).*rm -r"):
+        files.load_result(path)
+    assert store.verify_sweep(path)["damaged"][0]["cell"] is None
+
+
+def test_a_store_without_records_reads_unchecked(tmp_path, grid_result, complete):
+    """Stores written before the records existed: read as before, and --verify says that
+    nothing could be checked."""
+    import shutil
+
+    import zarr
+
+    path = _complete_store(tmp_path / "s.zarr", complete)
+    shutil.rmtree(path / integrity.CHECKSUM)
+    group = zarr.open_group(str(path), mode="r+")
+    del group.attrs[integrity.STATIC_ATTR]
+    np.testing.assert_array_equal(files.load_result(path).w2, grid_result.w2)
+    report = store.verify_sweep(path)
+    assert not report["integrity_records"] and "nothing could be checked" in report["message"]

@@ -16,10 +16,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dysonsgd._checks import InputError
 from dysonsgd.cli import main
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.runs import files, store
 from dysonsgd.runs.config import load_config, parse_config
+from dysonsgd.runs.integrity import CHECKSUM
 from dysonsgd.runs.sweep import (
     cells_per_pack,
     model_memory_bytes,
@@ -55,7 +57,8 @@ start_snapshot = 1
 """
 #: store variables that legitimately differ between two runs of one config
 TIMING = ("cell_wall_time_s", "cell_finished_at", "cell_session")
-TIMING_ATTRS = ("sessions", "created_at", "wall_time_s")
+#: (git_commit: the checkout moves if a commit lands while the tests run)
+TIMING_ATTRS = ("sessions", "created_at", "wall_time_s", "git_commit")
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,8 @@ def tiny(tmp_path_factory):
 def _content(path: Path) -> tuple[dict, dict]:
     ds = store.open_sweep(path)
     arrays = {k: v.values for k, v in ds.variables.items() if k not in TIMING}
+    # the integrity record covers the timing too: its entries for the training arrays must agree
+    arrays[CHECKSUM] = arrays[CHECKSUM][..., :len(store.CELL_ARRAYS)]
     attrs = {k: v for k, v in ds.attrs.items() if k not in TIMING_ATTRS}
     return arrays, attrs
 
@@ -84,6 +89,8 @@ def _assert_same_store(path: Path, reference: Path) -> None:
         assert arrays[name].dtype == ref.dtype, name
         np.testing.assert_array_equal(arrays[name], ref, err_msg=name)
     assert store.completed_cells(path).all()
+    report = store.verify_sweep(path)
+    assert report["integrity_records"] and report["damaged"] == [], report["message"]
 
 
 def _finished_at(path: Path) -> dict[tuple[int, int], float]:
@@ -293,8 +300,9 @@ def test_local_cluster_with_two_workers_gives_identical_arrays(tiny, tmp_path, c
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with log.open("w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -482,7 +490,9 @@ def test_memory_per_model_at_the_papers_sizes():
     shuffled = TeacherStudentConfig(data_order="shuffled")
     assert model_memory_bytes(shuffled, "float32", 21, "cuda") == f32 + 4 * 4000 * 33
     host = model_memory_bytes(paper, "float32", 21, "cpu")
-    assert host == (2 * 21 + 3) * 512 * 4 + 21 * 8 + 4000 * 8 + 4000 * 33 * 4
+    # snapshots of W2 and its gradient, 3 more W2-sized, the losses; one model's wave scratch
+    # (features and targets 4000 x 33, snapshot buffers 2 x 21 x 512)
+    assert host == (2 * 21 + 3) * 512 * 4 + 21 * 8 + (4000 * 33 + 2 * 21 * 512) * 4
     assert pack_overhead_bytes(paper) == 64 * 4000 * 67 * 8 + 256 * 2**20
 
 
@@ -530,3 +540,194 @@ def test_cuda_sweep_matches_cpu_and_stays_within_the_memory_estimate(tiny, tmp_p
     np.testing.assert_array_equal(np.isfinite(gpu.loss), finite)
     np.testing.assert_allclose(gpu.w2[~cpu.diverged], cpu.w2[~cpu.diverged], rtol=0,
                                atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 13: locks for every spelling (class 4), damaged cells (class 3), Ctrl-C and full disks
+# (class 8)
+# ------------------------------------------------------------------------------------------------
+
+
+def _spellings(ref: Path, tmp: Path) -> dict[str, str]:
+    """Other paths to the store ``ref`` (relative ones are relative to ``ref.parent``)."""
+    (tmp / "link.zarr").symlink_to(ref)
+    (tmp / "parent").symlink_to(ref.parent)
+    (ref.parent / "sub").mkdir(exist_ok=True)
+    name = ref.name
+    return {
+        "absolute": str(ref), "relative": name, "./": f"./{name}", "trailing slash": f"{name}/",
+        "trailing /.": f"{name}/.", "double slash": f".//{name}//", "via ..": f"sub/../{name}",
+        "through the store": f"{name}/w2/..", "symlink to the store": str(tmp / "link.zarr"),
+        "symlinked parent": str(tmp / "parent" / name),
+    }
+
+
+@pytest.mark.parametrize("held", ["absolute", "symlink to the store", "trailing slash"])
+def test_the_lock_holds_for_every_spelling_of_the_path(tiny, tmp_path, monkeypatch, held):
+    from dysonsgd.runs.sweep import store_lock
+
+    path, ref, _ = tiny
+    monkeypatch.chdir(ref.parent)
+    spellings = _spellings(ref, tmp_path)
+    before = store.store_attrs(ref)["sessions"]
+    with store_lock(spellings[held]):
+        for label, spelled in spellings.items():
+            with pytest.raises(InputError, match="another sweep"):
+                run_sweep(load_config(path), spelled)
+            assert store.store_attrs(ref)["sessions"] == before, label  # nothing touched
+
+
+def test_a_path_the_name_lock_misses_meets_the_directory_lock(tiny):
+    """A spelling no path resolution unifies (a bind mount, another case on a case-insensitive
+    file system) still reaches the store's inode: its directory lock refuses the sweep."""
+    import fcntl
+
+    path, ref, _ = tiny
+    fd = os.open(ref, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process's sweep holds it
+        with pytest.raises(InputError, match="another sweep"):
+            run_sweep(load_config(path), ref)
+    finally:
+        os.close(fd)
+
+
+def _chunk(out: Path, name: str, i: int, j: int) -> Path:
+    import zarr
+
+    arr = zarr.open_group(str(out), mode="r")[name]
+    return out / name / arr.metadata.encode_chunk_key((i, j) + (0,) * (arr.ndim - 2))
+
+
+def test_damaged_cells_are_detected_and_recomputed_on_resume(tiny, tmp_path, capsys):
+    """The fault test of class 3: chunks of complete cells are removed, changed and truncated;
+    --verify and every reader name those cells, and the next sweep recomputes exactly them,
+    giving the uninterrupted store back bit for bit."""
+    import shutil
+
+    path, ref, _ = tiny
+    out = tmp_path / "damaged.zarr"
+    shutil.copytree(ref, out)
+    damaged = {(1, 0): "w2", (2, 1): "grad", (0, 2): "loss", (3, 1): CHECKSUM}
+    _chunk(out, "w2", 1, 0).unlink()
+    data = bytearray(_chunk(out, "grad", 2, 1).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    _chunk(out, "grad", 2, 1).write_bytes(bytes(data))
+    _chunk(out, "loss", 0, 2).write_bytes(b"\0" * 7)
+    _chunk(out, CHECKSUM, 3, 1).unlink()
+    before = _finished_at(out)
+    assert main(["sweep", "--verify", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert {tuple(d["cell"]): d["array"] for d in report["damaged"]} == damaged
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    assert main(["figures", str(out), "--out", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert "4 complete cells damaged" in err and "recomputed" in err and "Traceback" not in err
+    assert not (tmp_path / "f").exists()
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["cells_damaged"], summary["cells_computed"]) == (4, 4)
+    assert captured.err.count("recomputing it") == 4
+    after = _finished_at(out)
+    assert all(after[c] == t for c, t in before.items() if c not in damaged)
+    assert all(after[c] > before[c] for c in damaged)
+    _assert_same_store(out, ref)
+
+
+def _stop_sweep_after(monkeypatch, packs: int, error: BaseException) -> None:
+    """The sweep's training raises ``error`` once ``packs`` packs have been trained."""
+    from dysonsgd.runs import sweep
+
+    real, calls = sweep.train_pack, []
+
+    def train_pack(*args, **kwargs):
+        if len(calls) >= packs:
+            raise error
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "train_pack", train_pack)
+
+
+def _disk_full_after(monkeypatch, chunks: int) -> None:
+    """The file system fills up after ``chunks`` more chunk files of w2 (inside zarr's own
+    store, so the error travels the real path: zarr's event loop, the writer thread)."""
+    import errno
+
+    from zarr.storage import LocalStore
+
+    real, count = LocalStore.set, []
+
+    async def set_(self, key, value, *args, **kwargs):
+        if key.startswith("w2/c/"):
+            count.append(key)
+            if len(count) > chunks:
+                raise OSError(errno.ENOSPC, "No space left on device", key)
+        return await real(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", set_)
+
+
+#: a stopped sweep: name -> (stop(monkeypatch), exit status, words of the line)
+STOPS = {
+    "Ctrl-C while training": (lambda m: _stop_sweep_after(m, 2, KeyboardInterrupt()), 130,
+                              "interrupted"),
+    "disk full while writing": (lambda m: _disk_full_after(m, 5), 74, "no space left"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STOPS))
+def test_a_stopped_sweep_says_what_it_kept_in_one_line(tiny, tmp_path, capsys, monkeypatch,
+                                                       case):
+    stop, status, words = STOPS[case]
+    path, ref, _ = tiny
+    out = tmp_path / "stopped.zarr"
+    stop(monkeypatch)
+    assert main(["sweep", str(path), "--out", str(out), "--pack", "3", "--quiet"]) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    n = int(store.completed_cells(out).sum())
+    assert 0 < n < 12
+    assert words in err and f"{n} of 12 cells complete in {str(out)!r}, kept" in err
+    assert "rerun the same command to resume" in err
+    monkeypatch.undo()
+    assert run_sweep(load_config(path), out)["cells_computed"] == 12 - n
+    _assert_same_store(out, ref)
+
+
+def test_an_unexpected_error_in_a_sweep_keeps_its_traceback(tiny, tmp_path, monkeypatch):
+    import errno
+
+    path, _, _ = tiny
+    for error in (RuntimeError("internal bug"), OSError(errno.EIO, "I/O error")):
+        _stop_sweep_after(monkeypatch, 0, error)
+        with pytest.raises(type(error)):
+            main(["sweep", str(path), "--out", str(tmp_path / "s.zarr"), "--quiet"])
+        monkeypatch.undo()
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_real_sweep_is_one_line(tiny, tmp_path):
+    """SIGINT to a real ``dysonsgd sweep`` process once a cell is done: exit 130, one line on
+    stderr, no traceback; the store it kept verifies (slow: a process start; the default run
+    raises KeyboardInterrupt in-process, test_a_stopped_sweep_says_what_it_kept_in_one_line)."""
+    path, _, _ = tiny
+    out = tmp_path / "interrupted.zarr"
+    proc = _sweep_process(path, out, tmp_path / "sweep.log")
+    try:
+        deadline = time.monotonic() + 120
+        while _n_done(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "sweep.log").read_text()
+    assert proc.returncode in (130, 0), err
+    if proc.returncode == 130:  # (0: the sweep finished before the signal came)
+        assert "Traceback" not in err and err.count("\n") == 1, err
+        assert "interrupted" in err and "kept; rerun the same command to resume" in err
+    assert store.verify_sweep(out)["damaged"] == []

@@ -10,6 +10,10 @@ already complete in STORE (default ``NAME.zarr``) are skipped, so an interrupted
 resumed by running the same command again. A progress bar on stderr shows cells done,
 model-steps/s and the ETA; ``--quiet`` hides it, ``--json`` prints a machine-readable summary.
 Read the store with :func:`dysonsgd.runs.files.load_result` (any command's RUN argument).
+
+``--verify STORE`` checks every complete cell against its checksum (``runs.store.verify_sweep``):
+exit 0 if all match, else 1 naming the damaged cells. Ctrl-C or a full disk: one line saying
+which cells are kept (``args.kept``); rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sweep", help="train a TOML config's T x sigma_W grid into a resumable Zarr store"
     )
-    p.add_argument("config", type=Path,
+    p.add_argument("config", type=Path, nargs="?",
                    help="sweep or validation config: a TOML file or a bundled name (quick, ...)")
+    p.add_argument("--verify", type=Path, metavar="STORE",
+                   help="check every complete cell of STORE against its checksum, train nothing")
     p.add_argument("--out", type=Path, help="store directory (default NAME.zarr, NAME from "
                                             "the config)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k] (cpu)")
@@ -62,6 +68,10 @@ class _Progress:
     def start(self, info: dict[str, Any]) -> None:
         self.close()  # a batch-size axis sweeps one store per |B|, each starting anew
         self.done, self.total = info["cells_skipped"], info["cells_total"]
+        for d in info["damaged"]:
+            print(f"dysonsgd sweep: cell (T = {d['temperature']:g}, sigma_W = "
+                  f"{d['sigma_w']:g}): {d['array']} {d['reason']}: recomputing it",
+                  file=sys.stderr)
         if not self.enabled or not info["cells_pending"]:
             return
         from tqdm.auto import tqdm
@@ -84,14 +94,38 @@ class _Progress:
             self.bar = None
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from dysonsgd.runs.store import verify_sweep
+
+    if args.config is not None:
+        raise InputError("--verify STORE checks a store: give no CONFIG with it")
+    report = verify_sweep(args.verify)
+    if args.json:
+        emit_json(report)
+    else:
+        emit_table("dysonsgd sweep --verify", {k: v for k, v in report.items()
+                                               if k not in ("damaged", "message")})
+    if report["message"]:
+        print(f"dysonsgd sweep: {report['message']}", file=sys.stderr)
+    return 1 if report["message"] else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from dysonsgd.runs.cluster import dask_client
-    from dysonsgd.runs.config import find_config, load_config
+    from dysonsgd.runs.config import batch_size_path, find_config, load_config
     from dysonsgd.runs.paths import check_output_dir
+    from dysonsgd.runs.store import what_is_kept
     from dysonsgd.runs.sweep import run_sweep
 
+    if args.verify is not None:
+        return _verify(args)
+    if args.config is None:
+        raise InputError("config: give a CONFIG to sweep (or --verify STORE)")
     config = load_config(find_config(args.config))
     out = args.out if args.out is not None else Path(f"{config.name}.zarr")
+    stores = [batch_size_path(out, b) for b in config.batch_size] or [out]
+    args.kept = lambda: (f"{what_is_kept(stores)}; rerun the same command to resume "
+                         "(complete cells are skipped)")
     for name in ("pack", "threads", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:

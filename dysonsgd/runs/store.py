@@ -17,30 +17,45 @@ disk. Zarr writes each chunk to a temporary file renamed into
 place, so a process killed at any moment leaves every chunk either old or new: a cell whose
 marker is not set is simply recomputed by the next run, and a reader never takes a half-written
 cell as done.
+
+Each cell also carries its integrity record ``cell_checksum`` (:mod:`dysonsgd.runs.integrity`),
+written with its data, before the marker; the arrays written at creation have theirs in the
+attribute ``static_checksums``. :func:`load_sweep` checks every cell it returns and refuses a
+damaged one naming the cell and the remedy; :func:`verify_sweep` checks a whole store
+(``dysonsgd sweep --verify STORE``); a sweep resumed on the store recomputes the damaged cells.
+Stores written before the records existed are read as before (without the check).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from dysonsgd._checks import InputError, readable
+from dysonsgd.runs import integrity
 from dysonsgd.train.result import EnsembleResult
 
 __all__ = [
     "CellWriter",
     "completed_cells",
     "create_sweep_store",
+    "forget_cells",
     "is_sweep_store",
     "load_sweep",
     "open_sweep",
     "remove_partial_files",
     "store_attrs",
+    "store_lock",
     "update_store_attrs",
+    "verify_sweep",
+    "what_is_kept",
     "write_cell",
 ]
 
@@ -65,6 +80,8 @@ CELL_ARRAYS = {
 CELL_META = ("cell_wall_time_s", "cell_finished_at", "cell_session")
 #: the completion marker, written last
 MARKER = "cell_complete"
+#: what a cell's integrity record covers, in the order of its entries
+CHECKED = (*CELL_ARRAYS, *CELL_META)
 
 
 def is_sweep_store(path: str | Path) -> bool:
@@ -117,11 +134,13 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     kinds = {"w2": dtype, "grad": dtype, "loss": "float64", "diverged": "bool",
              "diverged_epoch": "int64", "diverged_step": "int64", "group": "int64",
              "cell_wall_time_s": "float64", "cell_finished_at": "float64",
-             "cell_session": "int32", MARKER: "int8"}
+             "cell_session": "int32", MARKER: "int8", integrity.CHECKSUM: "uint32"}
     data = {}
     encoding = {}
+    sizes[integrity.CHECKSUM_DIM] = len(CHECKED)
     for name, kind in kinds.items():
-        tail = CELL_ARRAYS.get(name, ())
+        tail = CELL_ARRAYS.get(name, (integrity.CHECKSUM_DIM,) if name == integrity.CHECKSUM
+                               else ())
         shape = (n_t, n_s, *(sizes[d] for d in tail))
         chunks = (1, 1, *(sizes[d] for d in tail))
         data[name] = ((*GRID_DIMS, *tail), da.zeros(shape, chunks=chunks, dtype=kind))
@@ -144,9 +163,11 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     ds[MARKER].attrs["long_name"] = "1 once every array of the cell is on disk"
     ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
     ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
+    ds[integrity.CHECKSUM].attrs.update(algorithm=integrity.ALGORITHM, arrays=list(CHECKED))
     _remove_stale_builds(path)
     tmp = path.with_name(f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     ds.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
+    _record_static(tmp)
     _fsync_tree(tmp)
     try:
         os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
@@ -158,6 +179,16 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
             raise
     _fsync_dir(path.parent)
     return path
+
+
+def _record_static(path: Path) -> None:
+    """Write the checksums of the arrays written at creation (read back from the built store)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    per_cell = {*CHECKED, MARKER, integrity.CHECKSUM}
+    names = sorted(n for n in group.array_keys() if n not in per_cell)
+    group.attrs[integrity.STATIC_ATTR] = json.dumps(integrity.static_record(group, names))
 
 
 class CellWriter:
@@ -174,31 +205,37 @@ class CellWriter:
         self.path = Path(path)
         self.durable = durable
         group = zarr.open_group(str(self.path), mode="r+")
-        self.arrays = {name: group[name] for name in (*CELL_ARRAYS, *CELL_META, MARKER)}
+        self.arrays = {name: group[name] for name in (*CHECKED, MARKER)}
+        #: the integrity record (absent in stores written before it existed)
+        self.record = group[integrity.CHECKSUM] if integrity.CHECKSUM in group else None
 
     def write(self, cells) -> None:
         """Write ``cells``, an iterable of ``(i_t, i_s, arrays, meta)``.
 
         ``arrays`` maps every name of :data:`CELL_ARRAYS` to the cell's values (seed first);
-        ``meta`` every name of :data:`CELL_META` to a scalar. Every cell's data are written and
-        fsync'ed before any of their markers.
+        ``meta`` every name of :data:`CELL_META` to a scalar. Every cell's data and integrity
+        record are written and fsync'ed before any of their markers.
         """
         cells = list(cells)
         for i_t, i_s, arrays, meta in cells:
             missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
             if missing:
                 raise InputError(f"write_cell: missing {sorted(missing)}")
-            for name in CELL_ARRAYS:
+            values = {}
+            for name in CHECKED:
                 target = self.arrays[name]
-                value = np.asarray(arrays[name])
+                value = np.asarray(arrays[name] if name in CELL_ARRAYS else meta[name])
                 if value.shape != tuple(target.shape[2:]):
                     raise InputError(f"write_cell: {name} must have shape "
                                      f"{tuple(target.shape[2:])}, got {value.shape}")
-                target[i_t, i_s] = value.astype(target.dtype, copy=False)
-            for name in CELL_META:
-                self.arrays[name][i_t, i_s] = meta[name]
+                values[name] = value.astype(target.dtype, copy=False)
+            for name, value in values.items():
+                self.arrays[name][i_t, i_s] = value
+            if self.record is not None:
+                self.record[i_t, i_s] = integrity.cell_record(values, CHECKED)
         where = [(i_t, i_s) for i_t, i_s, _, _ in cells]
-        self._sync(where, (*CELL_ARRAYS, *CELL_META))
+        self._sync(where, (*CHECKED, integrity.CHECKSUM) if self.record is not None
+                   else CHECKED)
         for i_t, i_s in where:
             self.arrays[MARKER][i_t, i_s] = 1
         self._sync(where, (MARKER,))
@@ -210,7 +247,7 @@ class CellWriter:
             return
         files, dirs = set(), set()
         for name in names:
-            arr = self.arrays[name]
+            arr = self.arrays[name] if name in self.arrays else self.record
             root = self.path / name
             zeros = (0,) * (len(arr.shape) - 2)
             for i_t, i_s in where:
@@ -243,12 +280,22 @@ def write_cell(path: str | Path, i_t: int, i_s: int, arrays: Mapping[str, np.nda
 
 
 def completed_cells(path: str | Path) -> np.ndarray:
-    """``(nT, nS)`` bool: which cells of the store are complete."""
+    """``(nT, nS)`` bool: which cells of the store are marked complete (their data are checked
+    by :func:`load_sweep` and :func:`verify_sweep`). A marker chunk that does not decode counts
+    as not complete (the next sweep recomputes the cell and writes it again)."""
     import zarr
 
     with readable(path, "sweep store"):
         group = zarr.open_group(str(path), mode="r")
-        return np.asarray(group[MARKER][...]).astype(bool)
+        marker = group[MARKER]
+    try:
+        return np.asarray(marker[...]).astype(bool)
+    except integrity.CHUNK_ERRORS:
+        done = np.zeros(marker.shape, dtype=bool)
+        for i, j in np.ndindex(*marker.shape):
+            with contextlib.suppress(*integrity.CHUNK_ERRORS):
+                done[i, j] = bool(marker[i, j])
+        return done
 
 
 def store_attrs(path: str | Path) -> dict:
@@ -302,8 +349,7 @@ def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
     """
     path = Path(path)
     ds = open_sweep(path)
-    with readable(path, "sweep store"):
-        done = ds[MARKER].values.astype(bool)
+    done = completed_cells(path)
     n_done, n_all = int(done.sum()), done.size
     hint = (f"finish it with `dysonsgd sweep CONFIG --out {path}` (completed cells are "
             "skipped)")
@@ -320,12 +366,110 @@ def load_sweep(path: str | Path, *, partial: bool = True) -> EnsembleResult:
         if rows.size == 0 or cols.size == 0:
             raise InputError(f"store: {str(path)!r} has {n_done} of {n_all} cells complete "
                              f"but no complete row or column; {hint}")
-    ds = ds.isel(temperature=rows, sigma_w=cols)
+    ds = _checked(path, ds.isel(temperature=rows, sigma_w=cols), rows, cols, done)
     ds.attrs["wall_time_s"] = float(ds["cell_wall_time_s"].values.sum())
     try:
         return EnsembleResult.from_xarray(ds)
     except KeyError as exc:
         raise InputError(f"store: {str(path)!r} lacks {exc} (not a dysonsgd sweep?)") from exc
+
+
+def _checked(path: Path, block, rows: np.ndarray, cols: np.ndarray, done: np.ndarray):
+    """``block`` (cells ``rows x cols``) loaded and checked against its integrity records."""
+    import zarr
+
+    with readable(path, "sweep store"):
+        group = zarr.open_group(str(path), mode="r")
+    return integrity.check_block(path, group, block, rows, cols, done, CHECKED)
+
+
+def verify_sweep(path: str | Path) -> dict:
+    """Check every complete cell of a sweep store against its integrity record (what
+    ``dysonsgd sweep --verify STORE`` prints): see :func:`dysonsgd.runs.integrity.report`."""
+    import zarr
+
+    path = Path(path)
+    store_attrs(path)
+    with readable(path, "sweep store"):
+        group = zarr.open_group(str(path), mode="r")
+    return integrity.report(path, group, completed_cells(path), CHECKED)
+
+
+def what_is_kept(paths: Sequence[str | Path]) -> str:
+    """What the sweep stores at ``paths`` hold now, for the line of a stopped sweep: "7 of 12
+    cells complete in 'x.zarr', kept" per store (the markers; a store not made yet says so)."""
+    parts = []
+    for path in paths:
+        if not is_sweep_store(path):
+            parts.append(f"no store at {str(path)!r} yet")
+            continue
+        try:
+            done = completed_cells(path)
+            parts.append(f"{int(done.sum())} of {done.size} cells complete in {str(path)!r}, "
+                         "kept")
+        except InputError:
+            parts.append(f"the store {str(path)!r} is not readable")
+    return "; ".join(parts)
+
+
+def forget_cells(path: str | Path, cells: Sequence[tuple[int, int]]) -> None:
+    """Clear the completion markers of ``cells`` (fsync'ed): the next sweep recomputes them."""
+    import zarr
+
+    marker = zarr.open_group(str(path), mode="r+")[MARKER]
+    for i, j in cells:
+        marker[i, j] = 0
+    CellWriter(path)._sync(list(cells), (MARKER,))
+
+
+@contextlib.contextmanager
+def store_lock(store: str | Path, *,
+               create: Callable[[Path], object] | None = None) -> Iterator[Path]:
+    """Hold the exclusive lock of the sweep store at ``store``; yields its canonical path.
+
+    Two ``flock`` locks, released by the kernel when their holder dies (a killed sweep never
+    blocks the next one):
+
+    1. on ``.NAME.lock`` beside the store's canonical path (``os.path.realpath``: symlinks,
+       relative paths, ``.``, ``..`` and trailing slashes resolved), which serialises the
+       creation of a new store; ``create(canonical)`` is called under it when the store does not
+       exist yet;
+    2. on the store directory itself, once it exists: a lock on its inode, which every path that
+       reaches the directory reaches (a bind mount, another letter case on a case-insensitive
+       file system). Where the file system refuses directory locks, lock 1 alone holds.
+
+    Raises
+    ------
+    InputError
+        If another process holds either lock.
+    """
+    import fcntl
+
+    canonical = Path(os.path.realpath(store))
+    lock = canonical.parent / f".{canonical.name}.lock"
+    busy = (f"store: {str(store)!r} (the store at {str(canonical)!r}) is being written by "
+            "another sweep; wait for it or use another --out")
+    fds = [os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)]
+    try:
+        try:
+            fcntl.flock(fds[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(busy) from None
+        if create is not None and not canonical.exists():
+            create(canonical)
+        if canonical.is_dir():
+            fds.append(os.open(canonical, os.O_RDONLY))
+            try:
+                fcntl.flock(fds[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InputError(busy) from None
+            except OSError as exc:  # pragma: no cover - e.g. NFS: no flock on directories
+                if exc.errno not in (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+        yield canonical
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def remove_partial_files(path: str | Path) -> int:

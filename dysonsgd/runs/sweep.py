@@ -28,13 +28,12 @@ A batch-size axis (``[grid] batch_size = [1, 4, 16]``) is swept as one ordinary 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +47,10 @@ from dysonsgd.runs import cluster
 from dysonsgd.runs import store as _store
 from dysonsgd.runs.config import SweepConfig, batch_size_path
 from dysonsgd.runs.provenance import git_commit, package_versions, provenance
+from dysonsgd.runs.store import store_lock
 from dysonsgd.train import snapshot_epochs
-from dysonsgd.train.plan import EVAL_ROWS, FEATURE_SLICE, TORCH_CHUNK_BUDGET
+from dysonsgd.train.ensemble import available_memory_bytes, host_memory_bytes, torch_model_bytes
+from dysonsgd.train.plan import FEATURE_SLICE, TORCH_CHUNK_BUDGET
 
 __all__ = [
     "Pack",
@@ -60,6 +61,8 @@ __all__ = [
     "prepare_store",
     "run_pack",
     "run_sweep",
+    "store_lock",
+    "sweep_memory_bytes",
     "train_grid",
     "train_pack",
 ]
@@ -126,28 +129,29 @@ def plan_packs(pending: Sequence[tuple[int, int]], cells_per_pack: int) -> list[
 
 def model_memory_bytes(model: TeacherStudentConfig, dtype: str = "float32",
                        snapshots: int = 21, device: str = "cuda") -> int:
-    """Bytes one model occupies while :func:`train_ensemble` trains it on ``device``.
-
-    CUDA (the torch backend): the layer-1 features and targets of its data, ``n_data (n1 +
-    n3)`` values (twice with ``data_order='shuffled'``, which gathers a permuted copy); the
-    activations of the initial full-data evaluation, done 4096 rows at a time, ``min(n_data,
-    4096) (3 n2 + 2 n3)`` values; about ten ``n2 x n1`` matrices (W2, its gradient and their
-    accumulators and temporaries). CPU (host memory of either backend): the recorded
-    snapshots, ``2 n_snap n2 n1`` values, plus the float64 targets ``n_data n3`` and
-    the features ``n_data (n1 + n3)`` streamed by its block.
-
-    ``snapshots``: snapshots recorded (21); ``device``: ``'cpu'`` or ``'cuda[:k]'``.
-    """
-    item = _itemsize(dtype)
-    _, n1, n2, n3 = model.widths
-    nd = model.n_data
+    """Bytes one model occupies while :func:`train_ensemble` trains it on ``device``
+    (``'cpu'`` or ``'cuda[:k]'``), recording ``snapshots``: on CUDA the torch backend's
+    :func:`~dysonsgd.train.ensemble.torch_model_bytes`, on CPU the host memory of one model
+    alone, :func:`~dysonsgd.train.ensemble.host_memory_bytes`."""
     if str(device).startswith("cuda"):
-        features = nd * (n1 + n3) * (2 if model.data_order == "shuffled" else 1)
-        evaluation = min(nd, EVAL_ROWS) * (3 * n2 + 2 * n3)
-        state = 10 * n2 * n1
-        return int(item * (features + evaluation + state))
-    outputs = (2 * snapshots + 3) * n2 * n1 * item + snapshots * 8
-    return int(outputs + nd * n3 * 8 + nd * (n1 + n3) * item)
+        return torch_model_bytes(model, dtype)
+    return host_memory_bytes(model, 1, 0, snapshots, dtype)
+
+
+def sweep_memory_bytes(config: SweepConfig, pack_cells: int, device: str = "cpu", *,
+                       in_process: bool = True) -> int:
+    """Host bytes a sweep of ``config`` holds: the teacher draws of every seed (and their copy)
+    while it creates the store; in-process, two packs of ``pack_cells`` cells (one training,
+    the one before it being written) by :func:`~dysonsgd.train.ensemble.host_memory_bytes` (on
+    dask the workers hold the packs, and each checks its own)."""
+    n0, n1, n2, n3 = config.model.widths
+    draws = 2 * config.seeds * 8 * (n1 * n0 + n2 * n1 + n3 * n2)
+    if not in_process:
+        return int(draws)
+    pack = host_memory_bytes(config.model, pack_cells * config.seeds, config.seeds,
+                             len(snapshot_epochs(config.epochs, config.snapshots)), config.dtype,
+                             backend="numba" if device == "cpu" else "torch", device=device)
+    return int(max(draws, 2 * pack))
 
 
 def pack_overhead_bytes(model: TeacherStudentConfig, device: str = "cuda") -> int:
@@ -177,15 +181,12 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
     seeds = config.seeds
     n_pending = len(config.cells()) if n_pending is None else max(1, n_pending)
     if str(device).startswith("cuda"):
-        if free_bytes is None:
-            import torch
-
-            free_bytes, _ = torch.cuda.mem_get_info(torch.device(device))
+        free_bytes = _cuda_free_bytes(device) if free_bytes is None else free_bytes
         per_model = model_memory_bytes(config.model, config.dtype, config.snapshots, device)
         room = CUDA_MEMORY_FRACTION * free_bytes - pack_overhead_bytes(config.model, device)
         models = int(room // per_model)
         nd, (_, n1, _, n3) = config.model.n_data, config.model.widths
-        chunk = int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * _itemsize(config.dtype)))
+        chunk = int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * np.dtype(config.dtype).itemsize))
         models = min(models, chunk)
         if models < seeds:
             raise InputError(
@@ -206,12 +207,6 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
     return int(min(cells, n_pending))
 
 
-def _itemsize(dtype: str) -> int:
-    if dtype not in ("float32", "float64"):
-        raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return 4 if dtype == "float32" else 8
-
-
 # ------------------------------------------------------------------------------------------------
 # the store
 # ------------------------------------------------------------------------------------------------
@@ -226,24 +221,8 @@ def _mismatch(store: Path, attrs: dict, config: SweepConfig) -> InputError:
         f"(rm -r {store}) to recompute it")
 
 
-def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
-                  scheduler: str = "in-process") -> tuple[int, np.ndarray]:
-    """Create the store (or check an existing one) and register this session.
-
-    Returns
-    -------
-    session : int
-        Index of this run in the store's ``sessions`` attribute.
-    done : (nT, nS) bool
-        Cells already complete.
-
-    Raises
-    ------
-    ValueError
-        If ``store`` exists but is not a sweep store, or was written by a config with another
-        fingerprint.
-    """
-    store = Path(store)
+def _open_or_create(config: SweepConfig, store: Path, device: str = "cpu") -> dict:
+    """The attributes of the store of ``config`` at ``store``, created if missing."""
     if store.exists():
         if not _store.is_sweep_store(store):
             raise InputError(f"store: {str(store)!r} exists and is not a sweep store; give "
@@ -251,54 +230,65 @@ def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
         attrs = _store.store_attrs(store)
         if attrs.get("fingerprint") != config.fingerprint():
             raise _mismatch(store, attrs, config)
-        _store.remove_partial_files(store)
-    else:
-        if not store.parent.is_dir():
-            raise InputError(f"store: directory {str(store.parent)!r} does not exist")
-        n0, n1, n2, n3 = config.model.widths
-        w1 = np.empty((config.seeds, n1, n0))
-        w2t = np.empty((config.seeds, n2, n1))
-        w3 = np.empty((config.seeds, n3, n2))
-        for r in range(config.seeds):
-            d = replica_draws(config.model, config.seed, r)
-            w1[r], w2t[r], w3[r] = d["w1"], d["w2_teacher"], d["w3"]
-        _store.create_sweep_store(
-            store, temperature=config.temperature, sigma_w=config.sigma_w,
-            n_seeds=config.seeds, snapshot_epochs=snapshot_epochs(config.epochs,
-                                                                  config.snapshots),
-            widths=config.model.widths, dtype=config.dtype, batch_size=config.model.batch_size,
-            teacher=(w1, w2t, w3), attrs=provenance(config, device))
-        attrs = _store.store_attrs(store)
-        if attrs.get("fingerprint") != config.fingerprint():  # created by a concurrent run
-            raise _mismatch(store, attrs, config)
+        return attrs
+    if not store.parent.is_dir():
+        raise InputError(f"store: directory {str(store.parent)!r} does not exist")
+    n0, n1, n2, n3 = config.model.widths
+    w1 = np.empty((config.seeds, n1, n0))
+    w2t = np.empty((config.seeds, n2, n1))
+    w3 = np.empty((config.seeds, n3, n2))
+    for r in range(config.seeds):
+        d = replica_draws(config.model, config.seed, r)
+        w1[r], w2t[r], w3[r] = d["w1"], d["w2_teacher"], d["w3"]
+    _store.create_sweep_store(
+        store, temperature=config.temperature, sigma_w=config.sigma_w,
+        n_seeds=config.seeds, snapshot_epochs=snapshot_epochs(config.epochs, config.snapshots),
+        widths=config.model.widths, dtype=config.dtype, batch_size=config.model.batch_size,
+        teacher=(w1, w2t, w3), attrs=provenance(config, device))
+    attrs = _store.store_attrs(store)
+    if attrs.get("fingerprint") != config.fingerprint():  # created by a concurrent run
+        raise _mismatch(store, attrs, config)
+    return attrs
+
+
+def prepare_store(config: SweepConfig, store: str | Path, device: str = "cpu",
+                  scheduler: str = "in-process") -> tuple[int, np.ndarray, list[dict]]:
+    """Create the store (or check an existing one), drop its damaged cells and register this
+    session. Call it holding :func:`store_lock`.
+
+    Every complete cell is checked against its integrity record
+    (:func:`dysonsgd.runs.store.verify_sweep`); a damaged one loses its marker, so that this
+    sweep recomputes it.
+
+    Returns
+    -------
+    session : int
+        Index of this run in the store's ``sessions`` attribute.
+    done : (nT, nS) bool
+        Cells already complete (and intact).
+    damaged : list of dict
+        The damaged arrays found (``cell``, ``temperature``, ``sigma_w``, ``array``,
+        ``reason``); their cells are now not done.
+
+    Raises
+    ------
+    InputError
+        If ``store`` exists but is not a sweep store, was written by a config with another
+        fingerprint, or an array written at its creation is damaged.
+    """
+    store = Path(store)
+    attrs = _open_or_create(config, store, device)
+    _store.remove_partial_files(store)
+    report = _store.verify_sweep(store)
+    if any(d["cell"] is None for d in report["damaged"]):
+        raise InputError(report["message"])
+    _store.forget_cells(store, sorted({tuple(d["cell"]) for d in report["damaged"]}))
     sessions = json.loads(attrs.get("sessions", "[]"))
     sessions.append({"started_at": time.time(), "device": str(device), "scheduler": scheduler,
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "git_commit": git_commit() or "", "versions": package_versions()})
     _store.update_store_attrs(store, sessions=json.dumps(sessions))
-    return len(sessions) - 1, _store.completed_cells(store)
-
-
-@contextlib.contextmanager
-def store_lock(store: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``store`` (a ``.NAME.lock`` file beside it) for one sweep.
-
-    The lock dies with its process (``flock``), so a killed sweep never blocks the next one.
-    """
-    import fcntl
-
-    store = Path(store)
-    lock = store.parent / f".{store.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"store: {str(store)!r} is being written by another sweep "
-                             f"(lock {lock}); wait for it or use another --out") from None
-        yield
-    finally:
-        os.close(fd)
+    return len(sessions) - 1, _store.completed_cells(store), report["damaged"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -464,8 +454,9 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
                           client=client, pack_cells=pack_cells, on_start=on_start,
                           on_cell=on_cell, threads=threads, durable=durable)
                 for b in config.batch_size]
-        out = {k: sum(s[k] for s in subs) for k in ("cells_total", "cells_skipped",
-                                                    "cells_computed", "model_steps", "packs")}
+        out = {k: sum(s[k] for s in subs) for k in ("cells_total", "cells_skipped", "packs",
+                                                    "cells_damaged", "cells_computed",
+                                                    "model_steps")}
         wall = time.perf_counter() - t0
         return {**subs[-1], **out, "store": [s["store"] for s in subs], "wall_time_s": wall,
                 "fingerprint": [s["fingerprint"] for s in subs], "batch_size": [*config.batch_size],
@@ -483,12 +474,13 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
         pack_cells = check_int("pack_cells", pack_cells, minimum=1)
     if threads is not None:
         threads = check_int("threads", threads, minimum=1)
-    store = Path(store).absolute()
-    if not store.parent.is_dir():
-        raise InputError(f"store: directory {str(store.parent)!r} does not exist")
+    parent = Path(os.path.realpath(store)).parent
+    if not parent.is_dir():
+        raise InputError(f"store: directory {str(Path(store).parent)!r} does not exist")
     scheduler = "in-process" if client is None else str(client.scheduler.address)
-    with store_lock(store):
-        session, done = prepare_store(config, store, device, scheduler)
+    _check_memory(config, device, client is None, pack_cells, threads)
+    with store_lock(store, create=lambda path: _open_or_create(config, path, device)) as store:
+        session, done, damaged = prepare_store(config, store, device, scheduler)
         pending = [c for c in config.cells() if not done[c]]
         slots_by_host = cluster.slots_by_host(client) if client is not None else None
         slots = sum(slots_by_host.values()) if slots_by_host else 1
@@ -506,7 +498,8 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
         steps_per_cell = config.seeds * config.epochs * config.model.steps_per_epoch
         start = {"cells_total": len(config.cells()), "cells_skipped": int(done.sum()),
                  "cells_pending": len(pending), "model_steps_pending": steps_per_cell
-                 * len(pending), "packs": len(packs), "cells_per_pack": pack_cells}
+                 * len(pending), "packs": len(packs), "cells_per_pack": pack_cells,
+                 "damaged": damaged}
         if on_start is not None:
             on_start(start)
         if client is None:
@@ -522,11 +515,27 @@ def run_sweep(config: SweepConfig, store: str | Path, *, device: str = "cpu", cl
     return {
         "store": str(store), "fingerprint": config.fingerprint(),
         "cells_total": start["cells_total"], "cells_skipped": start["cells_skipped"],
+        "cells_damaged": len({tuple(d["cell"]) for d in damaged}),
         "cells_computed": len(computed), "model_steps": steps, "wall_time_s": wall,
         "model_steps_per_s": steps / wall if wall > 0 else 0.0, "device": device,
         "scheduler": scheduler, "cells_per_pack": pack_cells, "packs": len(packs),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _check_memory(config: SweepConfig, device: str, in_process: bool, pack_cells: int | None,
+                  threads: int | None) -> None:
+    """Refuse a sweep whose host memory (:func:`sweep_memory_bytes`) exceeds what is available,
+    before the store is created."""
+    pack = (pack_cells or cells_per_pack(config, device, threads=threads)) if in_process else 1
+    need = sweep_memory_bytes(config, pack, device, in_process=in_process)
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        what = (f"two packs of {pack} cell(s) x {config.seeds} seeds" if in_process else
+                "the teacher draws of the store")
+        raise InputError(f"seeds = {config.seeds}: the sweep needs {need / 2**30:.3g} GiB of "
+                         f"host memory ({what}), {available / 2**30:.3g} GiB are available: "
+                         f"fewer [grid] seeds{', or a smaller --pack' if pack > 1 else ''}")
 
 
 def _run_in_process(store: Path, config: SweepConfig, packs: list[Pack], device: str,
