@@ -45,7 +45,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
-from dysonsgd._checks import InputError, check_array, check_in_range, check_int, check_positive
+from dysonsgd._checks import (
+    InputError,
+    check_array,
+    check_in_range,
+    check_index,
+    check_int,
+    check_positive,
+)
 from dysonsgd.measure.gradstats import training_inputs
 from dysonsgd.measure.moments import (
     VARIANTS,
@@ -136,9 +143,7 @@ def state_from_run(result, temperature_index: int = 0, sigma_index: int = 0, rep
         check_int(name, value, minimum=0)
         if value >= size:
             raise InputError(f"{name} must lie in [0, {size - 1}], got {value}")
-    n_snap = len(result.snapshot_epochs)
-    if not -n_snap <= snapshot < n_snap:
-        raise InputError(f"snapshot must lie in [-{n_snap}, {n_snap - 1}], got {snapshot}")
+    snapshot = check_index("snapshot", snapshot, len(result.snapshot_epochs))
     if result.diverged[temperature_index, sigma_index, replica]:
         raise InputError("the model diverged: choose another replica or cell")
     cell = (temperature_index, sigma_index, replica)

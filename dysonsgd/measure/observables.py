@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dysonsgd._checks import InputError, check_array, check_int
+from dysonsgd._checks import InputError, check_array, check_index, check_int
 from dysonsgd.measure.spectrum import eigenvalues, mean_level_spacing
 from dysonsgd.model.network import features, outputs
 
@@ -141,11 +141,8 @@ def ensemble_mean(values: np.ndarray, axis: int = 2) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def _snap(result, snapshot: int) -> int:
-    n = len(result.snapshot_epochs)
-    if not -n <= snapshot < n:
-        raise InputError(f"snapshot must lie in [-{n}, {n - 1}], got {snapshot}")
-    return snapshot % n
+def _snap(result, snapshot: int, name: str = "snapshot") -> int:
+    return check_index(name, snapshot, len(result.snapshot_epochs))
 
 
 def _test_x(result, x_test):
@@ -176,7 +173,7 @@ def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x
     w1 = result.teacher()[0]
     act = result.config.activation
     phi_t = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
-    phi_0 = features(x, w1, result.w2[..., _snap(result, reference), :, :], act)
+    phi_0 = features(x, w1, result.w2[..., _snap(result, reference, "reference"), :, :], act)
     return feature_correlation(phi_t, phi_0)
 
 
