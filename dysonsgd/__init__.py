@@ -21,7 +21,7 @@ The curated public API. Everything below is importable from the top level
               evaluate, Theory, NEGATIVE_CONTROLS
     monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
-              save_result, load_sweep, validate
+              save_result, convert_run, load_sweep, validate
     plots     paper_figures, monitor_report
     errors    InputError, ConfigError
 
@@ -101,6 +101,7 @@ _API: dict[str, tuple[str, str]] = {
     "run_sweep": ("dysonsgd.runs.sweep", "run_sweep"),
     "load_result": ("dysonsgd.runs.files", "load_result"),
     "save_result": ("dysonsgd.runs.files", "save_result"),
+    "convert_run": ("dysonsgd.runs.files", "convert_run"),
     "load_sweep": ("dysonsgd.runs.store", "load_sweep"),
     "validate": ("dysonsgd.runs.validate", "validate"),
     # plots
