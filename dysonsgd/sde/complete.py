@@ -20,10 +20,15 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_positive
 from dysonsgd.measure.moments import SingularMoments, coefficients_at
-from dysonsgd.sde._fused.plan import KnotCoefficients, Unfusable
-from dysonsgd.sde.equations import DysonBrownianMotion
+from dysonsgd.sde._fused.complete import MomentKnots, knot_moments
+from dysonsgd.sde._fused.plan import FusedForm, Unfusable, overridden
+from dysonsgd.sde.equations import _DYNAMICS, NEWTON_MAX_ITER, NEWTON_TOL, DysonBrownianMotion
 
 __all__ = ["EigenvalueSDE"]
+
+#: the methods that define the complete equation's step (a subclass redefining one is not fused)
+_COMPLETE = (*_DYNAMICS, "coefficients", "terms", "noise_increment", "_regular",
+             "_weights", "_at")
 
 #: relative jitter added to Sigma before its Cholesky factorisation, and the largest tried
 _JITTER, _JITTER_MAX = 1e-13, 1e-7
@@ -74,8 +79,10 @@ class EigenvalueSDE(DysonBrownianMotion):
     -----
     Noise is correlated, g dB = sqrt(T) 2 s * (L dB) with L L^T = Sigma: solvers take it from
     :meth:`noise_increment` (Euler-Maruyama, the drift-implicit step, Adaptive); Platen, which
-    needs diagonal noise, refuses it. The coefficients depend on the state, so the general
-    engine integrates it. The Coulomb weights of the implicit step are V + (lr / T) P.
+    needs diagonal noise, refuses it. The Coulomb weights of the implicit step are V + (lr / T) P.
+    The fused engine integrates it (:mod:`dysonsgd.sde._fused.complete`: the same steps, the
+    coefficients evaluated at each step's state in the kernel, counter-based normals);
+    ``engine="general"`` steps it in numpy.
     """
 
     def __init__(self, moments: SingularMoments, temperature: float, *,
@@ -185,7 +192,42 @@ class EigenvalueSDE(DysonBrownianMotion):
             raise InputError(f"moments have {moments.singular_values.shape[0]} paths, y0 has "
                              f"{x.shape[0]}")
 
-    def coefficients_on_knots(self, n_paths: int, dimension: int) -> KnotCoefficients | Unfusable:
-        """Unfusable: the coefficients depend on the state (s_i = sqrt(x_i))."""
-        return Unfusable("EigenvalueSDE: the complete equation's coefficients depend on the "
-                         "state (s_i = sqrt(x_i)); the fused kernel integrates frozen ones")
+    def coefficients_on_knots(self, n_paths: int, dimension: int) -> MomentKnots | Unfusable:
+        """The moments on their knots, for the fused kernel of the complete equation.
+
+        The kernel (:mod:`dysonsgd.sde._fused.complete`) evaluates K, q, m, V, P and the noise
+        2 sqrt(T) s (L dW) at the state of every step from these moments, linear in t between
+        the knots as :meth:`_at` (the Cholesky factor too).
+
+        Parameters
+        ----------
+        n_paths, dimension : int
+            The shape (P, N) of the state.
+
+        Returns
+        -------
+        MomentKnots or Unfusable
+            Unfusable where a subclass redefines the dynamics, or the moments do not fit
+            (P, N).
+        """
+        changed = overridden(self, EigenvalueSDE, _COMPLETE)
+        if changed:
+            return Unfusable(f"{type(self).__name__} redefines {', '.join(changed)}: the fused "
+                             "engine integrates EigenvalueSDE as written")
+        m, factor = self._moments, self._factor
+        if m.singular_values.shape[-1] != dimension:
+            return Unfusable(f"the moments do not have the N = {dimension} levels of y0")
+        rows = m.singular_values.shape[1] if self._per_path else 1
+        if rows not in (1, n_paths):
+            return Unfusable(f"the moments have {rows} paths, y0 has {n_paths}")
+
+        def paths(a: np.ndarray) -> np.ndarray:  # (nc, Pm, ...) with Pm = 1 or P
+            return a if self._per_path else a[:, None]
+
+        moments = knot_moments(*(paths(a) for a in (m.mean, m.mean_square, m.ito, m.variance,
+                                                   m.cross, factor)))
+        knots = np.zeros(1) if self.times is None else self.times
+        form = FusedForm(spacing=False, wall=self.positive, newton_tol=NEWTON_TOL,
+                         newton_max_iter=NEWTON_MAX_ITER)
+        return MomentKnots(np.asarray(knots, dtype=float), moments, self.temperature,
+                           self.learning_rate, form)
