@@ -13,6 +13,8 @@ here: each returns ``(phi(z), phi'(z))``. float32 kernels use a clamped rational
 of ``tanh`` (odd degree-13 over even degree-6 polynomial, the form used by Eigen/XLA) whose
 maximum absolute and relative error on the real line is 4.0e-7 (about 3.3 float32 epsilons),
 below the rounding noise of a float32 SGD trajectory; float64 kernels use libm's ``math.tanh``.
+GELU's float32 form takes the normal cdf from Abramowitz and Stegun 7.1.26 (absolute error of
+erf at most 1.5e-7) with libm's ``exp`` lane by lane; float64 kernels use ``math.erfc``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ from dysonsgd.train.plan import VECTOR_BYTES
 
 __all__ = [
     "SimdVec",
+    "gelu_exact",
     "tanh_exact",
     "tanh_fast_f32",
     "vadd",
     "vclamp",
     "vdiv",
+    "vexp",
     "vfma",
+    "vgelu",
     "videntity",
     "vload",
     "vmul",
@@ -237,6 +242,20 @@ def vpos(typingctx, a):
     return a(a), codegen
 
 
+@intrinsic
+def vexp(typingctx, a):
+    """Lane-wise ``exp`` (``llvm.exp``: libm's ``exp`` on each lane, no fast-math)."""
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        bits = 32 if isinstance(vty.element, ir.FloatType) else 64
+        name = f"llvm.exp.v{vty.count}f{bits}"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), name)
+        return builder.call(fn, args)
+
+    return a(a), codegen
+
+
 # ------------------------------------------------------------------------------------------------
 # activation forms of the kernels: (phi(z), phi'(z)); ``ref`` is any array of the vector's dtype
 # ------------------------------------------------------------------------------------------------
@@ -276,6 +295,37 @@ def vrelu(z, ref):
 def videntity(z, ref):
     """``(z, 1)``."""
     return z, vsplat(ref, 1.0)
+
+
+# Abramowitz and Stegun 7.1.26: erfc(x) = t (A1 + t (A2 + ...)) exp(-x^2), t = 1 / (1 + p x),
+# x >= 0, absolute error <= 1.5e-7; here x = |z| / sqrt(2), so p / sqrt(2) multiplies |z|
+_AS_P = 0.3275911 / math.sqrt(2.0)
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@njit(inline="always")
+def vgelu(z, ref):
+    """``(z Phi(z), Phi(z) + z phi(z))``: GELU with the cdf of A&S 7.1.26 (float32 kernels)."""
+    one = vsplat(ref, 1.0)
+    g = vexp(vmul(vmul(z, z), vsplat(ref, -0.5)))  # exp(-z^2/2) = sqrt(2 pi) phi(z)
+    pos = vpos(z)
+    az = vwhere(pos, z, vsub(vsplat(ref, 0.0), z))
+    t = vdiv(one, vfma(vsplat(ref, _AS_P), az, one))
+    p = vfma(vsplat(ref, _AS_A[4]), t, vsplat(ref, _AS_A[3]))
+    p = vfma(p, t, vsplat(ref, _AS_A[2]))
+    p = vfma(p, t, vsplat(ref, _AS_A[1]))
+    p = vfma(p, t, vsplat(ref, _AS_A[0]))
+    tail = vmul(vmul(vmul(p, t), g), vsplat(ref, 0.5))  # Phi(-|z|)
+    cdf = vwhere(pos, vsub(one, tail), tail)
+    return vmul(z, cdf), vfma(vmul(z, g), vsplat(ref, _INV_SQRT_2PI), cdf)
+
+
+@njit(inline="always")
+def gelu_exact(z):
+    """``(z Phi(z), Phi(z) + z phi(z))`` of a scalar with libm's ``erfc`` (float64 kernels)."""
+    cdf = 0.5 * math.erfc(-z * 0.7071067811865476)
+    return z * cdf, cdf + z * math.exp(-0.5 * z * z) * 0.3989422804014327
 
 
 @njit(inline="always")
