@@ -648,3 +648,20 @@ def test_the_memory_check_compares_with_what_is_available(monkeypatch):
     monkeypatch.setattr(ensemble, "available_memory_bytes", lambda: None)
     assert train_ensemble(cfg, n_seeds=2, snapshots=2, progress=False).n_models == 2
 
+
+
+def test_a_gpu_too_small_for_one_chunk_is_refused_before_allocating(monkeypatch, no_allocation):
+    """The torch backend holds one chunk of models on the GPU at once: a device with less free
+    memory than that chunk needs is refused with both numbers (a 1 MiB GPU, simulated)."""
+    import torch
+
+    from dysonsgd.train import train_ensemble
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**20, 2**30))
+    # 100 paper models x 4 (4000 x 33 + 4000 x 50 + 10 x 512) bytes + the float64
+    # pre-activations of 64 models, 64 x 4000 x 67 x 8 bytes: 0.253 GiB
+    with pytest.raises(InputError, match=r"device: cuda has 0.000977 GiB free; the torch backend "
+                                         r"trains 100 models at a time here, which need 0.253 "
+                                         "GiB"):
+        train_ensemble(n_seeds=100, device="cuda", progress=False)

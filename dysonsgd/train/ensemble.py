@@ -246,13 +246,22 @@ def host_memory_bytes(config: TeacherStudentConfig, n_models: int, n_groups: int
     outputs = n_models * ((2 * n_snapshots + 3) * n2 * n1 * item + n_snapshots * 8)
     draws = n_groups * (8 * (n1 * n0 + 2 * n2 * n1 + n3 * n2 + nd * (n0 + n3)) + nd * n1 * item)
     if backend == "torch":
-        chunk = min(n_models, max(1, int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * item))))
-        working = 0 if str(device).startswith("cuda") else (
-            chunk * torch_model_bytes(config, dtype) + FEATURE_SLICE * nd * (n0 + 2 * n1) * 8)
+        working = 0 if str(device).startswith("cuda") else _torch_chunk(config, n_models, dtype)[1]
     else:
         wave = min(n_models, 8 * lanes_for(np.float32 if item == 4 else np.float64) * threads)
         working = wave * (nd * (n1 + n3) + 2 * n_snapshots * n2 * n1) * item
     return int(outputs + draws + working)
+
+
+def _torch_chunk(config: TeacherStudentConfig, n_models: int, dtype: str) -> tuple[int, int]:
+    """The torch backend's models at a time (``TORCH_CHUNK_BUDGET`` bytes of features) and the
+    bytes they hold on its device: :func:`torch_model_bytes` each, plus the float64 layer-1
+    pre-activations of ``FEATURE_SLICE`` models, ``n_data (n0 + 2 n1)`` each."""
+    n0, n1, _, n3 = config.widths
+    nd = config.n_data
+    chunk = min(n_models, max(1, int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * _itemsize(dtype)))))
+    return chunk, int(chunk * torch_model_bytes(config, dtype) + FEATURE_SLICE * nd * (n0 + 2 * n1)
+                      * 8)
 
 
 def _itemsize(dtype: str) -> int:
@@ -403,6 +412,13 @@ def train_ensemble(
                          f"{grid[1]} sigma_w x {n_seeds} seeds) need {need / 2**30:.3g} GiB of "
                          f"host memory, {available / 2**30:.3g} GiB are available: train fewer "
                          "at a time (split the seeds with replica_offset, or the grid)")
+    if dev.type == "cuda":
+        chunk, need = _torch_chunk(config, math.prod(grid), dtype)
+        free = torch.cuda.mem_get_info(dev)[0]
+        if need > free:
+            raise InputError(f"device: {dev} has {free / 2**30:.3g} GiB free; the torch backend "
+                             f"trains {chunk} models at a time here, which need "
+                             f"{need / 2**30:.3g} GiB: fewer models, or device='cpu'")
     w1, w2t, w3, x, group, w2_init = _models(config, sigmas, grid, seed, replica_offset,
                                              teacher_weights, inputs, student_init)
     plan = TrainPlan(
