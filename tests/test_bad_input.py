@@ -665,3 +665,46 @@ def test_a_gpu_too_small_for_one_chunk_is_refused_before_allocating(monkeypatch,
                                          r"trains 100 models at a time here, which need 0.253 "
                                          "GiB"):
         train_ensemble(n_seeds=100, device="cuda", progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# class 8: Ctrl-C and a full disk stop every command with one line (sweeps: tests/test_sweep.py)
+# --------------------------------------------------------------------------------------------
+
+#: command line with RUN (a readable run) and OUT, and the work function that is stopped
+STOPPABLE = {
+    "train": (["train", "--temperature", "1", "--sigma-w", "1", "--epochs", "1",
+               "--no-progress", "--out", "OUT.nc"], ("dysonsgd.train", "train_ensemble")),
+    "sde": (["sde", "dyson", "--from", "RUN", "--out", "OUT.nc"],
+            ("dysonsgd.analysis.predict", "predict_run")),
+    "figures": (["figures", "RUN", "--out", "OUT"], ("dysonsgd.plots.paper", "paper_figures")),
+}
+
+
+def _enospc(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", "OUT.nc")
+
+
+def _ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(("stop", "status", "words"), [
+    (_ctrl_c, 130, "interrupted"),
+    (_enospc, 74, "no space left on the device writing 'OUT.nc'"),
+])
+@pytest.mark.parametrize("command", sorted(STOPPABLE))
+def test_a_stopped_command_is_one_line(command, stop, status, words, small_run, tmp_path,
+                                       capsys, monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    argv, (module, name) = STOPPABLE[command]
+    monkeypatch.setattr(importlib.import_module(module), name, stop)
+    argv = [str(small_run[".nc"]) if a == "RUN" else a for a in argv]
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"dysonsgd {command}: {words}") and "rerun" in err
