@@ -542,3 +542,82 @@ def test_subclass_keeping_the_step_runs_the_same_kernel():
     renamed = integrate(eq, x0, [0.0, 0.1], solver=_RenamedEuler(), engine="fused", **run)
     euler = integrate(eq, x0, [0.0, 0.1], solver="euler", engine="fused", **run)
     np.testing.assert_array_equal(renamed.data, euler.data)
+
+
+# --------------------------------------------------------------------------------------------
+# the lane kernel (L paths per vector) against the per-path kernel, and the pair Newton solve
+# --------------------------------------------------------------------------------------------
+
+
+def _both_kernels(eq, x0, n_paths, steps, dt, solver, seed):
+    """Run the same plan through lanes.lane_block and step.fused_block (same normals)."""
+    from dysonsgd.sde._fused.lanes import lane_block
+    from dysonsgd.sde._fused.philox import ZIGGURAT
+    from dysonsgd.sde._fused.step import fused_block
+
+    n = x0.size
+    plan = fused_plan(eq, solver, n_paths, n, steps)
+    _, kk, tv, dd, form = plan.coefficients
+    keys = _sde_philox.keys_from_seed(seed)
+    h = np.full(steps, dt)
+    rec = np.full(steps, -1, dtype=np.int64)
+    rec[steps // 2 - 1], rec[-1] = 1, 2
+    ci = np.zeros(steps, dtype=np.int64)
+    cw = np.zeros(steps)
+    results = []
+    for kernel in (lane_block, fused_block):
+        x = np.broadcast_to(x0, (n_paths, n)).copy()
+        dead = np.full(n_paths, -1, dtype=np.int64)
+        out = np.zeros((3, n_paths, n))
+        kernel(0, n_paths, x, dead, out, rec, 0, h, ci, cw, kk, tv, np.sqrt(dd), dd, keys,
+               *ZIGGURAT, plan.scheme, form)
+        results.append((out[1:], dead))
+    return results
+
+
+@pytest.mark.parametrize("n", [3, 16])
+def test_lane_kernel_takes_the_per_path_kernels_steps(n):
+    """Same normals, same scheme: the two kernels differ only by the rounding of the Coulomb
+    sum (A_ij * (1 / d) against A_ij / d, ~1 ulp a term), so every path agrees to ~1e-13 over
+    60 steps; a step decided differently (explicit against implicit, a criterion within
+    rounding of its threshold) has probability ~1e-13 per step, so none is expected. 37 paths:
+    a partial block of lanes; the spacing and T of sde_throughput.py (where about 9% of the
+    path-steps at N = 16 take the implicit step)."""
+    k = np.linspace(-0.5, 0.5, n)
+    v = np.ones((n, n)) + np.eye(n)
+    eq = DysonBrownianMotion(k, v, 0.01)
+    x0 = np.arange(n) / 15.0  # the spacing of sde_throughput.py's problem
+    (a, dead_a), (b, dead_b) = _both_kernels(eq, x0, 37, 60, 1e-3, Adaptive(), seed=3)
+    np.testing.assert_array_equal(dead_a, dead_b)
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    # plain Euler breaks paths: the same paths at the same steps, the same frozen states
+    (a, dead_a), (b, dead_b) = _both_kernels(eq, x0, 37, 60, 1e-3, EulerMaruyama(), seed=4)
+    assert (dead_a >= 0).any()
+    np.testing.assert_array_equal(dead_a, dead_b)
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_pair_newton_solves_the_implicit_pair_step():
+    """newton_pair against newton_ws (the general window solve) on random close pairs: both
+    converge to the unique minimiser of the convex energy, so they agree to the solve's
+    rounding (~1e-15 relative; margin 1e-12), and the gradient vanishes there."""
+    rng = np.random.default_rng(12)
+    n, a = 6, 1e-3
+    tol, max_iter = 1e-12, 100
+    ws = np.empty((2 * n + 4, n))
+    for _ in range(200):
+        x = np.sort(rng.uniform(0, 1, n))
+        lo = int(rng.integers(0, n - 1))
+        x[lo + 1] = x[lo] + rng.uniform(1e-4, 1e-2)
+        x = np.sort(x)
+        v = rng.uniform(0.5, 2.0, (n, n))
+        v = v + v.T
+        c = x + rng.normal(scale=1e-3, size=n)
+        z1 = x.copy()
+        z2 = x.copy()
+        assert _sde_kernels.newton_ws(z1, c, v, a, tol, max_iter, ws, lo, lo + 1)
+        assert _sde_kernels.newton_pair(z2, c, v, a, tol, max_iter, lo)
+        np.testing.assert_allclose(z2, z1, rtol=1e-12, atol=0)
+        grad = z2 - c - a * np.sum(np.where(np.eye(n, dtype=bool), 0.0, v / np.where(
+            np.eye(n, dtype=bool), 1.0, z2[:, None] - z2[None, :])), axis=1)
+        assert np.all(np.abs(grad[lo:lo + 2]) <= 1e-10 * (np.abs(z2) + np.abs(c)).max())

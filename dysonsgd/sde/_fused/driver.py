@@ -2,7 +2,9 @@
 
 :func:`dysonsgd.sde.integrate` comes here with a :class:`~dysonsgd.sde._fused.plan.FusedPlan`
 (the equation's coefficients on knots and the solver's scheme). Whole blocks of steps then run
-in one compiled call (:func:`dysonsgd.sde._fused.step.fused_block`) per chunk of paths; normal j
+in one compiled call per chunk of paths (:func:`dysonsgd.sde._fused.lanes.lane_block`, L paths
+per vector, for Dyson Brownian motion; :func:`dysonsgd.sde._fused.step.fused_block`, one path at
+a time, for the spacing SDE); normal j
 of step s of path p is a function of (seed, p, s, j) only, so the result does not depend on the
 thread count or on how the paths and steps are split into blocks. The kernel releases the GIL
 and chunks of paths run on ``numba.get_num_threads()`` Python threads (a serial kernel
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from dysonsgd.sde._fused.lanes import LANES, lane_block
 from dysonsgd.sde._fused.philox import ZIGGURAT
 from dysonsgd.sde._fused.plan import FusedPlan
 from dysonsgd.sde._fused.step import SUB_STEPS, fused_block
@@ -86,9 +89,13 @@ def integrate_fused(
         if shared:
             block = min(block, max(SUB_STEPS, 2**20 // (n * n)))
     threads = max(1, min(numba.get_num_threads(), n_paths))
-    # a few chunks per thread balance the paths that need implicit steps or die early
-    n_chunks = min(n_paths, 4 * threads) if threads > 1 else 1
-    edges = np.linspace(0, n_paths, n_chunks + 1).astype(np.int64)
+    # the pairwise form steps L paths per vector (lanes.py); the spacing one path at a time
+    kernel = fused_block if form.spacing or n < 2 else lane_block
+    # a few chunks per thread balance the paths that need implicit steps or die early; chunk
+    # edges on whole blocks of lanes (any split gives the same numbers)
+    n_chunks = min(-(-n_paths // LANES), 4 * threads) if threads > 1 else 1
+    edges = np.minimum(LANES * np.ceil(np.linspace(0, n_paths, n_chunks + 1) / LANES),
+                       n_paths).astype(np.int64)
     ki, wi, fi = ZIGGURAT
     gg = np.sqrt(dd)
     spans = np.diff(times)
@@ -113,10 +120,10 @@ def integrate_fused(
                 args = (kk, tv, gg, dd)
             tail = (x, dead, out, rec, s0, h, ci, cw, *args, keys, ki, wi, fi, scheme, form)
             if pool is None:
-                fused_block(0, n_paths, *tail)
+                kernel(0, n_paths, *tail)
             else:
                 chunks = itertools.pairwise(edges)
-                runs = [pool.submit(fused_block, lo, hi, *tail) for lo, hi in chunks]
+                runs = [pool.submit(kernel, lo, hi, *tail) for lo, hi in chunks if hi > lo]
                 for run in runs:
                     run.result()
     finally:

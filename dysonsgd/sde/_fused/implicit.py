@@ -15,7 +15,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["FAST", "coulomb_sum", "implicit_step", "implicit_window", "newton_ws", "pair_start"]
+__all__ = [
+    "FAST",
+    "coulomb_sum",
+    "implicit_step",
+    "implicit_window",
+    "newton_pair",
+    "newton_ws",
+    "pair_start",
+]
 
 #: fast-math flags of the kernels: reassociation lets LLVM vectorise the pair sums (with
 #: error_model="numpy", a division by zero gives inf instead of a branch that blocks it)
@@ -169,6 +177,130 @@ def newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi):  # pragma: no cover - comp
     return gmax <= tol * size
 
 
+@nb.njit(inline="always", error_model="numpy", fastmath=FAST)
+def _pair_gradient(u, w, z, c, v, a, lo):  # pragma: no cover - compiled
+    """:func:`_gradient` of the window {lo, lo + 1} with its levels at (u, w), the others at z.
+
+    Returns (g_lo, g_hi, h_00, h_10, h_11, max |g|, size): the gradient, the Hessian's lower
+    triangle and the tolerance scale, as :func:`_gradient` computes them.
+    """
+    n = z.size
+    hi = lo + 1
+    acc0 = 0.0
+    acc1 = 0.0
+    d0 = 1.0
+    d1 = 1.0
+    for j in range(lo):  # the fixed levels below, then above the window (no branch)
+        r0 = 1.0 / (u - z[j])
+        r1 = 1.0 / (w - z[j])
+        t0 = v[lo, j] * r0
+        t1 = v[hi, j] * r1
+        acc0 += t0
+        acc1 += t1
+        d0 += a * t0 * r0
+        d1 += a * t1 * r1
+    for j in range(hi + 1, n):
+        r0 = 1.0 / (u - z[j])
+        r1 = 1.0 / (w - z[j])
+        t0 = v[lo, j] * r0
+        t1 = v[hi, j] * r1
+        acc0 += t0
+        acc1 += t1
+        d0 += a * t0 * r0
+        d1 += a * t1 * r1
+    r0 = 1.0 / (u - w)
+    t0 = v[lo, hi] * r0
+    acc0 += t0
+    d0 += a * t0 * r0
+    r1 = 1.0 / (w - u)
+    t1 = v[hi, lo] * r1
+    w10 = a * t1 * r1
+    acc1 += t1
+    d1 += w10
+    s0 = a * acc0
+    s1 = a * acc1
+    g0 = u - c[lo] - s0
+    g1 = w - c[hi] - s1
+    size = max(abs(u) + abs(c[lo]) + abs(s0), abs(w) + abs(c[hi]) + abs(s1))
+    return g0, g1, d0, -w10, d1, max(abs(g0), abs(g1)), size
+
+
+@nb.njit(cache=True, error_model="numpy", fastmath=FAST)
+def newton_pair(z, c, v, a, tol, max_iter, lo):  # pragma: no cover - compiled
+    """:func:`newton_ws` for the window of two levels {lo, lo + 1}, in scalars.
+
+    The same iteration (Newton step by the 2 x 2 Cholesky factor, backtracking on the
+    gradient norm, else Armijo on the energy, the window kept ordered between its fixed
+    neighbours, the same convergence test), without work arrays: the implicit step of a
+    single close pair, which is most of them.
+    """
+    n = z.size
+    hi = lo + 1
+    left = lo - 1 if lo > 0 else lo
+    right = hi + 1 if hi < n - 1 else hi
+    u = z[lo]
+    w = z[hi]
+    g0, g1, h00, h10, h11, gmax, size = _pair_gradient(u, w, z, c, v, a, lo)
+    for _ in range(max_iter):
+        if gmax <= tol * size:
+            z[lo] = u
+            z[hi] = w
+            return True
+        if h00 <= 0.0:
+            return False
+        l00 = np.sqrt(h00)
+        l10 = h10 / l00
+        s = h11 - l10 * l10
+        if s <= 0.0:
+            return False
+        l11 = np.sqrt(s)
+        y0 = -g0 / l00
+        y1 = (-g1 - l10 * y0) / l11
+        st1 = y1 / l11
+        st0 = (y0 - l10 * st1) / l00
+        slope = g0 * st0 + g1 * st1
+        phi0 = np.nan
+        alpha = 1.0
+        accepted = False
+        tu = u
+        tw = w
+        ng0 = ng1 = nh00 = nh10 = nh11 = g_trial = size_trial = 0.0
+        for _ in range(60):
+            tu = u + alpha * st0
+            tw = w + alpha * st1
+            ordered = tw > tu
+            if lo > left:
+                ordered = ordered and tu > z[left]
+            if right > hi:
+                ordered = ordered and z[right] > tw
+            if ordered:
+                ng0, ng1, nh00, nh10, nh11, g_trial, size_trial = _pair_gradient(
+                    tu, tw, z, c, v, a, lo)
+                if g_trial <= (1.0 - 1e-4 * alpha) * gmax:
+                    accepted = True
+                else:
+                    z[lo] = u
+                    z[hi] = w
+                    if np.isnan(phi0):
+                        phi0 = _energy(z, c, v, a, lo, hi)
+                    z[lo] = tu
+                    z[hi] = tw
+                    accepted = _energy(z, c, v, a, lo, hi) <= phi0 + 1e-4 * alpha * slope
+                if accepted:
+                    break
+            alpha *= 0.5
+        if not accepted:  # no decrease possible: the residual is at rounding level
+            z[lo] = u
+            z[hi] = w
+            return True
+        u, w = tu, tw
+        g0, g1, h00, h10, h11 = ng0, ng1, nh00, nh10, nh11
+        gmax, size = g_trial, size_trial
+    z[lo] = u
+    z[hi] = w
+    return gmax <= tol * size
+
+
 @nb.njit(cache=True, error_model="numpy", fastmath=FAST)
 def pair_start(x, xn, v, a, z, lo, hi):  # pragma: no cover - compiled
     """A starting point for the implicit Coulomb step from the explicit proposal xn; in z.
@@ -234,11 +366,16 @@ def implicit_step(x, xn, c, v, a, fraction, tol, max_iter, z, ws):  # pragma: no
             z[i] = xn[i]
         return True
     if lo > 0 or hi < n - 1:
-        if pair_start(x, xn, v, a, z, lo, hi) and newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi):
+        if pair_start(x, xn, v, a, z, lo, hi) and (
+            newton_pair(z, c, v, a, tol, max_iter, lo) if hi == lo + 1
+            else newton_ws(z, c, v, a, tol, max_iter, ws, lo, hi)
+        ):
             return True
     if not pair_start(x, xn, v, a, z, 0, n - 1):
         for i in range(n):
             z[i] = x[i]
+    if n == 2:
+        return newton_pair(z, c, v, a, tol, max_iter, 0)
     return newton_ws(z, c, v, a, tol, max_iter, ws, 0, n - 1)
 
 
