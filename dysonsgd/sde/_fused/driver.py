@@ -4,9 +4,9 @@
 (the equation's coefficients on knots and the solver's scheme). Whole blocks of steps then run
 in one compiled call per chunk of paths (:func:`dysonsgd.sde._fused.lanes.lane_block`, L paths
 per vector, for Dyson Brownian motion; :func:`dysonsgd.sde._fused.step.fused_block`, one path at
-a time, for the spacing SDE); normal j
-of step s of path p is a function of (seed, p, s, j) only, so the result does not depend on the
-thread count or on how the paths and steps are split into blocks. The kernel releases the GIL
+a time, for the spacing SDE); normal j of step s of path p is a function of (seed, p, s, j)
+only, so the result does not depend on the thread count or on how the paths and steps are split
+into blocks. The kernel releases the GIL
 and chunks of paths run on ``numba.get_num_threads()`` Python threads (a serial kernel
 compiles in a fraction of the time of numba's ``parallel=True``).
 
