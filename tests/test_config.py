@@ -159,7 +159,7 @@ BAD = [
     ("training", "snapshots", 1, "training", "snapshots", ">= 2"),
     ("training", "seed", -1, "training", "seed", ">= 0"),
     ("training", "dtype", "float16", "training", "dtype", "float32, float64"),
-    ("training", "activation", "gelu", "training", "activation", "tanh"),
+    ("training", "activation", "swish", "training", "activation", "tanh"),
     ("training", "data_order", "random", "training", "data_order", "shuffled"),
     ("training", "widths", [3, 32, 16], "training", "widths", "4 layer sizes"),
     ("training", "widths", [3, 32, 0, 1], "training", "widths[2]", ">= 1"),

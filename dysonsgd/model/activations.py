@@ -10,7 +10,8 @@ Each registered activation lists, side by side,
 - ``simd``: the name of the vector ``(phi, phi')`` form of :mod:`dysonsgd.train._numba.simd`
   that the generated SGD kernels call on ``L`` models at once, and ``scalar``: the name of an
   exact scalar form that float64 kernels use instead, when the vector form approximates
-  (float32 kernels use a rational ``tanh``);
+  (float32 kernels use a rational ``tanh`` and, for GELU, the Abramowitz-Stegun 7.1.26 normal
+  cdf with an exact exponential);
 - ``code``: the integer baked into the generated kernels' source.
 
 The forms of one activation agree to rounding; they are kept apart where a caller's exact
@@ -64,14 +65,42 @@ def _identity(z):
     return z
 
 
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+
+
+def _gelu_pair(z):
+    """``(z Phi(z), Phi(z) + z phi(z))``, exact GELU and its derivative (numpy or torch).
+
+    ``Phi`` is the normal cdf (``ndtr``: scipy's for numpy, torch's for tensors) and ``phi`` the
+    normal density; ``d/dz [z Phi(z)] = Phi(z) + z phi(z)``.
+    """
+    if isinstance(z, np.ndarray):
+        from scipy.special import ndtr
+
+        cdf, density = ndtr(z), np.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    else:
+        import torch
+
+        cdf, density = torch.special.ndtr(z), torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    return z * cdf, cdf + z * density
+
+
+def _gelu_inplace(z):
+    import torch
+
+    return z.mul_(torch.special.ndtr(z))
+
+
 #: name -> every form of that activation (the numpy value is theory.functions', which the
-#: Gaussian integrals of (2.13)-(2.22) use); the release supports these three
+#: Gaussian integrals of (2.13)-(2.22) use): the release's three and GELU
 REGISTRY: dict[str, Activation] = {
     "tanh": Activation("tanh", 0, _VALUES["tanh"], _tanh_pair, lambda z: z.tanh_(), "vtanh_fast",
                        scalar="tanh_exact"),
     "relu": Activation("relu", 1, _VALUES["relu"], _relu_pair, lambda z: z.relu_(), "vrelu"),
     "identity": Activation("identity", 2, _VALUES["identity"], _identity_pair, _identity,
                            "videntity"),
+    "gelu": Activation("gelu", 3, _VALUES["gelu"], _gelu_pair, _gelu_inplace, "vgelu",
+                       scalar="gelu_exact"),
 }
 if set(REGISTRY) != set(_VALUES):  # pragma: no cover - a row added to one table only
     raise ImportError("model.activations.REGISTRY and theory.functions.ACTIVATIONS must name the "
