@@ -96,7 +96,7 @@ STREAM_TAG = 0x636C
 
 #: about this many float64 values per temporary of one chunk of data (per-sample errors of all
 #: paths of a group of models): keeps the temporaries in the L2 cache
-_CHUNK_VALUES = 2**18
+_CHUNK_VALUES = 2**17
 #: fewest data points per chunk (the per-chunk overhead of a few torch calls)
 _MIN_CHUNK = 32
 
