@@ -6,4 +6,6 @@
     lanes.py     Dyson Brownian motion's explicit step on L paths per SIMD vector
     philox.py    counter-based normals (Philox4x32-10, 256-layer ziggurat)
     implicit.py  the Coulomb sum and the implicit Coulomb step, shared with the general engine
+    complete.py  the complete eigenvalue SDE (EigenvalueSDE): its moments on knots and driver;
+                 complete_lanes.py (L paths per vector), complete_step.py (one path)
 """
