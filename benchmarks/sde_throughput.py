@@ -11,12 +11,18 @@ reported per trajectory-step. Each figure is the best of ``--repeats`` rounds in
 method runs once in turn (after an untimed run that compiles the kernels), so that a change in
 the load of the machine hits all of them; the load average is reported with them.
 
-    python benchmarks/sde_throughput.py [--json] [--paths 10000] [--steps 200]
+``--complete`` adds the complete eigenvalue SDE (EigenvalueSDE: Ito drift, correlated noise,
+finite-lr terms, state-dependent coefficients) of one trained validation cell: the general
+engine, the fused one and sdeint.itoEuler (drift and noise matrix from the equation's own numpy
+methods, one path per call) in the same rounds (:func:`complete_section`).
+
+    python benchmarks/sde_throughput.py [--json] [--paths 10000] [--steps 200] [--complete]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -85,6 +91,129 @@ def sdeint_runner(method: str, paths: int, steps: int, dt: float, **problem_args
     return run
 
 
+# --------------------------------------------------------------------------------------------
+# the complete eigenvalue SDE (EigenvalueSDE) on one trained validation cell
+# --------------------------------------------------------------------------------------------
+
+
+def complete_cell(models: int = 20, paths_per_model: int = 50, steps_per_interval: int = 50):
+    """The complete equation of one cell as `dysonsgd validate` integrates it.
+
+    The paper's cell T = 0.5, 1/sigma_W = 8 (N = 16 levels), ``models`` seeds trained for 100
+    epochs with 21 snapshots (float32), its moments measured (predict.measure_run); from
+    snapshot 1 on each model's eigenvalues follow its own moments (per-path, linear in t
+    between snapshots), ``paths_per_model`` paths each, ``steps_per_interval`` steps per
+    snapshot interval, lr = 4 T (|B| = 4). Returns (moments (n_times, P, ...), temperature,
+    lr, x0 (P, N), times, dt).
+    """
+    import torch
+
+    from dysonsgd.analysis import predict
+    from dysonsgd.train import train_ensemble
+
+    run = train_ensemble(None, [0.5], [8.0], n_seeds=models, epochs=100, snapshots=21, seed=0,
+                         dtype=torch.float32, progress=False)
+    coeffs = predict.measure_run(run)
+
+    def series(values):  # (nT, nS, nR, n_snap, ...) -> (n_snap - 1, R P, ...), model-major
+        return np.repeat(np.moveaxis(values[0, 0, :, 1:], 1, 0), paths_per_model, axis=1)
+
+    times = coeffs.times[0, 1:]
+    x0 = np.repeat(coeffs.eigenvalues[0, 0, :, 1], paths_per_model, axis=0)
+    return (coeffs.moments.map(series), float(coeffs.temperature[0]),
+            float(coeffs.learning_rate[0]), x0, times,
+            float(np.min(np.diff(times))) / steps_per_interval)
+
+
+def complete_section(repeats: int = 2, sdeint_paths: int = 4) -> dict:
+    """General engine, fused engine (both with the default solver) and sdeint.itoEuler on the
+    complete equation of :func:`complete_cell`, in rounds (best of each), with the broken-path
+    fractions and the two engines' z-scores of each level's mean at the end."""
+    from dysonsgd.sde.complete import EigenvalueSDE
+
+    moments, temperature, lr, x0, times, dt = complete_cell()
+    eq = EigenvalueSDE(moments, temperature, times=times, learning_rate=lr)
+    paths, n = x0.shape
+    steps = int(sum(np.maximum(1, np.ceil(np.diff(times) / dt - 1e-9))))
+    integrate(eq, x0, times[:2], n_paths=paths, dt=dt)  # compiles the kernels
+    ends = {}
+
+    def engine_run(engine, seed):
+        def run():
+            start = time.perf_counter()
+            x = integrate(eq, x0, times, n_paths=paths, dt=dt, seed=seed, engine=engine)
+            rate = paths * steps / (time.perf_counter() - start)
+            ends[engine] = np.ma.filled(x[-1], np.nan)
+            return rate, float(np.ma.getmaskarray(x)[-1, :, 0].mean())
+        return run
+
+    # sdeint on the first two intervals of a few paths (of different models), each path with
+    # an equation of its own model only (the general engine's interpolation is over all paths)
+    rows = np.arange(sdeint_paths) * (paths // sdeint_paths)
+    span = times[:3]
+    tspan = np.concatenate([np.linspace(a, b, int(np.ceil((b - a) / dt - 1e-9)) + 1)[:-1]
+                            for a, b in itertools.pairwise(span)] + [span[-1:]])
+    eye = np.eye(n)
+    single = {p: EigenvalueSDE(moments.map(lambda a, p=p: a[:, p : p + 1]), temperature,
+                               times=times, learning_rate=lr) for p in rows}
+    one = np.zeros(1, dtype=np.int64)
+    ones = np.zeros(n, dtype=np.int64)
+
+    def sdeint_run():
+        start = time.perf_counter()
+        for p in rows:
+            path_eq = single[p]
+
+            def f(x, t, path_eq=path_eq):
+                return path_eq.drift(t, np.maximum(x, 0.0)[None], one)[0]
+
+            def g(x, t, path_eq=path_eq):  # G[:, k] = the noise of dW = e_k: 2 sqrt(T) s L
+                return path_eq.noise_increment(t, np.broadcast_to(x, (n, n)), eye, ones).T
+
+            with np.errstate(all="ignore"):
+                sdeint.itoEuler(f, g, x0[p], tspan, generator=np.random.default_rng(p))
+        return sdeint_paths * (tspan.size - 1) / (time.perf_counter() - start), None
+
+    runners = {"general": engine_run("general", 1), "fused": engine_run("fused", 2),
+               "sdeint_itoEuler": sdeint_run}
+    load_before = os.getloadavg()
+    rates, broken = dict.fromkeys(runners, 0.0), {}
+    for _ in range(repeats):
+        for key, run in runners.items():
+            rate, fraction = run()
+            rates[key] = max(rates[key], rate)
+            if fraction is not None:
+                broken[key] = fraction
+    a, b = ends["fused"], ends["general"]
+    z = (np.nanmean(a, 0) - np.nanmean(b, 0)) / np.sqrt(
+        np.nanvar(a, 0) / np.sum(~np.isnan(a[:, 0])) + np.nanvar(b, 0) / np.sum(~np.isnan(b[:, 0])))
+    return {
+        "problem": f"T = 0.5, 1/sigma_W = 8 cell, N = {n}, {paths} paths (20 models x 50), "
+                   f"{times.size - 1} intervals x 50 steps, per-path moments",
+        "paths": paths, "steps": steps, "dt": dt,
+        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+        "trajectory_steps_per_s": rates, "broken_path_fraction": broken,
+        "fused_vs_general": rates["fused"] / rates["general"],
+        "fused_vs_sdeint_itoEuler": rates["fused"] / rates["sdeint_itoEuler"],
+        "general_vs_sdeint_itoEuler": rates["general"] / rates["sdeint_itoEuler"],
+        "max_abs_z_of_level_means": float(np.max(np.abs(z))),
+    }
+
+
+def print_complete(section: dict) -> None:
+    print(f"\ncomplete eigenvalue SDE: {section['problem']}; load average "
+          f"{section['loadavg_before'][0]:.2f} before, {section['loadavg_after'][0]:.2f} after")
+    for name, rate in section["trajectory_steps_per_s"].items():
+        extra = ""
+        if name in section["broken_path_fraction"]:
+            extra = f"  ({section['broken_path_fraction'][name]:.1%} of paths broken)"
+        print(f"{name:22s} {rate:14,.0f} trajectory-steps/s{extra}")
+    for key in ("fused_vs_general", "fused_vs_sdeint_itoEuler", "general_vs_sdeint_itoEuler"):
+        print(f"{key:45s} x{section[key]:8.1f}")
+    print(f"fused vs general, max |z| of the 16 level means at the end: "
+          f"{section['max_abs_z_of_level_means']:.2f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -93,6 +222,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sdeint-paths", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--temperature", type=float, default=0.01)
+    parser.add_argument("--complete", action="store_true",
+                        help="also the complete equation on a trained cell (about 3 minutes)")
     args = parser.parse_args(argv)
     dt = 1e-3
     load_before = os.getloadavg()
@@ -136,6 +267,8 @@ def main(argv=None) -> int:
         "engine": engines,
         "ratios": ratios,
     }
+    if args.complete:
+        report["complete"] = complete_section()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -151,6 +284,8 @@ def main(argv=None) -> int:
             print(f"{name:22s} {rate:14,.0f} trajectory-steps/s{extra}")
         for name, ratio in ratios.items():
             print(f"{name:45s} x{ratio:8.1f}")
+        if args.complete:
+            print_complete(report["complete"])
     return 0
 
 
