@@ -25,7 +25,7 @@ import math
 import numba as nb
 import numpy as np
 
-from dysonsgd.sde._fused.complete_step import _refine, _slot
+from dysonsgd.sde._fused.complete_step import _refine, _slot, buffer_size
 from dysonsgd.sde._fused.implicit import FAST, implicit_step
 from dysonsgd.sde._fused.step import SUB_STEPS, _fill_normals, _length_scale, _moved, _valid
 from dysonsgd.train._numba.simd import (
@@ -203,7 +203,7 @@ def complete_lane_block(first, last, x, dead, out, rec, step0, h, times, knots, 
     xs, xns, dws, c, start = (np.empty(n), np.empty(n), np.empty(n), np.empty(n),
                               np.empty(n))
     s, reg, x0, zb = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    buf = np.empty(2 * n + 5 * n * n + n * (n + 1) // 2)  # complete_step.buffer_size(n)
+    buf = np.empty(buffer_size(n))
     tvv = np.zeros((n, n))
     ws = np.empty((2 * n + 4, n))
     stack = np.empty((scheme.max_depth + 2, n))

@@ -41,6 +41,7 @@ def _slot(knots, t):  # pragma: no cover - compiled
     return k, (t - knots[k]) / (knots[k + 1] - knots[k])
 
 
+@nb.njit(inline="always")
 def buffer_size(n: int) -> int:
     """Length of the step's moment buffer for N = n levels (see :func:`_moments_at`)."""
     return 2 * n + 5 * n * n + n * (n + 1) // 2
@@ -237,7 +238,7 @@ def _path_block(p, x, dead, out, rec, step0, h, times, knots, moments, temperatu
     z = np.empty((n, SUB_STEPS))
     words = np.empty((2 * ((n + 1) // 2), SUB_STEPS), dtype=np.uint64)
     dw = np.empty(n)
-    buf = np.empty(2 * n + 5 * n * n + n * (n + 1) // 2)  # buffer_size(n)
+    buf = np.empty(buffer_size(n))
     tvv = np.zeros((n, n))
     xn = np.empty(n)
     c = np.empty(n)
