@@ -27,7 +27,7 @@ phases = [
 [validate]
 paths_per_model = 50
 steps_per_interval = 5
-forecasts = ["replay", "cross-fitted"]
+closed_loop_steps = 20
 """
 
 
@@ -66,7 +66,8 @@ def test_json_has_forecasts_controls_and_a_wrong_phase_exits_1(tiny_run, capsys)
     failed = next(c for c in phase if c["verdict"] == "FAIL")
     assert failed["temperature"] == 4.0 and failed["observed"] == "high-temperature"
     assert failed["as_expected"] is False
-    assert {c["forecast"] for c in summary["checks"]} == {"none", "replay", "cross-fitted"}
+    assert {c["forecast"] for c in summary["checks"]} == {"none", "replay", "cross-fitted",
+                                                          "closed-loop"}
     assert all(c["verdict"] in ("PASS", "FAIL", "NO POWER") for c in summary["checks"])
     names = [c["name"] for c in summary["controls"]]
     assert len(names) == 7 and "T x 4" in names and "simulated from the theory" in names

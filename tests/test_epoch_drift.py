@@ -45,3 +45,18 @@ def test_small_learning_rate_gives_the_full_data_drift():
     kx = -(w2 @ np.swapaxes(mu, -1, -2) + mu @ np.swapaxes(w2, -1, -2))
     expected = np.einsum("rji,rjk,rki->ri", u, kx, u)
     np.testing.assert_allclose(k[0, 0], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("order", ["shuffled", "replacement"])
+def test_training_w2_replays_the_run_to_a_snapshot(order):
+    """Replaying 100 SGD steps from W2(0) lands on the run's snapshot at epoch 2 (the run's
+    kernel sums in another order: agreement to rounding amplified over 100 steps)."""
+    from dysonsgd.measure.epoch_drift import training_w2
+
+    run = train_ensemble(TeacherStudentConfig(n_data=200, batch_size=4, data_order=order),
+                         temperature=[0.25, 2.0], sigma_w=[0.125], n_seeds=3, epochs=4,
+                         snapshots=3, seed=3, progress=False, dtype="float64")
+    w = training_w2(run, (1, 0), [0, 2], 2 * 50)
+    ref = run.w2[1, 0, [0, 2], 1]
+    assert np.abs(w - ref).max() < 1e-8 * np.abs(ref).max()
+    assert np.abs(training_w2(run, (1, 0), [1], 0) - run.w2[1, 0, [1], 0]).max() == 0

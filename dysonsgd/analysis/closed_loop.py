@@ -71,6 +71,7 @@ import numpy as np
 import torch
 
 from dysonsgd._checks import InputError, check_array, check_index, check_int, check_seed
+from dysonsgd.measure.epoch_drift import training_w2
 from dysonsgd.measure.gradstats import training_inputs
 from dysonsgd.measure.spectrum import eigenvalues as spectrum_eigenvalues
 from dysonsgd.measure.spectrum import mean_level_spacing
@@ -358,7 +359,8 @@ def _indices(name: str, value, length: int) -> np.ndarray:
 
 
 def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequence[int] = 50,
-                snapshots=None, interval: int = 1, noise: str = "full", seed=0,
+                snapshots=None, steps: int | None = None, interval: int = 1,
+                noise: str = "full", seed=0,
                 keep_w2: bool = False, progress: Callable[[str], None] | None = None
                 ) -> ClosedLoopForecast:
     """The closed-loop forecast of one cell of a run: (2.29) for W2 from W2(0) alone.
@@ -375,6 +377,11 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
         e.g. ``[7]`` replays path 7 alone.
     snapshots : sequence of int, optional
         Strictly increasing snapshot indices to predict at (default all; 0 is the start).
+    steps : int, optional
+        Predict at SGD step ``steps`` instead (with the start): the observation there is the
+        run's own SGD replayed from snapshot 0
+        (:func:`dysonsgd.measure.epoch_drift.training_w2`), so the horizon need not be a
+        snapshot. ``snapshots`` is then ignored.
     interval : int
         SGD steps per Euler-Maruyama step of (2.30); must divide every snapshot's step count.
     noise : {'full', 'diagonal'}
@@ -411,12 +418,18 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
             raise InputError(f"paths must be an integer >= 1 or a non-empty sequence of "
                              f"distinct integers >= 0, got {paths!r}")
     n_snap = len(result.snapshot_epochs)
-    snaps = np.arange(n_snap) if snapshots is None else _indices("snapshots", snapshots, n_snap)
-    if np.any(np.diff(snaps) <= 0):
-        raise InputError(f"snapshots must be strictly increasing, got {snaps.tolist()}")
-    m = check_int("interval", interval)
     config = result.config
-    steps = np.asarray(result.snapshot_epochs, dtype=np.int64)[snaps] * config.steps_per_epoch
+    horizon = None if steps is None else check_int("steps", steps, minimum=1)
+    if horizon is not None:
+        snaps = np.array([0, -1])
+    else:
+        snaps = np.arange(n_snap) if snapshots is None else _indices("snapshots", snapshots,
+                                                                      n_snap)
+        if np.any(np.diff(snaps) <= 0):
+            raise InputError(f"snapshots must be strictly increasing, got {snaps.tolist()}")
+    m = check_int("interval", interval)
+    steps = (np.array([0, horizon], dtype=np.int64) if horizon is not None else
+             np.asarray(result.snapshot_epochs, dtype=np.int64)[snaps] * config.steps_per_epoch)
     if np.any(steps % m):
         bad = snaps[np.flatnonzero(steps % m)[0]]
         raise InputError(f"interval must divide the SGD steps to every snapshot; snapshot "
@@ -448,10 +461,16 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
     eig = spectrum_eigenvalues(np.nan_to_num(w_sim))
     eig[mask] = np.nan
     eig = np.ma.masked_array(eig, np.broadcast_to(mask[..., None], eig.shape).copy())
-    obs = spectrum_eigenvalues(np.asarray(result.w2, dtype=float)[i_t, i_s][models][:, snaps])
-    epochs = np.asarray(result.snapshot_epochs, dtype=np.int64)[snaps]
+    if horizon is None:
+        w_obs = np.asarray(result.w2, dtype=float)[i_t, i_s][models][:, snaps]
+        epochs = np.asarray(result.snapshot_epochs, dtype=np.int64)[snaps]
+    else:
+        w_obs = np.stack([w_start, training_w2(result, (i_t, i_s), models, horizon)], axis=1)
+        epochs = np.array([0, horizon // config.steps_per_epoch], dtype=np.int64)
+    obs = spectrum_eigenvalues(w_obs)
     div_epoch = np.asarray(result.diverged_epoch)[i_t, i_s, models]
-    obs_mask = diverged[models][:, None] & (epochs[None, :] >= div_epoch[:, None] + 1)
+    obs_mask = diverged[models][:, None] & (steps[None, :] >= (div_epoch[:, None] + 1)
+                                            * config.steps_per_epoch)
     obs = np.ma.masked_array(obs, np.broadcast_to(obs_mask[..., None], obs.shape).copy())
     return ClosedLoopForecast(
         cell=(i_t, i_s), snapshots=snaps, epochs=epochs, steps=steps, times=lr * steps,

@@ -232,4 +232,4 @@ def from_closed_loop(forecast) -> ForecastPaths:
     (every path diverged or not, from snapshot 0)."""
     return ForecastPaths("closed-loop", "Langevin (2.29)", np.asarray(forecast.snapshots),
                          np.asarray(forecast.models), forecast.eigenvalues,
-                         np.asarray(forecast.observed, dtype=float))
+                         np.ma.filled(np.ma.asarray(forecast.observed, dtype=float), np.nan))

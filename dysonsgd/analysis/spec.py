@@ -80,14 +80,16 @@ DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType({
     # the eigenvalue SDE: 'complete' (issue 11), 'continuum' (no finite-lr terms) or 'paper'
     "variant": "complete",
     "forecasts": FORECASTS,
-    # the negative and positive controls (analysis.theories), on the replay forecast
+    # the negative and positive controls (analysis.theories), on the replay forecast, with
+    # this many paths per model (a control's verdict needs less resolution than a forecast's)
     "controls": True,
-    # the closed-loop Langevin forecast (2.29): how many models per cell, paths per model, up
-    # to which snapshot, and the interval in SGD steps between recomputations of the gradient
-    # moments (1: every step)
-    "closed_loop_models": 4,
-    "closed_loop_paths": 10,
-    "closed_loop_snapshot": 1,
+    "control_paths": 20,
+    # the closed-loop Langevin forecast (2.29): how many models per cell, paths per model, the
+    # horizon in SGD steps (the observation there is the run replayed from W2(0)), and the
+    # interval in SGD steps between recomputations of the gradient moments (1: every step)
+    "closed_loop_models": 10,
+    "closed_loop_paths": 5,
+    "closed_loop_steps": 100,
     "closed_loop_interval": 1,
 })
 

@@ -191,11 +191,12 @@ def measure(result, spec: ValidationSpec, progress: Callable[[str], None] | None
 # ------------------------------------------------------------------------------------------------
 
 
-def _sde_paths(coeffs, cell, theory: Theory, options, seed: int) -> np.ma.MaskedArray:
+def _sde_paths(coeffs, cell, theory: Theory, options, seed: int, paths: int | None = None
+               ) -> np.ma.MaskedArray:
     """S(t) by the spacing SDE (4.8) under ``theory``, (n_t, R * P) model-major."""
     _, s, _ = predict.predict_spacing(theory.apply(coeffs), cell,
                                       start=options["start_snapshot"],
-                                      paths_per_model=options["paths_per_model"],
+                                      paths_per_model=paths or options["paths_per_model"],
                                       steps_per_interval=options["steps_per_interval"],
                                       seed=seed, variant=theory.variant)
     return s[..., 0]
@@ -207,9 +208,8 @@ def _final(s: np.ma.MaskedArray, r: int) -> np.ma.MaskedArray:
 
 
 def _forecast(name: str, result, run: RunMeasurements, cell, theory: Theory, options,
-              seed: int, *, extra_path: bool = False):
-    kw = {"start": options["start_snapshot"],
-          "paths": options["paths_per_model"] + int(extra_path),
+              seed: int, *, paths: int | None = None):
+    kw = {"start": options["start_snapshot"], "paths": paths or options["paths_per_model"],
           "steps_per_interval": options["steps_per_interval"], "seed": seed}
     if name == "replay":
         return forecasts.replay(run.coeffs, cell, theory, **kw)
@@ -219,10 +219,9 @@ def _forecast(name: str, result, run: RunMeasurements, cell, theory: Theory, opt
 
     keep = np.flatnonzero(~run.coeffs.diverged[cell])
     models = keep[:options["closed_loop_models"]]
-    snap = options["closed_loop_snapshot"]
     out = closed_loop(result, cell, models=models, paths=options["closed_loop_paths"],
-                      snapshots=list(range(snap + 1)), interval=options["closed_loop_interval"],
-                      seed=seed)
+                      steps=options["closed_loop_steps"],
+                      interval=options["closed_loop_interval"], seed=seed)
     return forecasts.from_closed_loop(out)
 
 
@@ -243,9 +242,10 @@ def _controls(result, run, cells, theory, spec, say) -> tuple[list[dict], dict, 
         tests = []
         for cell, where, _ in cells:
             seed = forecasts.stream_seed(options["seed"], *cell, 0, k)
-            fp = _forecast("replay", result, run, cell, control.theory, options, seed)
-            sde = _final(_sde_paths(run.coeffs, cell, control.theory, options, seed),
-                         fp.models.size)
+            fp = _forecast("replay", result, run, cell, control.theory, options, seed,
+                           paths=options["control_paths"])
+            sde = _final(_sde_paths(run.coeffs, cell, control.theory, options, seed,
+                                    options["control_paths"]), fp.models.size)
             tests += _score(fp, where, tol, seed, sde=sde)
             if control.theory.variant == "paper" and not control.theory.changed:
                 paper_metrics[where] = describe_cell(fp, sde)
@@ -264,7 +264,8 @@ def _controls(result, run, cells, theory, spec, say) -> tuple[list[dict], dict, 
     for cell, where, _ in cells:
         seed = forecasts.stream_seed(options["seed"], *cell, 0, 99)
         fp = forecasts.split_observation(_forecast("replay", result, run, cell, theory,
-                                                   options, seed, extra_path=True))
+                                                   options, seed,
+                                                   paths=options["control_paths"] + 1))
         tests += [t for t in _score(fp, where, tol, seed) if t.family != "deterministic"]
     scoring.resolve(tests, tol["alpha"])
     positive_fail = {t.name: sorted({x.where for x in tests if x.name == t.name

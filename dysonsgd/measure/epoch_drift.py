@@ -30,7 +30,7 @@ from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import epoch_order
 from dysonsgd.model.network import backprop, layer1_features, outputs
 
-__all__ = ["epoch_drift"]
+__all__ = ["epoch_drift", "training_w2"]
 
 
 def epoch_drift(result, snapshot: int, *, chunk: int = 64) -> np.ndarray:
@@ -98,3 +98,48 @@ def _replay(result, snapshot: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     out = out.reshape(*grid, -1)
     out[np.asarray(result.diverged, dtype=bool)] = np.nan
     return out, w_end.reshape(w2.shape)
+
+
+def training_w2(result, cell: tuple[int, int], models, steps: int) -> np.ndarray:
+    """W2 of some models of a run after ``steps`` SGD steps, replayed from snapshot 0.
+
+    The run's own SGD (2.29) with its data order, teachers and training inputs, in float64:
+    what the run held after ``steps`` steps (to rounding: the run's kernels order their sums
+    differently), also between its snapshots.
+
+    Parameters
+    ----------
+    result : EnsembleResult
+    cell : (i_T, i_S); models : (R,) seed indices; steps : int >= 0
+
+    Returns
+    -------
+    ndarray, shape (R, n2, n1)
+    """
+    config = result.config
+    grid = np.shape(result.diverged)
+    i_t = check_index("cell[0]", cell[0], grid[0])
+    i_s = check_index("cell[1]", cell[1], grid[1])
+    models = np.asarray([check_index("models[...]", m, grid[2]) for m in models], dtype=int)
+    steps = check_int("steps", steps, minimum=0)
+    act, b, per_epoch = config.activation, config.batch_size, config.steps_per_epoch
+    if int(result.snapshot_epochs[0]) != 0:
+        raise ValueError("training_w2 replays from snapshot 0, which must be epoch 0")
+    w1, w2t, w3 = (np.asarray(a, dtype=float)[i_t, i_s, models] for a in result.teacher())
+    x = training_inputs(result)[0, 0][models]
+    y = outputs(x, w1, w2t, w3, act, engine="torch")
+    phi1 = layer1_features(x, w1, act, engine="native")
+    w = np.asarray(result.w2[i_t, i_s, models, 0], dtype=float).copy()
+    lr = float(np.asarray(result.learning_rate, dtype=float)[i_t])
+    keys = np.asarray(result.spawn_keys)[models]
+    rows = np.arange(models.size)[:, None]
+    with np.errstate(all="ignore"):  # a model that diverges runs on as NaN
+        for epoch in range(-(-steps // per_epoch)):
+            order = np.stack([epoch_order(config.data_order, config.n_data, result.seed, int(k),
+                                          epoch) for k in keys])
+            for s in range(min(per_epoch, steps - epoch * per_epoch)):
+                idx = order[:, s * b:(s + 1) * b]
+                p = phi1[rows, idx]
+                _, delta = backprop(p, y[rows, idx], w, w3, act)
+                w -= lr * np.einsum("cbi,cbj->cij", delta, p) / b
+    return w

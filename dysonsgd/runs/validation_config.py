@@ -145,7 +145,7 @@ def parse_validate_table(table: Mapping[str, Any] | None, *,
     source : str, Path or Traversable, optional
         The file, for messages.
     snapshots : int, optional
-        Snapshots of the run to check: ``start_snapshot`` and ``closed_loop_snapshot`` must
+        Snapshots of the run to check: ``start_snapshot`` must
         leave a later one / lie in the run.
     findings : sequence of Finding
         The known disagreements of ``[expect] findings`` (:func:`parse_findings`).
@@ -173,10 +173,11 @@ def parse_validate_table(table: Mapping[str, Any] | None, *,
     if snapshots is not None and not start < snapshots - 1:
         raise err("validate", "start_snapshot", f"must be < {snapshots - 1} (the run has "
                                                 f"{snapshots} snapshots), got {start}")
-    closed = options.get("closed_loop_snapshot", DEFAULT_OPTIONS["closed_loop_snapshot"])
-    if snapshots is not None and not closed < snapshots:
-        raise err("validate", "closed_loop_snapshot", f"must be < {snapshots} (the run has "
-                                                      f"{snapshots} snapshots), got {closed}")
+    closed = options.get("closed_loop_steps", DEFAULT_OPTIONS["closed_loop_steps"])
+    interval = options.get("closed_loop_interval", DEFAULT_OPTIONS["closed_loop_interval"])
+    if closed % interval:
+        raise err("validate", "closed_loop_interval", f"must divide closed_loop_steps "
+                                                      f"({closed}), got {interval}")
     return ValidationSpec.make(tolerances, options, findings)
 
 
@@ -195,8 +196,10 @@ def _option(err: _Errors, key: str, value: Any) -> Any:
         raise err("validate", key, f"must be one of {predict.DRIFT_SOURCES}, got {value!r}")
     if key == "variant" and value not in predict.VARIANTS:
         raise err("validate", key, f"must be one of {predict.VARIANTS}, got {value!r}")
+    if key == "control_paths" and value < 2:
+        raise err("validate", key, f"must be >= 2, got {value}")
     if key in ("steps_per_interval", "closed_loop_models", "closed_loop_paths",
-               "closed_loop_interval", "closed_loop_snapshot") and value < 1:
+               "closed_loop_interval", "closed_loop_steps") and value < 1:
         raise err("validate", key, f"must be >= 1, got {value}")
     if key == "paths_per_model" and value < 50:
         raise err("validate", key, f"must be >= 50 (each model's observation is ranked among "
@@ -209,7 +212,8 @@ def _option(err: _Errors, key: str, value: Any) -> Any:
 def parse_findings(entries: Any, *, source: str | Path | Traversable | None = None
                    ) -> tuple[Finding, ...]:
     """The known disagreements of ``[expect] findings``: a list of tables {check, reason,
-    forecast?, phase? | temperature? and inv_sigma_w?}, each expecting its check to FAIL."""
+    forecast?, phase? | temperature? and inv_sigma_w?}, each expecting its check to FAIL.
+    ``check`` and ``forecast`` may be lists (one finding per combination)."""
     err = _Errors(source)
     if not isinstance(entries, list):
         raise err("expect", "findings", "must be an array of tables")
@@ -222,14 +226,16 @@ def parse_findings(entries: Any, *, source: str | Path | Traversable | None = No
         if extra:
             raise err("expect", f"{here}.{sorted(extra)[0]}",
                       f"unknown key (allowed: {', '.join(FINDING_KEYS)})")
-        if entry.get("check") not in (*CHECKS, *GRID_CHECKS):
-            raise err("expect", f"{here}.check", f"must be one of {(*CHECKS, *GRID_CHECKS)}, "
-                                                 f"got {entry.get('check')!r}")
+        checks = _one_or_list(entry.get("check"))
+        if not checks or any(c not in (*CHECKS, *GRID_CHECKS) for c in checks):
+            raise err("expect", f"{here}.check", f"must be one of {(*CHECKS, *GRID_CHECKS)} "
+                                                 f"or a list of them, got {entry.get('check')!r}")
         if not isinstance(entry.get("reason"), str) or not entry["reason"].strip():
             raise err("expect", f"{here}.reason", "must say why the disagreement is expected")
-        if "forecast" in entry and entry["forecast"] not in FORECASTS:
-            raise err("expect", f"{here}.forecast", f"must be one of {FORECASTS}, got "
-                                                    f"{entry['forecast']!r}")
+        forecasts = _one_or_list(entry["forecast"]) if "forecast" in entry else [None]
+        if not forecasts or any(f is not None and f not in FORECASTS for f in forecasts):
+            raise err("expect", f"{here}.forecast", f"must be one of {FORECASTS} or a list of "
+                                                    f"them, got {entry['forecast']!r}")
         if "phase" in entry and entry["phase"] not in PHASES:
             raise err("expect", f"{here}.phase", f"must be one of {PHASES}, got "
                                                  f"{entry['phase']!r}")
@@ -237,11 +243,17 @@ def parse_findings(entries: Any, *, source: str | Path | Traversable | None = No
             if key in entry and not (_is_number(entry[key]) and entry[key] > 0):
                 raise err("expect", f"{here}.{key}", f"must be a number > 0, got "
                                                      f"{entry[key]!r}")
-        out.append(Finding(check=entry["check"], reason=entry["reason"],
-                           forecast=entry.get("forecast"), phase=entry.get("phase"),
-                           temperature=_float_or_none(entry.get("temperature")),
-                           inv_sigma_w=_float_or_none(entry.get("inv_sigma_w"))))
+        out += [Finding(check=c, reason=entry["reason"], forecast=f, phase=entry.get("phase"),
+                        temperature=_float_or_none(entry.get("temperature")),
+                        inv_sigma_w=_float_or_none(entry.get("inv_sigma_w")))
+                for c in checks for f in forecasts]
     return tuple(out)
+
+
+def _one_or_list(value) -> list:
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
 
 
 def _float_or_none(value) -> float | None:
