@@ -56,11 +56,11 @@ class MomentKnots(NamedTuple):
     knots : ndarray, shape (nc,)
         Times of the moments (nc = 1: constant); linear in t between them, constant outside.
     moments : tuple of ndarray
-        (g, g^T, m, q, v, v^T, c, L): the fields mean, mean_square, ito, variance, cross of
-        :class:`~dysonsgd.measure.moments.SingularMoments`, two of them also transposed, and
-        the lower Cholesky factor L of Sigma; the matrices flattened row-major to (nc, Pm, N^2),
-        m and q (nc, Pm, N); C-contiguous float64 (:func:`knot_moments`). Pm is 1 (shared) or
-        the number of paths (one model per path).
+        (g, m, q, v, c, L): the fields mean, mean_square, ito, variance, cross of
+        :class:`~dysonsgd.measure.moments.SingularMoments` and the lower Cholesky factor L of
+        Sigma; the matrices flattened row-major to (nc, Pm, N^2), m and q (nc, Pm, N);
+        C-contiguous float64 (:func:`knot_moments`). Pm is 1 (shared) or the number of paths
+        (one model per path).
     temperature, learning_rate : float
         T and lr (0: the continuum limit).
     form : FusedForm
@@ -82,19 +82,15 @@ class MomentKnots(NamedTuple):
 
 def knot_moments(mean, mean_square, ito, variance, cross, factor) -> tuple:
     """:attr:`MomentKnots.moments` from arrays (nc, Pm, N, N) (mean, variance, cross, factor)
-    and (nc, Pm, N) (mean_square, ito); copies only the transposes (and what is not contiguous).
+    and (nc, Pm, N) (mean_square, ito): views, copies only of arrays that are not contiguous.
     """
     n = mean.shape[-1]
 
     def flat(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=float).reshape(*a.shape[:-2], n * n)
 
-    def swap(a: np.ndarray) -> np.ndarray:
-        return flat(np.swapaxes(a, -1, -2))
-
-    return (flat(mean), swap(mean), np.ascontiguousarray(mean_square, dtype=float),
-            np.ascontiguousarray(ito, dtype=float), flat(variance), swap(variance), flat(cross),
-            flat(factor))
+    return (flat(mean), np.ascontiguousarray(mean_square, dtype=float),
+            np.ascontiguousarray(ito, dtype=float), flat(variance), flat(cross), flat(factor))
 
 
 # --------------------------------------------------------------------------------------------

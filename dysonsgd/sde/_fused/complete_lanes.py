@@ -56,7 +56,7 @@ def _interval(moments, knots, k, b0, m, temperature, lr, base, slope):  # pragma
     T v_ji, T v_ij, 2 T c_ij, sqrt(lr) g_ji, sqrt(lr) g_ij; 2 sqrt(T) L_ik over k <= i. Lanes
     past the block's m paths copy its first path.
     """
-    g, _, msq, ito, var, _, cross, factor = moments
+    g, msq, ito, var, cross, factor = moments
     lanes = LANES
     n = msq.shape[-1]
     nc = knots.size
@@ -209,7 +209,7 @@ def complete_lane_block(first, last, x, dead, out, rec, step0, h, times, knots, 
     stack = np.empty((scheme.max_depth + 2, n))
     nodes = np.empty(scheme.max_depth + 2, dtype=np.int64)
     live = np.zeros(lanes, dtype=np.bool_)
-    per_path = moments[2].shape[1] > 1
+    per_path = moments[1].shape[1] > 1
     fraction = scheme.explicit_fraction
     check_near = scheme.implicit and fraction != 0.0
     wall = form.wall

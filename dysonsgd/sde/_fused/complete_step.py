@@ -62,7 +62,7 @@ def _moments_at(moments, pm, k, w, temperature, lr, buf):  # pragma: no cover - 
     [g_ii | T q_i + lr m_i | T v_ji | T v_ij | 2 T c_ij | sqrt(lr) g_ji | sqrt(lr) g_ij |
     2 sqrt(T) L_ik]. Every field is (1 - w) a_k + w a_{k+1}, as ``EigenvalueSDE._at``.
     """
-    g, g_t, msq, ito, var, var_t, cross, factor = moments
+    g, msq, ito, var, cross, factor = moments
     n = msq.shape[-1]
     nn = n * n
     k1 = min(k + 1, msq.shape[0] - 1)
@@ -75,13 +75,18 @@ def _moments_at(moments, pm, k, w, temperature, lr, buf):  # pragma: no cover - 
     a, b = g[k, pm], g[k1, pm]
     for i in range(n):
         buf[i] = u * a[i * n + i] + w * b[i * n + i]
-    # the matrices (flattened row-major on the host, so that these loops are contiguous)
+    # the matrices (flattened row-major on the host, so that these loops are contiguous), then
+    # the transposes of v and g from them
     off = 2 * n
-    _lerp(buf[off : off + nn], var_t[k, pm], var_t[k1, pm], u, w, temperature)
-    _lerp(buf[off + nn : off + 2 * nn], var[k, pm], var[k1, pm], u, w, temperature)
+    v_t, v = buf[off : off + nn], buf[off + nn : off + 2 * nn]
+    g_t, gg = buf[off + 3 * nn : off + 4 * nn], buf[off + 4 * nn : off + 5 * nn]
+    _lerp(v, var[k, pm], var[k1, pm], u, w, temperature)
     _lerp(buf[off + 2 * nn : off + 3 * nn], cross[k, pm], cross[k1, pm], u, w, 2.0 * temperature)
-    _lerp(buf[off + 3 * nn : off + 4 * nn], g_t[k, pm], g_t[k1, pm], u, w, root)
-    _lerp(buf[off + 4 * nn : off + 5 * nn], g[k, pm], g[k1, pm], u, w, root)
+    _lerp(gg, g[k, pm], g[k1, pm], u, w, root)
+    for i in range(n):
+        for j in range(n):
+            v_t[i * n + j] = v[j * n + i]
+            g_t[i * n + j] = gg[j * n + i]
     off += 5 * nn
     a, b = factor[k, pm], factor[k1, pm]
     scale = 2.0 * math.sqrt(temperature)
@@ -234,7 +239,7 @@ def _path_block(p, x, dead, out, rec, step0, h, times, knots, moments, temperatu
     n = x.size
     count = h.size
     p = np.int64(p)
-    pm = p if moments[2].shape[1] > 1 else np.int64(0)
+    pm = p if moments[1].shape[1] > 1 else np.int64(0)
     z = np.empty((n, SUB_STEPS))
     words = np.empty((2 * ((n + 1) // 2), SUB_STEPS), dtype=np.uint64)
     dw = np.empty(n)
