@@ -23,8 +23,12 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dysonsgd.sde._fused.implicit import FAST as _FAST
 from dysonsgd.sde._fused.implicit import implicit_step
@@ -55,6 +59,46 @@ __all__ = ["LANES", "lane_block"]
 
 #: float64 paths per block (one vector register)
 LANES = VECTOR_BYTES // 8
+
+
+def _host_has_rcp14() -> bool:
+    """The kernels compile for this CPU and it has AVX-512F (``vrcp14pd`` on 8 doubles)."""
+    if nb.config.CPU_NAME is not None or LANES != 8:
+        return False
+    try:
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    except RuntimeError:  # pragma: no cover - no feature detection on this platform
+        return False
+
+
+#: 1/d by the 14-bit estimate and two Newton steps (AVX-512) instead of a division
+RCP14 = _host_has_rcp14()
+
+
+@intrinsic
+def _rcp14(typingctx, a):
+    """``vrcp14pd``: 1/a to a relative error below 2**-14, lane by lane."""
+
+    def codegen(context, builder, sig, args):
+        vty = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, ir.IntType(8)]),
+            "llvm.x86.avx512.rcp14.pd.512")
+        return builder.call(fn, [args[0], ir.Constant(vty, None), ir.Constant(ir.IntType(8), -1)])
+
+    return a(a), codegen
+
+
+@nb.njit(inline="always")
+def _reciprocal(d, one):  # pragma: no cover - compiled
+    """1/d lane by lane: with AVX-512 the estimate refined by two Newton steps
+    r <- r + r (1 - d r) (relative error 2**-14 -> 2**-28 -> below 2**-53, so within an ulp
+    or so of the rounded quotient, at a third of a division's cost), else the division."""
+    if RCP14:
+        r = _rcp14(d)
+        r = vfma(r, vfma(vsub(vsplat(d, 0.0), d), r, one), r)
+        return vfma(r, vfma(vsub(vsplat(d, 0.0), d), r, one), r)
+    return vdiv(one, d)
 
 
 @nb.njit(inline="always", fastmath=_FAST, error_model="numpy")
@@ -94,6 +138,7 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
     lanes = LANES
     ref = np.zeros(1)
     zero = vsplat(ref, 0.0)
+    one = vsplat(ref, 1.0)
     X = np.zeros(n * lanes)
     XN = np.zeros(n * lanes)
     ACC = np.zeros(n * lanes)
@@ -185,7 +230,7 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
                     xi = vload(X, i * lanes)
                     acc = vload(ACC, i * lanes)
                     for j in range(i + 1, n):
-                        r = vdiv(vsplat(ref, 1.0), vsub(xi, vload(X, j * lanes)))
+                        r = _reciprocal(vsub(xi, vload(X, j * lanes)), one)
                         acc = vadd(acc, vmul(vload(TL, (i * n + j) * lanes), r))
                         vstore(ACC, j * lanes, vsub(vload(ACC, j * lanes),
                                                     vmul(vload(TL, (j * n + i) * lanes), r)))
