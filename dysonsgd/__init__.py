@@ -18,7 +18,7 @@ The curated public API. Everything below is importable from the top level
               EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
               langevin_sgd_discrete
     analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome,
-              evaluate, Theory, NEGATIVE_CONTROLS
+              evaluate, Theory, NEGATIVE_CONTROLS, closed_loop, ClosedLoopForecast
     monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
               save_result, convert_run, load_sweep, validate
@@ -90,6 +90,8 @@ _API: dict[str, tuple[str, str]] = {
     "evaluate": ("dysonsgd.analysis.validation", "evaluate"),
     "Theory": ("dysonsgd.analysis.theories", "Theory"),
     "NEGATIVE_CONTROLS": ("dysonsgd.analysis.theories", "NEGATIVE_CONTROLS"),
+    "closed_loop": ("dysonsgd.analysis.closed_loop", "closed_loop"),
+    "ClosedLoopForecast": ("dysonsgd.analysis.closed_loop", "ClosedLoopForecast"),
     # monitor
     "SpectrumMonitor": ("dysonsgd.monitor.spectrum_monitor", "SpectrumMonitor"),
     "open_monitor_store": ("dysonsgd.monitor.store", "open_store"),

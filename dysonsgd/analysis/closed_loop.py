@@ -250,6 +250,21 @@ def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, re
     drift = m * lr  # drift coefficient of one EM step
     amp = lr * math.sqrt(m * f / b)  # its noise is amp x (a unit-covariance draw of Cov^1/2)
     n_em = int(rec[-1]) // m
+    threads = torch.get_num_threads()
+    # one torch thread: the step is a chain of small products and element-wise passes whose
+    # OpenMP barriers spin against NumPy's pool and any other load (measured: 2 threads 5x
+    # slower than 1 on a loaded 2-core machine)
+    torch.set_num_threads(1)
+    try:
+        return _langevin_loop(w, x, y, w3t, z, z_t, out, div_step, alive, rec, streams, n_em,
+                              m, n, drift, amp, thr, noise, activation, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _langevin_loop(w, x, y, w3t, z, z_t, out, div_step, alive, rec, streams, n_em, m, n,
+                   drift, amp, thr, noise, activation, progress):
+    """The time loop of :func:`langevin_w2` (its arguments, prepared)."""
     k_rec = 0
     with np.errstate(all="ignore"), torch.no_grad():
         for k in range(n_em + 1):
