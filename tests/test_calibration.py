@@ -78,7 +78,14 @@ def test_ratio_equivalence_by_tost():
     res = cal.ratio_equivalence(close, obs, 1.25, rng)
     assert res["pvalue"] < 0.01 and res["ratio_ci"][0] < res["ratio"] < res["ratio_ci"][1]
     assert res["ratio"] == pytest.approx(close.mean(axis=1).mean() / obs.mean())
-    assert cal.ratio_equivalence(far, obs, 1.25, rng)["pvalue"] > 0.5
+    assert res["resolvable"] and not res["outside"]
+    far_res = cal.ratio_equivalence(far, obs, 1.25, rng)
+    assert far_res["pvalue"] > 0.5 and far_res["outside"]
+    # four models with a spread of 50 %: the interval is wider than the margin, no power
+    few = rng.lognormal(0, 0.5, 4)
+    wide = cal.ratio_equivalence(few[:, None] * np.ones((4, 50)), rng.lognormal(0, 0.5, 4),
+                                 1.25, rng)
+    assert not wide["resolvable"]
     # broken paths (NaN) are left out of their model's mean, not counted as zeros
     holes = close.copy()
     holes[:, ::2] = np.nan

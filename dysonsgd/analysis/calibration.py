@@ -154,7 +154,9 @@ def ratio_equivalence(predicted, observed, margin: float, rng: np.random.Generat
     dict: ``ratio`` (the point estimate, pooled over the paths of each model first),
     ``ratio_ci`` (percentile interval at ``level``), ``pvalue`` (the larger of the two
     one-sided bootstrap p-values P*(ratio <= 1/margin), P*(ratio >= margin), floored at
-    1/(resamples + 1)).
+    1/(resamples + 1)), ``resolvable`` (the interval is narrower than [1/margin, margin], so
+    a right forecast could show equivalence: the test has power) and ``outside`` (the whole
+    interval lies outside the margin).
     """
     if not margin > 1.0:
         raise InputError(f"margin must be > 1, got {margin}")
@@ -173,7 +175,12 @@ def ratio_equivalence(predicted, observed, margin: float, rng: np.random.Generat
         boot = model_means[pick].mean(axis=1) / obs[pick].mean(axis=1)
     floor = 1.0 / (BOOTSTRAP_RESAMPLES + 1)
     p = max(float(np.mean(boot <= 1.0 / margin)), float(np.mean(boot >= margin)), floor)
-    return {"ratio": ratio, "ratio_ci": list(_percentile(boot, level)), "pvalue": p}
+    lo, hi = _percentile(boot, level)
+    return {"ratio": ratio, "ratio_ci": [lo, hi], "pvalue": p,
+            # the interval is narrower than the margin: a right forecast could show equivalence
+            "resolvable": bool(np.log(hi / lo) < 2.0 * np.log(margin)) if lo > 0 else False,
+            # the whole interval lies outside the margin: non-equivalence shown either way
+            "outside": bool(lo > margin or hi < 1.0 / margin)}
 
 
 def holm(pvalues, alpha: float) -> np.ndarray:

@@ -19,7 +19,9 @@ PASS/FAIL verdicts. The checks, all at the last scored snapshot t_f:
 ``spacing_mean`` (family: equivalence; PASS when rejected)
     TOST that mean S(t_f) predicted / observed lies within the declared margin.
 
-A test with too few models to ever reject at the level has "no power" (:attr:`Test.power`).
+A test with too few models to ever reject at the level has "no power" (:attr:`Test.power`);
+so has an equivalence test whose 95% interval is wider than the margin itself (even a right
+forecast could not show equivalence) unless the whole interval lies outside the margin.
 """
 
 from __future__ import annotations
@@ -137,6 +139,7 @@ def score_cell(fp: ForecastPaths, where: Where, tolerances, rng: np.random.Gener
     eq = cal.ratio_equivalence(s_pred, s_obs, margin, rng)
     tests.append(Test("spacing_mean", fp.forecast, fp.theory, where, eq["ratio"],
                       eq["pvalue"], f"ratio in [{1 / margin:.3g}, {margin:g}] (TOST, Holm)",
+                      power=eq["resolvable"] or eq["outside"],
                       details={"ratio_ci95": eq["ratio_ci"], "tost_pvalue": eq["pvalue"]}))
     return tests
 
