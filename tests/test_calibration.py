@@ -86,6 +86,9 @@ def test_ratio_equivalence_by_tost():
     wide = cal.ratio_equivalence(few[:, None] * np.ones((4, 50)), rng.lognormal(0, 0.5, 4),
                                  1.25, rng)
     assert not wide["resolvable"]
+    # every path broken: nothing to test, and no power either way
+    none = cal.ratio_equivalence(np.full((4, 3), np.nan), obs[:4], 1.25, rng)
+    assert np.isnan(none["ratio"]) and not none["resolvable"] and not none["outside"]
     # broken paths (NaN) are left out of their model's mean, not counted as zeros
     holes = close.copy()
     holes[:, ::2] = np.nan

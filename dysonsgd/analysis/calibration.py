@@ -167,7 +167,8 @@ def ratio_equivalence(predicted, observed, margin: float, rng: np.random.Generat
     keep = (counts > 0) & np.isfinite(obs)
     sums, counts, obs = sums[keep], counts[keep], obs[keep]
     if obs.size < 2:
-        return {"ratio": float("nan"), "ratio_ci": [np.nan, np.nan], "pvalue": 1.0}
+        return {"ratio": float("nan"), "ratio_ci": [np.nan, np.nan], "pvalue": 1.0,
+                "resolvable": False, "outside": False}
     model_means = sums / counts
     ratio = float(model_means.mean() / obs.mean())
     pick = _bootstrap_index(obs.size, rng)
