@@ -63,6 +63,26 @@ def test_coefficients_match_the_rotated_update_sample_by_sample():
                                atol=1e-12)
 
 
+def test_coefficients_of_a_batch_match_the_rotated_update_sample_by_sample():
+    """A batch of 80 models (coefficients_at then takes its compiled kernel) against R_a of
+    each model computed directly, as above (rounding: atol 1e-12 on entries of order 1)."""
+    rng = np.random.default_rng(21)
+    w = rng.normal(size=(80, 4, 7))
+    grads = 0.5 * rng.normal(size=(80, 60, 4, 7)) + 0.3 * rng.normal(size=(80, 1, 4, 7))
+    c = coefficients_at(singular_moments(w, grads))
+    for q in (0, 41, 79):
+        _, u = eigensystem(w[q])
+        r = u.T @ (w[q] @ np.swapaxes(grads[q], -1, -2) + grads[q] @ w[q].T) @ u
+        diag = np.diagonal(r, axis1=-2, axis2=-1)
+        np.testing.assert_allclose(c.noise[q], r.var(0), atol=1e-12)
+        np.testing.assert_allclose(c.covariance[q], np.cov(diag.T, bias=True), atol=1e-12)
+        mu = grads[q].mean(0)
+        r_mu = u.T @ (w[q] @ mu.T + mu @ w[q].T) @ u
+        np.testing.assert_allclose(c.finite_lr[q], np.where(np.eye(4, dtype=bool), 0,
+                                                            r_mu**2), atol=1e-12)
+        np.testing.assert_allclose(c.k[q], -diag.mean(0), atol=1e-12)
+
+
 def test_one_step_increments_follow_the_complete_formula_not_the_paper():
     """One-step Monte Carlo of SGD (batches without replacement, exact eigenvalues).
 

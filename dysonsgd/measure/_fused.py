@@ -570,3 +570,49 @@ def fused_gradient_statistics(phi, model_of, delta, w2, u, us, vt, out) -> None:
     _statistics_block(c(phi, dtype=float), c(model_of, dtype=np.int64), c(delta, dtype=float),
                       c(w2, dtype=float), c(u, dtype=float), c(us, dtype=float),
                       c(vt, dtype=float), *(out[name] for name in STATISTICS))
+
+
+@nb.njit(cache=True, nogil=True)
+def _coefficients_block(x, g, v, cross, sigma, noise, finite, covariance, start, stop
+                        ):  # pragma: no cover - compiled
+    """V, P and C of :func:`dysonsgd.measure.moments.coefficients_at` for items [start, stop):
+    the same IEEE operations in the same order as its numpy expressions (no fast-math)."""
+    n = x.shape[1]
+    s = np.empty(n)
+    for q in range(start, stop):
+        for i in range(n):
+            xv = x[q, i]
+            s[i] = np.sqrt(xv if xv > 0.0 or xv != xv else 0.0)  # np.maximum(x, 0)
+        for i in range(n):
+            si = s[i]
+            xi = x[q, i]
+            for j in range(n):
+                sj = s[j]
+                c = 4.0 * si * sj * sigma[q, i, j]
+                covariance[q, i, j] = c
+                if i == j:
+                    noise[q, i, j] = c
+                    finite[q, i, j] = 0.0
+                else:
+                    noise[q, i, j] = (xi * v[q, j, i] + x[q, j] * v[q, i, j]
+                                      + 2.0 * si * sj * cross[q, i, j])
+                    r = si * g[q, j, i] + g[q, i, j] * sj
+                    finite[q, i, j] = r * r
+
+
+def coefficients_matrices(x, g, v, cross, sigma) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(noise V, finite-lr P, covariance C) of ``coefficients_at`` for flat items.
+
+    Parameters
+    ----------
+    x : (Q, N); g, v, cross, sigma : (Q, N, N), C-contiguous float64
+
+    Returns
+    -------
+    noise, finite, covariance : (Q, N, N)
+    """
+    q, n = x.shape
+    out = [np.empty((q, n, n)) for _ in range(3)]
+    _threads(q, lambda b0, b1: _coefficients_block(x, g, v, cross, sigma, *out, b0, b1),
+             min_items=256)
+    return out[0], out[1], out[2]

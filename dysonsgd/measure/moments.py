@@ -240,13 +240,24 @@ def coefficients_at(moments: SingularMoments, x=None) -> EigenCoefficients:
     x = moments.singular_values**2 if x is None else np.asarray(x, dtype=float)
     s = np.sqrt(np.maximum(x, 0.0))
     g = moments.mean
-    si, sj = s[..., :, None], s[..., None, :]
     k = -2.0 * s * np.diagonal(g, axis1=-2, axis2=-1)
+    n = x.shape[-1]
+    fields = (g, moments.variance, moments.cross, moments.diagonal_covariance)
+    if x.ndim > 1 and all(np.shape(a) == (*x.shape, n) for a in fields) and x.size >= 64 * n:
+        # many items of one shape (a whole run): the compiled kernel, the same arithmetic
+        from dysonsgd.measure import _fused
+
+        flat = [np.ascontiguousarray(a, dtype=float).reshape(-1, n, n) for a in fields]
+        noise, finite_lr, covariance = (a.reshape(*x.shape, n) for a in _fused.
+                                        coefficients_matrices(np.ascontiguousarray(
+                                            x, dtype=float).reshape(-1, n), *flat))
+        return EigenCoefficients(x, k, moments.ito, moments.mean_square, noise, finite_lr,
+                                 covariance)
+    si, sj = s[..., :, None], s[..., None, :]
     v = moments.variance
     noise = (x[..., :, None] * np.swapaxes(v, -1, -2) + x[..., None, :] * v
              + 2.0 * si * sj * moments.cross)
     covariance = 4.0 * si * sj * moments.diagonal_covariance
-    n = x.shape[-1]
     eye = np.eye(n, dtype=bool)
     noise = np.where(eye, covariance, noise)
     r_mu = si * np.swapaxes(g, -1, -2) + g * sj
