@@ -23,7 +23,7 @@ class TeacherStudentConfig:
         ``(n0, n1, n2, n3)``: inputs, the two hidden layers, outputs. Default ``(3, 32, 16, 1)``.
     activation : str
         ``phi`` on both hidden layers, one of :data:`~dysonsgd.model.activations.ACTIVATIONS`
-        (the release's three choices, 'tanh', 'relu', 'identity'). Default ``'tanh'``.
+        (the release's three choices, 'tanh', 'relu', 'identity', and 'gelu'). Default ``'tanh'``.
     trained_layers : tuple of int
         Which weight matrices train. Only ``(2,)`` (the middle matrix ``W2``, as in the paper) is
         implemented; anything else raises ``InputError``.

@@ -23,7 +23,7 @@ checks, reading TOML)::
     epochs = 100
     snapshots = 21
     seed = 0
-    activation = "tanh"                 # tanh | relu | identity
+    activation = "tanh"                 # tanh | relu | identity | gelu
     widths = [3, 32, 16, 1]
     n_data = 4000
     batch_size = 4                      # |B| of every cell (unless [grid] batch_size)
