@@ -142,9 +142,9 @@ def test_diagram_checks_on_a_synthetic_grid():
     # p = C(6,6) C(6,2) / C(12,8) = 15/495
     converged = np.zeros((3, 2, 4), dtype=bool)
     converged[:2, 0, :3] = True
-    fisher = [c for c in validation.diagram_checks(
+    fisher = next(c for c in validation.diagram_checks(
         parse_diagram_table({"signal_to_noise_alpha": 0.05}), temperature, inv, labels, loss, g,
-        fraction, converged) if c.name == "diagram_signal_to_noise_test"][0]
+        fraction, converged) if c.name == "diagram_signal_to_noise_test")
     assert fisher.metric == pytest.approx(15 / 495) and fisher.passed
     with pytest.raises(ValueError, match="signal_to_noise_alpha: must lie"):
         parse_diagram_table({"signal_to_noise_alpha": 0.9})
