@@ -58,7 +58,18 @@ def test_findings_say_which_check_is_expected_to_fail_where():
     assert s.expected("spacing_mean", "replay", "ordered", (0.25, 8.0)) == "PASS"
     assert s.expected("calibration_levels", "closed-loop", "ordered", (2.0, 8.0)) == "FAIL"
     assert s.expected("calibration_levels", "replay", "ordered", (4.0, 8.0)) == "PASS"
+    either = parse_findings([{"check": ["spacing_mean", "calibration_levels"],
+                              "forecast": ["replay", "closed-loop"], "expected": "either",
+                              "reason": "not stable across seeds"}])
+    assert len(either) == 4 and {f.expected for f in either} == {"either"}
+    from dysonsgd.analysis.checks import Check
+    for verdict in ("PASS", "FAIL", "NO POWER"):
+        assert Check("spacing_mean", 2.0, 8.0, 1.0, "", verdict, expected="either").as_expected
+    assert not Check("spacing_mean", 2.0, 8.0, 1.0, "", "PASS", expected="FAIL").as_expected
+    assert Check("spacing_mean", 2.0, 8.0, 1.0, "", "NO POWER", expected="FAIL").as_expected
     for entry, message in [({"check": "ks", "reason": "x"}, "check: must be one of"),
+                           ({"check": "spacing_mean", "reason": "x", "expected": "PASS"},
+                            "expected: must be one of"),
                            ({"check": "spacing_mean"}, "reason: must say why"),
                            ({"check": "spacing_mean", "reason": "x", "forecast": "y"},
                             "forecast: must be one of"),

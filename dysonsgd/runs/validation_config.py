@@ -25,6 +25,7 @@ from dysonsgd.analysis.spec import (
     CHECKS,
     DEFAULT_OPTIONS,
     DEFAULT_TOLERANCES,
+    FINDING_EXPECTATIONS,
     FINDING_KEYS,
     FORECASTS,
     GRID_CHECKS,
@@ -243,7 +244,12 @@ def parse_findings(entries: Any, *, source: str | Path | Traversable | None = No
             if key in entry and not (_is_number(entry[key]) and entry[key] > 0):
                 raise err("expect", f"{here}.{key}", f"must be a number > 0, got "
                                                      f"{entry[key]!r}")
+        expected = entry.get("expected", "FAIL")
+        if expected not in FINDING_EXPECTATIONS:
+            raise err("expect", f"{here}.expected", f"must be one of {FINDING_EXPECTATIONS}, "
+                                                    f"got {expected!r}")
         out += [Finding(check=c, reason=entry["reason"], forecast=f, phase=entry.get("phase"),
+                        expected=expected,
                         temperature=_float_or_none(entry.get("temperature")),
                         inv_sigma_w=_float_or_none(entry.get("inv_sigma_w")))
                 for c in checks for f in forecasts]
