@@ -68,7 +68,7 @@ def singular_system(w, *, eigenvectors=None) -> tuple[np.ndarray, np.ndarray, np
     """Singular values (ascending) and paired singular vectors of W, W = U diag(s) Vt^T.
 
     From the eigensystem of X = W W^T (:func:`dysonsgd.measure.spectrum.eigensystem`), refined
-    by one-sided Jacobi on the rows of U^T W (:func:`dysonsgd.measure._fused.
+    by one-sided Jacobi on the rows of U^T W (:func:`dysonsgd.measure._singular.
     refine_singular_system`): as accurate as an SVD, several times faster for a batch of small
     matrices, and U keeps the eigenvectors' signs (each pair (u_i, v_i) is defined up to one
     common sign; every coefficient of :func:`coefficients_at` is invariant under it). A matrix
@@ -86,7 +86,7 @@ def singular_system(w, *, eigenvectors=None) -> tuple[np.ndarray, np.ndarray, np
     u : (..., N, N) columns the eigenvectors of X in the same order
     vt : (..., M, N) columns the right singular vectors paired with ``u``
     """
-    from dysonsgd.measure import _fused
+    from dysonsgd.measure import _singular
 
     w = check_array("w", w, min_ndim=2)
     if w.shape[-2] > w.shape[-1]:
@@ -95,7 +95,7 @@ def singular_system(w, *, eigenvectors=None) -> tuple[np.ndarray, np.ndarray, np
     u = eigensystem(w)[1] if eigenvectors is None else np.asarray(eigenvectors, dtype=float)
     if u.shape != (*lead, n, n):
         raise InputError(f"eigenvectors must have shape {(*lead, n, n)}, got {u.shape}")
-    s, u, vt, ok = _fused.refine_singular_system(w.reshape(-1, n, m), u.reshape(-1, n, n))
+    s, u, vt, ok = _singular.refine_singular_system(w.reshape(-1, n, m), u.reshape(-1, n, n))
     if not ok.all():  # a zero singular value: the SVD completes Vt
         uu, ss, vh = np.linalg.svd(w.reshape(-1, n, m)[~ok], full_matrices=False)
         s[~ok], u[~ok] = ss[..., ::-1], uu[..., ::-1]
@@ -245,10 +245,10 @@ def coefficients_at(moments: SingularMoments, x=None) -> EigenCoefficients:
     fields = (g, moments.variance, moments.cross, moments.diagonal_covariance)
     if x.ndim > 1 and all(np.shape(a) == (*x.shape, n) for a in fields) and x.size >= 64 * n:
         # many items of one shape (a whole run): the compiled kernel, the same arithmetic
-        from dysonsgd.measure import _fused
+        from dysonsgd.measure import _singular
 
         flat = [np.ascontiguousarray(a, dtype=float).reshape(-1, n, n) for a in fields]
-        noise, finite_lr, covariance = (a.reshape(*x.shape, n) for a in _fused.
+        noise, finite_lr, covariance = (a.reshape(*x.shape, n) for a in _singular.
                                         coefficients_matrices(np.ascontiguousarray(
                                             x, dtype=float).reshape(-1, n), *flat))
         return EigenCoefficients(x, k, moments.ito, moments.mean_square, noise, finite_lr,
