@@ -11,8 +11,9 @@ the back-propagated error of layer 2, phi_a the layer-1 features), so nothing ne
 
 and every mean and variance is taken sample by sample on (N, N) or (N, M) values, two-pass
 (the mean first, then the centred squares), as the numpy formulas do. One model-snapshot's
-arrays (about 150 kB) stay in the second-level cache; items run on ``numba.get_num_threads()`` Python threads
-over serial kernels that release the GIL (each item's numbers do not depend on the split).
+arrays (about 150 kB) stay in the second-level cache; items run on
+``numba.get_num_threads()`` Python threads over serial kernels that release the GIL (each
+item's numbers do not depend on the split).
 
 The singular system of W itself comes from :mod:`dysonsgd.measure._singular`.
 """
