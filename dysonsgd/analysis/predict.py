@@ -198,7 +198,7 @@ def measure_run(result, *, snapshots=None, drift: str = "training", noise: str =
     if snaps.size > 1 and np.any(np.diff(snaps) <= 0):
         raise InputError("snapshots must be strictly increasing")
     x = gradstats.training_inputs(result, noise_points) if noise == "training" else None
-    stats = [gradstats.measure(result, int(s), x=x, chunk=chunk) for s in snaps]
+    stats = list(gradstats.measure_series(result, [int(s) for s in snaps], x=x, chunk=chunk))
     eig = np.stack([s.eigenvalues for s in stats], axis=3)
     noise_source, noise = noise, np.stack([s.v for s in stats], axis=3)
     moments = SingularMoments.join([s.moments for s in stats],
