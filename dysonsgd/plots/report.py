@@ -103,11 +103,12 @@ def write_report(outcome: Outcome, out_dir: str | Path, title: str, wall_time: f
                 f"{pw['power']:.2f} ({pw['failed_pairs']}/{pw['pairs']})"
             size = pw["positive_control_rejection_rate"]
             lines.append(f"| {name} | {power} | {'-' if size is None else format(size, '.2f')} |")
-    findings = [f for f in outcome.findings]
+    findings = list(outcome.findings)
     if findings:
-        lines += ["", "## Declared findings (expected to FAIL)", ""]
+        lines += ["", "## Declared findings", ""]
         lines += [f"- {f.check} ({f.forecast or 'every forecast'}, "
-                  f"{f.phase or 'every phase'}): {f.reason}" for f in findings]
+                  f"{f.phase or 'every phase'}): expected {f.expected}; {f.reason}"
+                  for f in findings]
     lines += ["", "## Cells", "",
               "| T | 1/sigma_W | expected | phase | test loss | G(t_f,0) | S observed | "
               "S DBM | S (4.8) | KS p | x_1 < 0 | (4.15) conv. | observed conv. |",
