@@ -10,7 +10,8 @@ The curated public API. Everything below is importable from the top level
     model     TeacherStudentConfig, replica_draws
     train     train_ensemble, EnsembleResult, BatchResults, snapshot_epochs,
               release_snapshot_epochs
-    measure   eigenvalues, mean_level_spacing, gradient_statistics, GradientStatistics,
+    measure   eigenvalues, mean_level_spacing, gradient_statistics, gradient_statistics_series,
+              GradientStatistics,
               singular_moments, SingularMoments, coefficients_at, increment_moments, epoch_drift,
               largest_curvature
     sde       integrate, EigenvalueSDE, DysonBrownianMotion, LevelSpacingSDE, LangevinSGD,
@@ -21,7 +22,7 @@ The curated public API. Everything below is importable from the top level
               evaluate, Theory, NEGATIVE_CONTROLS, closed_loop, ClosedLoopForecast
     monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
-              save_result, convert_run, load_sweep, validate
+              save_result, convert_run, load_sweep, verify_sweep, validate
     plots     paper_figures, monitor_report
     errors    InputError, ConfigError
 
@@ -61,6 +62,7 @@ _API: dict[str, tuple[str, str]] = {
     "eigenvalues": ("dysonsgd.measure.spectrum", "eigenvalues"),
     "mean_level_spacing": ("dysonsgd.measure.spectrum", "mean_level_spacing"),
     "gradient_statistics": ("dysonsgd.measure.gradstats", "measure"),
+    "gradient_statistics_series": ("dysonsgd.measure.gradstats", "measure_series"),
     "GradientStatistics": ("dysonsgd.measure.gradstats", "GradientStatistics"),
     "singular_moments": ("dysonsgd.measure.moments", "singular_moments"),
     "SingularMoments": ("dysonsgd.measure.moments", "SingularMoments"),
@@ -105,6 +107,7 @@ _API: dict[str, tuple[str, str]] = {
     "save_result": ("dysonsgd.runs.files", "save_result"),
     "convert_run": ("dysonsgd.runs.files", "convert_run"),
     "load_sweep": ("dysonsgd.runs.store", "load_sweep"),
+    "verify_sweep": ("dysonsgd.runs.store", "verify_sweep"),
     "validate": ("dysonsgd.runs.validate", "validate"),
     # plots
     "paper_figures": ("dysonsgd.plots.paper", "paper_figures"),
