@@ -44,6 +44,7 @@ __all__ = [
     "pit_summary",
     "randomized_pit",
     "ratio_equivalence",
+    "ratio_interval",
     "uniformity_pvalue",
 ]
 
@@ -135,6 +136,35 @@ def pit_summary(pit, rng: np.random.Generator, *, level: float = 0.95) -> dict[s
             "pit_sd": float(u.std()), "pit_sd_ci": list(_percentile(boot.std(axis=1), level))}
 
 
+def _ratio_bootstrap(predicted, observed, rng: np.random.Generator
+                     ) -> tuple[float, np.ndarray | None]:
+    """mean over models of (mean of a model's valid paths) / mean observed, and its
+    :data:`BOOTSTRAP_RESAMPLES` resamples over models (None with fewer than two models)."""
+    pred = np.ma.filled(np.ma.asarray(predicted, dtype=float), np.nan)
+    obs = np.asarray(observed, dtype=float)
+    ok = np.isfinite(pred)
+    sums, counts = np.where(ok, pred, 0.0).sum(axis=1), ok.sum(axis=1)
+    keep = (counts > 0) & np.isfinite(obs)
+    sums, counts, obs = sums[keep], counts[keep], obs[keep]
+    if obs.size < 2:
+        return float("nan"), None
+    model_means = sums / counts
+    pick = _bootstrap_index(obs.size, rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = model_means[pick].mean(axis=1) / obs[pick].mean(axis=1)
+    return float(model_means.mean() / obs.mean()), boot
+
+
+def ratio_interval(predicted, observed, rng: np.random.Generator, *, level: float = 0.95
+                   ) -> tuple[float, tuple[float, float]]:
+    """mean(predicted) / mean(observed) and its percentile bootstrap interval over models.
+
+    As :func:`ratio_equivalence` (the same estimate and resamples), without a margin.
+    """
+    ratio, boot = _ratio_bootstrap(predicted, observed, rng)
+    return ratio, ((np.nan, np.nan) if boot is None else _percentile(boot, level))
+
+
 def ratio_equivalence(predicted, observed, margin: float, rng: np.random.Generator, *,
                       level: float = 0.95) -> dict[str, float | list[float]]:
     """TOST of mean(predicted) / mean(observed) in [1/margin, margin], bootstrapping models.
@@ -160,20 +190,10 @@ def ratio_equivalence(predicted, observed, margin: float, rng: np.random.Generat
     """
     if not margin > 1.0:
         raise InputError(f"margin must be > 1, got {margin}")
-    pred = np.ma.filled(np.ma.asarray(predicted, dtype=float), np.nan)
-    obs = np.asarray(observed, dtype=float)
-    ok = np.isfinite(pred)
-    sums, counts = np.where(ok, pred, 0.0).sum(axis=1), ok.sum(axis=1)
-    keep = (counts > 0) & np.isfinite(obs)
-    sums, counts, obs = sums[keep], counts[keep], obs[keep]
-    if obs.size < 2:
+    ratio, boot = _ratio_bootstrap(predicted, observed, rng)
+    if boot is None:
         return {"ratio": float("nan"), "ratio_ci": [np.nan, np.nan], "pvalue": 1.0,
                 "resolvable": False, "outside": False}
-    model_means = sums / counts
-    ratio = float(model_means.mean() / obs.mean())
-    pick = _bootstrap_index(obs.size, rng)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = model_means[pick].mean(axis=1) / obs[pick].mean(axis=1)
     floor = 1.0 / (BOOTSTRAP_RESAMPLES + 1)
     p = max(float(np.mean(boot <= 1.0 / margin)), float(np.mean(boot >= margin)), floor)
     lo, hi = _percentile(boot, level)

@@ -65,7 +65,7 @@ def describe_cell(fp: ForecastPaths, sde_final: np.ma.MaskedArray | None = None,
     ks_d, ks_p, wass = by_snap[-1] if by_snap else (np.nan, np.nan, np.nan)
     final = np.ma.compressed(s[-1])
     rng = np.random.default_rng(seed)
-    eq = cal.ratio_equivalence(s[-1], s_obs[:, -1], 2.0, rng)
+    ratio, ratio_ci = cal.ratio_interval(s[-1], s_obs[:, -1], rng)
     x = fp.eigenvalues  # (n_t, R, P, N)
     flat = x.reshape(x.shape[0], -1, x.shape[-1])
     mean_pred = flat.mean(axis=1).filled(np.nan)
@@ -83,7 +83,7 @@ def describe_cell(fp: ForecastPaths, sde_final: np.ma.MaskedArray | None = None,
         "spacing_wasserstein_by_snapshot": [w for _, _, w in by_snap],
         "spacing_observed_mean": float(s_obs[:, -1].mean()),
         "spacing_dbm_mean": float(final.mean()) if final.size else float("nan"),
-        "spacing_dbm_ratio": eq["ratio"], "spacing_dbm_ratio_ci95": eq["ratio_ci"],
+        "spacing_dbm_ratio": ratio, "spacing_dbm_ratio_ci95": list(ratio_ci),
         "spacing_ks_distance": ks_d, "spacing_ks_pvalue": ks_p,
         "spacing_wasserstein_over_sd": wass,
         "broken_paths": int(fp.broken().sum()), "paths": int(fp.broken().size),

@@ -33,7 +33,6 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_int
 from dysonsgd.analysis.predict import MeasuredCoefficients, predict_eigenvalues
-from dysonsgd.analysis.spec import FORECASTS
 from dysonsgd.analysis.theories import DEFAULT_THEORY, Theory
 from dysonsgd.measure.moments import SingularMoments
 from dysonsgd.measure.spectrum import mean_level_spacing
@@ -41,7 +40,6 @@ from dysonsgd.sde import DysonBrownianMotion, integrate
 from dysonsgd.sde.complete import EigenvalueSDE
 
 __all__ = [
-    "FORECASTS",
     "ForecastPaths",
     "cross_fitted",
     "from_closed_loop",
@@ -58,7 +56,7 @@ class ForecastPaths:
 
     Attributes
     ----------
-    forecast : one of :data:`FORECASTS`; theory : the theory's name
+    forecast : one of :data:`~dysonsgd.analysis.spec.FORECASTS`; theory : the theory's name
     snapshots : (n_t,) the scored snapshot indices of the run (the first is the shared start)
     models : (R,) seed index of each scored model
     eigenvalues : masked (n_t, R, P, N), ascending; masked where a path broke or diverged

@@ -80,17 +80,10 @@ def _replay(result, snapshot: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         phi1 = layer1_features(x, w1, act, engine="native")
         order = np.stack([epoch_order(config.data_order, n, result.seed, int(r), epoch)
                           for r in rep])
-        rows = np.arange(w.shape[0])[:, None]
         step_lr = lr_flat[a: a + chunk, None, None]
         acc = np.zeros((w.shape[0], w.shape[1], w.shape[1]))
         with np.errstate(all="ignore"):  # diverged models run on as NaN and are masked below
-            for s in range(steps):
-                idx = order[:, s * b:(s + 1) * b]
-                p = phi1[rows, idx]
-                _, delta = backprop(p, y[rows, idx], w, w3, act)
-                g = np.einsum("cbi,cbj->cij", delta, p) / b
-                acc += w @ np.swapaxes(g, -1, -2)
-                w -= step_lr * g
+            _sgd_steps(w, phi1, y, w3, act, order, step_lr, b, steps, acc=acc)
         k_x = -(acc + np.swapaxes(acc, -1, -2)) / steps
         _, u = eigensystem(flat[3][a: a + chunk])
         out[a: a + chunk] = np.einsum("cji,cjk,cki->ci", u, k_x, u)
@@ -132,14 +125,30 @@ def training_w2(result, cell: tuple[int, int], models, steps: int) -> np.ndarray
     w = np.asarray(result.w2[i_t, i_s, models, 0], dtype=float).copy()
     lr = float(np.asarray(result.learning_rate, dtype=float)[i_t])
     keys = np.asarray(result.spawn_keys)[models]
-    rows = np.arange(models.size)[:, None]
     with np.errstate(all="ignore"):  # a model that diverges runs on as NaN
         for epoch in range(-(-steps // per_epoch)):
             order = np.stack([epoch_order(config.data_order, config.n_data, result.seed, int(k),
                                           epoch) for k in keys])
-            for s in range(min(per_epoch, steps - epoch * per_epoch)):
-                idx = order[:, s * b:(s + 1) * b]
-                p = phi1[rows, idx]
-                _, delta = backprop(p, y[rows, idx], w, w3, act)
-                w -= lr * np.einsum("cbi,cbj->cij", delta, p) / b
+            _sgd_steps(w, phi1, y, w3, act, order, lr, b,
+                       min(per_epoch, steps - epoch * per_epoch))
     return w
+
+
+def _sgd_steps(w, phi1, y, w3, activation: str, order, learning_rate, batch_size: int,
+               steps: int, *, acc=None) -> None:
+    """``steps`` SGD steps (2.29) of W2 in place, batches from ``order`` (c, n_data).
+
+    w (c, n2, n1); phi1 (c, n, n1) layer-1 features; y (c, n, n3) targets; w3 (c, n3, n2);
+    ``learning_rate`` a float or (c, 1, 1). ``acc`` (c, n2, n2), if given, gathers
+    sum_s W_s G_s^T (the first-order drift of X before each step).
+    """
+    rows = np.arange(w.shape[0])[:, None]
+    b = batch_size
+    for s in range(steps):
+        idx = order[:, s * b:(s + 1) * b]
+        p = phi1[rows, idx]
+        _, delta = backprop(p, y[rows, idx], w, w3, activation)
+        g = np.einsum("cbi,cbj->cij", delta, p) / b
+        if acc is not None:
+            acc += w @ np.swapaxes(g, -1, -2)
+        w -= learning_rate * g
