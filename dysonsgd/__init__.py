@@ -18,7 +18,8 @@ The curated public API. Everything below is importable from the top level
               piecewise_linear,
               EulerMaruyama, Platen, DriftImplicit, Adaptive, choose_engine,
               langevin_sgd_discrete
-    analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, Outcome,
+    analysis  measure_run, predict_eigenvalues, predict_spacing, classify_phases, classify_summary,
+              PhaseThresholds, Outcome,
               evaluate, Theory, NEGATIVE_CONTROLS, closed_loop, ClosedLoopForecast
     monitor   SpectrumMonitor, open_monitor_store (any torch model while it trains)
     runs      load_config, load_validation_config, bundled_configs, run_sweep, load_result,
@@ -88,6 +89,8 @@ _API: dict[str, tuple[str, str]] = {
     "predict_eigenvalues": ("dysonsgd.analysis.predict", "predict_eigenvalues"),
     "predict_spacing": ("dysonsgd.analysis.predict", "predict_spacing"),
     "classify_phases": ("dysonsgd.analysis.phase", "classify_phases"),
+    "classify_summary": ("dysonsgd.analysis.phase", "classify_summary"),
+    "PhaseThresholds": ("dysonsgd.analysis.phase", "PhaseThresholds"),
     "Outcome": ("dysonsgd.analysis.validation", "Outcome"),
     "evaluate": ("dysonsgd.analysis.validation", "evaluate"),
     "Theory": ("dysonsgd.analysis.theories", "Theory"),

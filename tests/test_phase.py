@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dysonsgd.analysis import phase
+from dysonsgd.analysis import guidance, phase
 from dysonsgd.measure import observables
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.theory import boundaries, rmt
@@ -241,7 +241,7 @@ def test_figure6_points_are_labelled_right_after_a_short_run():
     # G(0, 0) of the jamming cell is the self-overlap of saturated features
     assert np.all(s["initial_feature_correlation"][:, 1] > 0.95)
     # guidance on this little grid: at sigma_W = 1/8 the largest ordered T is 2^-5
-    g = phase.guidance(0.125, labels, res.temperature, res.sigma_w)
+    g = guidance.guidance(0.125, labels, res.temperature, res.sigma_w)
     assert g["max_ordered_temperature"] == 2.0**-5
     assert g["transition_temperature"] == 4.0
     assert g["recommended"] == {"temperature": 2.0**-5, "sigma_w": 0.125,
@@ -256,20 +256,20 @@ def test_guidance_from_grid_fraction_and_signal_to_noise():
     labels = np.array([[o, o, j], [o, o, j], [o, h, j], [h, h, j], [h, h, h]])
     frac = np.array([[1, 1, 0.5], [0.9, 0.9, 0.5], [0.8, 0.1, 0.5], [0.1, 0.0, 0.5],
                      [0.0, 0.0, 0.1]])
-    g = phase.guidance(0.1, labels, temps, sig, fraction=frac)
+    g = guidance.guidance(0.1, labels, temps, sig, fraction=frac)
     assert g["grid_sigma_w"] == 0.125
     assert g["max_ordered_temperature"] == 1.0 and g["transition_temperature"] == 2.0
     assert g["recommended"]["sigma_w"] == 0.125
     assert 1.0 < g["signal_to_noise_temperature"] < 2.0
-    g = phase.guidance(16.0, labels, temps, sig)
+    g = guidance.guidance(16.0, labels, temps, sig)
     assert g["max_ordered_temperature"] is None and not g["ordered_side_of_symmetry_line"]
     assert "jamming side" in g["advice"]
     # (4.15) with a measured signal-to-noise ratio: T* makes the inequality an equality
-    g = phase.guidance(0.5, signal_to_noise=3.0)
+    g = guidance.guidance(0.5, signal_to_noise=3.0)
     t_star = g["signal_to_noise_temperature"]
     assert boundaries.signal_to_noise_threshold(t_star, 0.5) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="sigma_w_grid"):
-        phase.guidance(0.5, labels)
+        guidance.guidance(0.5, labels)
 
 
 def test_spacing_coefficients_for_picks_the_convention():

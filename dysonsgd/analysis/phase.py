@@ -11,12 +11,10 @@ signal_to_noise_boundary
     from K_S, V_S measured at a run's last snapshot, turned into a converged fraction per cell
     and its contour crossing, as in figure 8; ``FIGURES_CONVENTION`` and
     ``VALIDATION_CONVENTION`` are the default conventions of the figures and of the checks.
-PhaseThresholds, classify_phases, phase_codes
+PhaseThresholds, classify_phases, classify_summary, phase_codes
     A phase label per cell (ordered / high-temperature / jamming / diverged) from ensemble
     medians of the final test loss and of G(t_f, 0), with every threshold in one place.
-guidance
-    For a given sigma_W, the largest temperature that stays ordered and the paper's
-    recommendation for fast training (just below the transition, small initial variance).
+(guidance, from the labels: :mod:`dysonsgd.analysis.guidance`)
 phase_summary
     Every per-model observable the above need, from an EnsembleResult.
 
@@ -29,19 +27,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_in_range, check_int, check_positive
 from dysonsgd.measure import gradstats, observables
 from dysonsgd.model import network
+from dysonsgd.theory import phase_rule
 from dysonsgd.theory.boundaries import (
     CONVENTIONS,
     CRITICAL_FEATURE_CORRELATION,
     convergence_criterion,
-    signal_to_noise_threshold,
-    symmetry_breaking_line,
 )
 from dysonsgd.theory.paper import PAPER_WIDTHS
 
@@ -51,8 +47,8 @@ __all__ = [
     "VALIDATION_CONVENTION",
     "PhaseThresholds",
     "classify_phases",
+    "classify_summary",
     "converged_fraction",
-    "guidance",
     "measured_preactivation_ratio",
     "phase_codes",
     "phase_summary",
@@ -65,6 +61,11 @@ __all__ = [
 
 #: phase labels, in the order of :func:`phase_codes`
 PHASES = ("ordered", "high-temperature", "jamming", "diverged")
+#: memory statistics of :class:`PhaseThresholds`
+MEMORY_STATISTICS = ("raw", "normalised")
+#: pre-activation correlation between t_f and 0 that :meth:`PhaseThresholds.for_activation`
+#: takes as "memory kept": half-way between erased (0) and frozen (1)
+MEMORY_CORRELATION = 0.5
 
 #: default (4.15) convention of the paper's figures 8 and 9 (:mod:`dysonsgd.plots.paper`,
 #: ``dysonsgd figures``): the figures follow the paper's equations wherever the release
@@ -273,31 +274,42 @@ class PhaseThresholds:
     1. ``'diverged'`` if at least ``diverged_fraction_min`` of the models diverged.
     2. ``'ordered'`` (ferromagnetic) if the median final test loss, diverged models counted as
        infinite, is at most ``ordered_loss_max``: the models learnt the teacher.
-    3. otherwise ``'jamming'`` (disordered) if the median G(t_f, 0) (3.4) over the models that
+    3. otherwise ``'jamming'`` (disordered) if the median memory statistic over the models that
        did not diverge is at least ``jamming_correlation_min``: the features keep the memory
        of their initialisation, the weights barely moved;
     4. otherwise ``'high-temperature'`` (paramagnetic): high loss and the memory erased.
+
+    The defaults are the paper's (tanh, two hidden layers). For any other activation use
+    :meth:`for_activation`, which derives both thresholds instead of reusing tanh's numbers.
 
     Attributes
     ----------
     ordered_loss_max : float
         1e-3, in the paper's convention (2.6) (with the 1/2) on the release's 128 test inputs.
-        The loss of the zero predictor is about 0.06 for the paper's teacher, so this is about
-        1.6% of the teacher's output variance left unexplained. The paper's ordered corner
-        reaches 1e-7 after 1e5 epochs and about 1e-5 after 100; the high-temperature and
-        jamming cells stay above 1e-3 (their loss does not shrink with training time).
+        The mean-field zero-predictor loss of a tanh teacher is 0.118
+        (:func:`dysonsgd.theory.phase_rule.output_variance` / 2; the release's teachers: mean
+        0.09, median 0.07), so this leaves under 1% of the teacher's output variance
+        unexplained. The paper's ordered corner reaches 1e-7 after 1e5 epochs and about 1e-5
+        after 100; the high-temperature and jamming cells stay above 1e-3 (their loss does not
+        shrink with training time).
     jamming_correlation_min : float
-        :data:`CRITICAL_FEATURE_CORRELATION` = E[tanh(z)^2], z ~ N(0, 1/2) = 0.274: the
-        self-overlap G(0, 0) of features exactly at the symmetry-breaking point
-        sigma_z^2 = sigma_c^2. Since G(t_f, 0) <= G(0, 0) up to noise, a cell right of the
-        refined symmetry-breaking line (sigma_z^2 < 1/2) can never be labelled jamming.
+        For ``memory='raw'``: :data:`CRITICAL_FEATURE_CORRELATION` = E[tanh(z)^2],
+        z ~ N(0, 1/2) = 0.274: the self-overlap G(0, 0) of features exactly at the
+        symmetry-breaking point sigma_z^2 = sigma_c^2. Since G(t_f, 0) <= G(0, 0) up to noise, a
+        cell right of the refined symmetry-breaking line (sigma_z^2 < 1/2) can never be
+        labelled jamming. For ``memory='normalised'``: a level of the normalised overlap.
     diverged_fraction_min : float
         0.5: a cell is 'diverged' when most of its ensemble diverged.
+    memory : {'raw', 'normalised'}
+        The memory statistic: ``'raw'`` G(t_f, 0) (3.4), the paper's (meaningful for tanh,
+        whose G(0, 0) <= 1 marks sigma_c); ``'normalised'`` G(t_f, 0) / sqrt(G(t_f, t_f)
+        G(0, 0)), which does not grow with sigma_W (relu: G(0, 0) = sigma_W^2 / 4).
     """
 
     ordered_loss_max: float = 1e-3
     jamming_correlation_min: float = field(default=CRITICAL_FEATURE_CORRELATION)
     diverged_fraction_min: float = 0.5
+    memory: str = "raw"
 
     def __post_init__(self) -> None:
         check_positive("ordered_loss_max", self.ordered_loss_max)
@@ -305,11 +317,45 @@ class PhaseThresholds:
                        low_open=True)
         check_in_range("diverged_fraction_min", self.diverged_fraction_min, 0.0, 1.0,
                        low_open=True)
+        if self.memory not in MEMORY_STATISTICS:
+            raise InputError(f"memory must be one of {MEMORY_STATISTICS}, got {self.memory!r}")
 
-    def to_dict(self) -> dict[str, float]:
+    @classmethod
+    def for_activation(cls, activation: str, *, depth: int = 2) -> PhaseThresholds:
+        """The rule derived for ``activation`` (and ``depth`` hidden layers), never tanh's
+        numbers transplanted.
+
+        - ``'tanh'`` at depth 2: the paper's defaults, unchanged.
+        - otherwise the same two statements, re-derived (docs/beyond.md, "The phase rule"):
+          *ordered* is the same fraction, 1e-3 / 0.118 = 0.85%, of the activation's mean-field
+          zero-predictor loss (:func:`dysonsgd.theory.phase_rule.output_variance` / 2; relu
+          0.125, identity 0.5, gelu 0.078); *memory* is the normalised overlap against
+          kappa(1/2) (:func:`dysonsgd.theory.phase_rule.normalised_overlap`): the
+          pre-activations at t_f keep at least half their correlation with t = 0 (relu 0.609,
+          identity 0.5; gelu 0.535 at unit pre-activation variance, between the two limits
+          that bound it, identity at small and relu at large variance).
+
+        Parameters
+        ----------
+        activation : str
+            A name of the activation registry.
+        depth : int
+            Hidden layers of the teacher (2 in the paper).
+        """
+        if activation == "tanh" and depth == 2:
+            return cls()
+        reference = 0.5 * phase_rule.output_variance("tanh", depth=2)
+        zero_loss = 0.5 * phase_rule.output_variance(activation, depth=depth)
+        fraction = cls().ordered_loss_max / reference
+        kappa = float(phase_rule.normalised_overlap(activation, MEMORY_CORRELATION))
+        return cls(ordered_loss_max=fraction * zero_loss, jamming_correlation_min=kappa,
+                   memory="normalised")
+
+    def to_dict(self) -> dict[str, float | str]:
         return {"ordered_loss_max": self.ordered_loss_max,
                 "jamming_correlation_min": self.jamming_correlation_min,
-                "diverged_fraction_min": self.diverged_fraction_min}
+                "diverged_fraction_min": self.diverged_fraction_min,
+                "memory": self.memory}
 
 
 def _cell_medians(final_test_loss, feature_correlation, diverged):
@@ -345,9 +391,13 @@ def classify_phases(final_test_loss, feature_correlation, diverged=None,
         Final test loss per model in the paper's convention (2.6) (``phase_summary``'s
         ``'test_loss'``).
     feature_correlation : (..., nR)
-        G(t_f, 0) per model (3.4) (``'feature_correlation'``).
+        The memory statistic ``thresholds.memory`` names, per model: G(t_f, 0) (3.4)
+        (``phase_summary``'s ``'feature_correlation'``) for ``'raw'``, the normalised overlap
+        (``'normalised_overlap'``) for ``'normalised'``; :func:`classify_summary` picks it.
     diverged : (..., nR) bool, optional
     thresholds : PhaseThresholds, optional
+        Default the paper's (tanh); :meth:`PhaseThresholds.for_activation` for other
+        activations.
 
     Returns
     -------
@@ -363,6 +413,29 @@ def classify_phases(final_test_loss, feature_correlation, diverged=None,
     return labels.astype("<U16")
 
 
+def classify_summary(summary, thresholds: PhaseThresholds | None = None, *,
+                     activation: str | None = None) -> np.ndarray:
+    """:func:`classify_phases` on a :func:`phase_summary`, with the memory statistic the rule
+    names.
+
+    Parameters
+    ----------
+    summary : dict
+        From :func:`phase_summary`.
+    thresholds : PhaseThresholds, optional
+        Default ``PhaseThresholds.for_activation(activation)``.
+    activation : str, optional
+        The run's activation (``result.config.activation``); required without ``thresholds``.
+    """
+    if thresholds is None:
+        if activation is None:
+            raise InputError("classify_summary needs thresholds or the run's activation")
+        thresholds = PhaseThresholds.for_activation(activation)
+    memory = ("feature_correlation" if thresholds.memory == "raw" else "normalised_overlap")
+    return classify_phases(summary["test_loss"], summary[memory], summary["diverged"],
+                           thresholds)
+
+
 def phase_codes(labels) -> np.ndarray:
     """Integer code of each label: its index in :data:`PHASES` (for colour maps)."""
     labels = np.asarray(labels)
@@ -372,110 +445,6 @@ def phase_codes(labels) -> np.ndarray:
     if np.any(codes < 0):
         raise InputError(f"labels must be among {PHASES}, got {sorted(set(labels.ravel()))}")
     return codes
-
-
-# ------------------------------------------------------------------------------------------------
-# guidance
-# ------------------------------------------------------------------------------------------------
-
-
-def guidance(sigma_w: float, labels=None, temperature=None, sigma_w_grid=None, fraction=None,
-             level: float = 0.68, signal_to_noise: float | None = None,
-             widths=PAPER_WIDTHS) -> dict[str, Any]:
-    """Hyperparameter advice for one sigma_W, as section 5 draws it from the phase diagram.
-
-    Parameters
-    ----------
-    sigma_w : float
-        The initial scale sigma_W of interest.
-    labels : (nT, nS) str, optional
-        A labelled grid (:func:`classify_phases`) on ``temperature`` (nT, ascending) x
-        ``sigma_w_grid`` (nS); the column nearest to ``sigma_w`` in log scale is used.
-    fraction : (nT, nS), optional
-        The (4.15) converged fraction on the same grid; its ``level`` crossing gives a second
-        estimate of the transition temperature (:func:`signal_to_noise_boundary`).
-    signal_to_noise : float, optional
-        A measured -K_S / V_S at the end of training: (4.15) then gives the temperature at
-        which the inequality becomes an equality, ``T* = 4 sqrt(r) sigma_W^2 snr / (n2 - 1)``.
-
-    Returns
-    -------
-    dict with ``sigma_z2`` and ``ordered_side_of_symmetry_line`` (sigma_z^2 < 1/2 with the
-    refined rho), ``max_ordered_temperature`` (largest T labelled ordered below the first
-    high-temperature cell of the column), ``transition_temperature`` (that first
-    high-temperature T), ``signal_to_noise_temperature`` (from ``fraction`` and/or
-    ``signal_to_noise``), ``recommended`` (T just below the transition and the smallest
-    sigma_W of the grid that is ordered there) and ``advice`` (a sentence).
-    """
-    sigma_w = check_positive("sigma_w", sigma_w)
-    line = symmetry_breaking_line(widths)
-    sigma_z2 = float(line.sigma_z2(sigma_w))
-    out: dict[str, Any] = {
-        "sigma_w": sigma_w, "inv_sigma_w": 1.0 / sigma_w, "sigma_z2": sigma_z2,
-        "ordered_side_of_symmetry_line": sigma_z2 < line.sigma_c2,
-        "symmetry_line_inv_sigma_w": line.inv_sigma_w["input_average"],
-        "max_ordered_temperature": None, "transition_temperature": None,
-        "signal_to_noise_temperature": None, "recommended": None,
-    }
-    if signal_to_noise is not None:
-        snr = check_positive("signal_to_noise", signal_to_noise)
-        out["signal_to_noise_temperature"] = float(
-            snr / signal_to_noise_threshold(1.0, sigma_w, widths))
-    if labels is not None:
-        if temperature is None or sigma_w_grid is None:
-            raise InputError("labels need temperature and sigma_w_grid")
-        labels = np.asarray(labels)
-        temps = check_array("temperature", temperature)
-        grid = check_array("sigma_w_grid", sigma_w_grid)
-        if labels.shape != (temps.size, grid.size):
-            raise InputError(f"labels must have shape ({temps.size}, {grid.size}), got "
-                             f"{labels.shape}")
-        order = np.argsort(temps)
-        temps, labels = temps[order], labels[order]
-        j = int(np.argmin(np.abs(np.log(grid) - math.log(sigma_w))))
-        col = labels[:, j]
-        out["grid_sigma_w"] = float(grid[j])
-        hot = np.flatnonzero(col == "high-temperature")
-        stop = hot[0] if hot.size else col.size
-        ordered = np.flatnonzero(col[:stop] == "ordered")
-        if hot.size:
-            out["transition_temperature"] = float(temps[hot[0]])
-        if ordered.size:
-            t_best = float(temps[ordered[-1]])
-            out["max_ordered_temperature"] = t_best
-            row = labels[ordered[-1]]
-            ok = np.flatnonzero(row == "ordered")
-            out["recommended"] = {"temperature": t_best,
-                                  "sigma_w": float(np.min(grid[ok])),
-                                  "ordered_sigma_w": sorted(float(s) for s in grid[ok])}
-        if fraction is not None:
-            frac = check_array("fraction", fraction, min_ndim=2)[order]
-            t_snr = float(signal_to_noise_boundary(frac, temps, level)[j])
-            out["signal_to_noise_temperature"] = t_snr
-    out["advice"] = _advice(out)
-    return out
-
-
-def _advice(g: dict[str, Any]) -> str:
-    parts = []
-    if g["ordered_side_of_symmetry_line"]:
-        parts.append(f"sigma_W = {g['sigma_w']:g} keeps sigma_z^2 = {g['sigma_z2']:.3g} below "
-                     "sigma_c^2 = 1/2 (ordered side of the symmetry-breaking line)")
-    else:
-        parts.append(f"sigma_W = {g['sigma_w']:g} gives sigma_z^2 = {g['sigma_z2']:.3g} > 1/2: "
-                     "features start in the double well (jamming side); take 1/sigma_W > "
-                     f"{g['symmetry_line_inv_sigma_w']:.3g}")
-    if g["max_ordered_temperature"] is not None:
-        parts.append(f"largest ordered temperature T = {g['max_ordered_temperature']:g}")
-    if g["transition_temperature"] is not None:
-        parts.append(f"high-temperature from T = {g['transition_temperature']:g}")
-    if g["signal_to_noise_temperature"] is not None:
-        parts.append(f"(4.15) boundary at T = {g['signal_to_noise_temperature']:.3g}")
-    if g["recommended"]:
-        r = g["recommended"]
-        parts.append(f"fastest training: T = {r['temperature']:g} (just below the transition) "
-                     f"with a small initial variance, sigma_W = {r['sigma_w']:g}")
-    return "; ".join(parts) + "."
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,7 +468,8 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         ``test_loss`` (final, the paper's (2.6) with the 1/2), ``test_loss_release`` (no 1/2,
         as the release's figures), ``initial_test_loss``, ``zero_predictor_loss`` (the (2.6)
         loss of predicting 0, for relative losses), ``feature_correlation`` G(t_f, 0) (3.4),
-        ``initial_feature_correlation`` G(0, 0), ``alignment`` (3.5) and
+        ``initial_feature_correlation`` G(0, 0), ``final_feature_correlation`` G(t_f, t_f),
+        ``normalised_overlap`` G(t_f, 0) / sqrt(G(t_f, t_f) G(0, 0)), ``alignment`` (3.5) and
         ``alignment_release`` (divided by the number of test points, as the release),
         ``gradient_norm`` (3.3) at the end and ``initial_gradient_norm`` (full data, t = 0),
         ``rate`` (4.7) per epoch (NaN if the run has no snapshot after 0),
@@ -524,6 +494,7 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         "zero_predictor_loss": 0.5 * np.mean(np.sum(y * y, axis=-1), axis=-1),
         "feature_correlation": ob.result_feature_correlation(result, -1, 0, x),
         "initial_feature_correlation": ob.result_feature_correlation(result, 0, 0, x),
+        "final_feature_correlation": ob.result_feature_correlation(result, -1, -1, x),
         "alignment": ob.result_alignment(result, -1, x),
         "alignment_release": ob.result_alignment(result, -1, x, release=True),
         "gradient_norm": ob.result_gradient_norm(result, -1),
@@ -535,4 +506,7 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         "diverged": np.asarray(result.diverged, dtype=bool),
     }
     out["diverged_fraction"] = out["diverged"].mean(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["normalised_overlap"] = out["feature_correlation"] / np.sqrt(
+            out["final_feature_correlation"] * out["initial_feature_correlation"])
     return out
