@@ -153,6 +153,44 @@ def test_real_ordered_student(ordered_state):
     assert not no_ito.passed_mean, no_ito.summary()
 
 
+@pytest.fixture(scope="module")
+def hot_state():
+    # the high-temperature cell (T = 2, 1/sigma_W = 8, lr = 8, |B| = 4): 20 epochs, float64,
+    # replica 0 of a one-seed run (about 1 s)
+    return km.train_states({"high-temperature": km.CELLS["high-temperature"]}, n_seeds=1,
+                           epochs=20, seed=0)[0]
+
+
+def test_high_temperature_state_at_the_declared_learning_rate(hot_state):
+    """Issue 11's acceptance in the high-temperature state, at the declared rung lr / 64.
+
+    From the high-temperature W2 at lr = 8 / DOMAIN_DIVISOR = 1/8 (|B| = 4): the complete
+    formula's drift T^2 and covariance max |z| lie below their level-0.01 thresholds, and the
+    printed (4.3) is rejected by both tests. S is the power rule's (the missing Ito term
+    rejected with probability 0.99 at level 0.01), floored at 1000 to keep the test fast.
+    """
+    st = hot_state
+    b, n = st.batch_size, st.n_data
+    lr = st.learning_rate / km.DOMAIN_DIVISOR
+    assert st.learning_rate == 8.0 and b == 4 and lr == 0.125
+    s = km.required_samples(st.coefficients, lr, b, n_data=n, minimum=1000)
+    assert s <= 10_000  # a few thousand steps resolve the Ito term here
+    dx = km.one_step_increments(st.w2, st.grads, lr, b, s, seed=15)
+    complete = km.kramers_moyal_test(dx, st.coefficients, lr, b, n_data=n, alpha=ALPHA)
+    paper = km.kramers_moyal_test(dx, st.coefficients, lr, b, n_data=n, variant="paper",
+                                  alpha=ALPHA)
+    n_eig = dx.shape[1]
+    # the level-ALPHA thresholds: T^2 through F = (S - N) T^2 / (N (S - 1)) ~ F(N, S - N), and
+    # Bonferroni over the N (N + 1)/2 covariance entries for max |z|
+    t2_crit = n_eig * (s - 1) / (s - n_eig) * stats.f.isf(ALPHA, n_eig, s - n_eig)
+    z_crit = stats.norm.isf(ALPHA / (2 * n_eig * (n_eig + 1) / 2))
+    assert complete.hotelling < t2_crit, complete.summary()
+    assert complete.max_abs_z_cov < z_crit, complete.summary()
+    assert paper.hotelling > t2_crit, paper.summary()
+    assert paper.max_abs_z_cov > z_crit, paper.summary()
+    assert complete.passed and not paper.passed_mean and not paper.passed_cov
+
+
 def test_bad_input_raises(ordered_state):
     st = ordered_state
     dx = np.zeros((100, 16))
