@@ -96,6 +96,27 @@ def test_noise_only_spread_matches_temperature_times_v():
     assert np.all(np.abs(var - [2.0, 0.5]) < 4 * se)
 
 
+def test_one_cell_has_the_whole_runs_numbers(small_run):
+    """A cell's coefficients alone (what each cell's forecasts read) give, element by element,
+    the numbers of the whole run: the spacing coefficients, a changed theory, a prediction."""
+    from dysonsgd.analysis.theories import Theory
+
+    c = predict.measure_run(small_run)
+    one = c.cell(1, 0)
+    assert one.eigenvalues.shape == (1, 1, *c.eigenvalues.shape[2:])
+    for a, b in zip(predict.spacing_series(one), predict.spacing_series(c), strict=True):
+        np.testing.assert_array_equal(a, b[1:2, 0:1])
+    hot = Theory("T x 4", temperature_scale=4.0, coulomb=False)
+    np.testing.assert_array_equal(hot.apply(one).moments.variance,
+                                  hot.apply(c).moments.variance[1:2, 0:1])
+    kw = dict(paths_per_model=3, steps_per_interval=5, seed=2)
+    for fn in (predict.predict_eigenvalues, predict.predict_spacing):
+        a, b = fn(one, (0, 0), **kw)[1], fn(c, (1, 0), **kw)[1]
+        np.testing.assert_array_equal(np.ma.filled(a, np.nan), np.ma.filled(b, np.nan))
+    with pytest.raises(ValueError, match="cell"):
+        c.cell(2, 0)
+
+
 def test_bad_arguments_are_refused(small_run):
     with pytest.raises(ValueError, match="drift"):
         predict.measure_run(small_run, drift="train")

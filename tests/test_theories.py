@@ -37,11 +37,26 @@ def test_noiseless_paper_theory_integrates_the_drift_exactly(coeffs, sign):
 
 
 def test_noiseless_complete_theory_gives_one_curve_per_model(coeffs):
-    """V = 0 leaves the complete equation an ODE: the paths of one model coincide."""
-    fp = forecasts.replay(coeffs, (0, 0), Theory("noiseless", noise=False), start=1, paths=4,
-                          steps_per_interval=10)
-    x = np.ma.filled(fp.eigenvalues[-1], np.nan)
-    np.testing.assert_allclose(x, np.broadcast_to(x[:, :1], x.shape), rtol=1e-12)
+    """V = 0 leaves the complete equation an ODE. Oracle: the engine integrating all R x P
+    paths of the cell (written out here, not through predict): its paths of one model coincide
+    (the noise is multiplied by zero), and the forecast, which integrates one path per model
+    and repeats it, is those paths exactly."""
+    from dysonsgd.sde import integrate
+    from dysonsgd.sde.complete import EigenvalueSDE
+
+    theory, p = Theory("noiseless", noise=False), 4
+    fp = forecasts.replay(coeffs, (0, 0), theory, start=1, paths=p, steps_per_interval=10)
+    c = theory.apply(coeffs)
+    times = c.times[0, 1:]
+    moments = c.moments.map(lambda a: np.repeat(np.moveaxis(a[0, 0, :, 1:], 1, 0), p, axis=1))
+    eq = EigenvalueSDE(moments, float(c.temperature[0]), times=times,
+                       learning_rate=float(c.learning_rate[0]))
+    x0 = np.repeat(c.eigenvalues[0, 0, :, 1], p, axis=0)
+    every = integrate(eq, x0, times, n_paths=x0.shape[0], seed=0,
+                      dt=float(np.min(np.diff(times))) / 10)
+    every = np.ma.filled(every, np.nan).reshape(times.size, -1, p, x0.shape[-1])
+    np.testing.assert_array_equal(every, np.broadcast_to(every[:, :, :1], every.shape))
+    np.testing.assert_array_equal(np.ma.filled(fp.eigenvalues, np.nan), every)
     noisy = forecasts.replay(coeffs, (0, 0), Theory(), start=1, paths=4, steps_per_interval=10)
     assert np.ma.std(noisy.eigenvalues[-1], axis=1).min() > 0
 

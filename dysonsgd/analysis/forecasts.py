@@ -106,15 +106,16 @@ def replay(coeffs: MeasuredCoefficients, cell: tuple[int, int],
            theory: Theory = DEFAULT_THEORY, *, start: int = 1, paths: int = 50,
            steps_per_interval: int = 50, seed: int = 0) -> ForecastPaths:
     """The ``replay`` paths of one cell (module docstring) under ``theory``."""
-    i_t, i_s = cell
-    keep = ~coeffs.diverged[i_t, i_s]
+    here = coeffs.cell(*cell)  # the theory changes this cell's coefficients only
+    keep = ~here.diverged[0, 0]
     models = np.flatnonzero(keep)
-    _, x, _ = predict_eigenvalues(theory.apply(coeffs), cell, start=start,
+    if models.size == 0:
+        raise InputError(f"every model of cell {cell} diverged: nothing to predict")
+    _, x, _ = predict_eigenvalues(theory.apply(here), (0, 0), start=start,
                                   paths_per_model=paths, steps_per_interval=steps_per_interval,
                                   seed=seed, variant=theory.variant)
     return ForecastPaths("replay", theory.name, _snapshots(coeffs, start), models,
-                         _by_model(x, models.size),
-                         coeffs.eigenvalues[i_t, i_s, keep, start:])
+                         _by_model(x, models.size), here.eigenvalues[0, 0, keep, start:])
 
 
 def _snapshots(coeffs: MeasuredCoefficients, start: int) -> np.ndarray:
@@ -207,22 +208,21 @@ def cross_fitted(coeffs: MeasuredCoefficients, cell: tuple[int, int],
     Needs at least four models that did not diverge (two per half).
     """
     paths = check_int("paths", paths, minimum=1)
-    i_t, i_s = cell
-    models = np.flatnonzero(~coeffs.diverged[i_t, i_s])
+    here = theory.apply(coeffs.cell(*cell))  # the theory changes this cell's coefficients only
+    models = np.flatnonzero(~here.diverged[0, 0])
     if models.size < 4:
         raise InputError(f"cross-fitted forecast of cell {cell}: needs >= 4 models that did "
                          f"not diverge, got {models.size}")
     halves = (models[0::2], models[1::2])
-    coeffs = theory.apply(coeffs)
-    x = np.ma.masked_all((coeffs.times.shape[1] - start, models.size, paths,
-                          coeffs.eigenvalues.shape[-1]))
+    x = np.ma.masked_all((here.times.shape[1] - start, models.size, paths,
+                          here.eigenvalues.shape[-1]))
     for h, (score, fit) in enumerate((halves, halves[::-1])):
-        part = _fold_paths(coeffs, cell, fit, score, start=start, paths=paths,
+        part = _fold_paths(here, (0, 0), fit, score, start=start, paths=paths,
                            steps_per_interval=steps_per_interval, seed=stream_seed(seed, h),
                            variant=theory.variant)
         x[:, np.searchsorted(models, score)] = part
-    return ForecastPaths("cross-fitted", theory.name, _snapshots(coeffs, start), models, x,
-                         coeffs.eigenvalues[i_t, i_s, models, start:])
+    return ForecastPaths("cross-fitted", theory.name, _snapshots(here, start), models, x,
+                         here.eigenvalues[0, 0, models, start:])
 
 
 def from_closed_loop(forecast) -> ForecastPaths:

@@ -165,6 +165,30 @@ class MeasuredCoefficients:
         """Mean level spacing S (4.5), shape (nT, nS, nR, n_snap)."""
         return mean_level_spacing(self.eigenvalues, assume_sorted=True)
 
+    def cell(self, i_t: int, i_s: int) -> MeasuredCoefficients:
+        """The coefficients of grid cell (i_T, i_S) alone, as a one-cell grid (views).
+
+        Every field keeps its axes, with length 1 on the temperature and sigma_w axes, so the
+        cell is ``(0, 0)`` of the result; ``last`` (the whole run's) is dropped. What one cell's
+        forecasts read: a theory applied to it, or the spacing coefficients computed from it,
+        touch that cell's models only, element by element as on the whole run.
+        """
+        n_t, n_s = self.diverged.shape[:2]
+        if not (0 <= i_t < n_t and 0 <= i_s < n_s):
+            raise InputError(f"cell must index the ({n_t}, {n_s}) grid, got {(i_t, i_s)}")
+        t, s = slice(i_t, i_t + 1), slice(i_s, i_s + 1)
+
+        def grid(a):
+            return None if a is None else a[t, s]
+
+        return replace(
+            self, times=self.times[t], temperature=self.temperature[t], sigma_w=self.sigma_w[s],
+            eigenvalues=grid(self.eigenvalues), drift=grid(self.drift), noise=grid(self.noise),
+            k_s=grid(self.k_s), v_s=grid(self.v_s), d_s=grid(self.d_s),
+            diverged=grid(self.diverged), last=None,
+            moments=None if self.moments is None else self.moments.map(grid),
+            learning_rate=None if self.learning_rate is None else self.learning_rate[t])
+
 
 def measure_run(result, *, snapshots=None, drift: str = "training", noise: str = "test",
                 noise_points: int = 512, chunk: int = 256) -> MeasuredCoefficients:
@@ -325,16 +349,36 @@ def predict_eigenvalues(coeffs: MeasuredCoefficients, cell: tuple[int, int], sta
     """
     _check_variant(variant, coeffs)
     c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
-    x0 = c.initial(coeffs.eigenvalues)
+    noise = coeffs.noise if variant == "paper" else coeffs.moments.diagonal_covariance
+    # without noise every path of a model is the same curve: integrate one, repeat it
+    one = _one_path(c, noise)
     temperature = float(coeffs.temperature[c.i_t])
     if variant == "paper":
-        eq = DysonBrownianMotion(piecewise_linear(c.times, c.series(coeffs.drift)),
-                                 piecewise_linear(c.times, c.series(coeffs.noise)), temperature)
+        eq = DysonBrownianMotion(piecewise_linear(one.times, one.series(coeffs.drift)),
+                                 piecewise_linear(one.times, one.series(coeffs.noise)),
+                                 temperature)
     else:
-        eq = EigenvalueSDE(coeffs.moments.map(c.series), temperature, times=c.times,
+        eq = EigenvalueSDE(coeffs.moments.map(one.series), temperature, times=one.times,
                            learning_rate=_cell_learning_rate(coeffs, c.i_t, variant))
-    x = integrate(eq, x0, c.times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=c.dt)
-    return c.times, x, c.models
+    x0 = one.initial(coeffs.eigenvalues)
+    x = integrate(eq, x0, one.times, n_paths=x0.shape[0], solver=solver, seed=seed, dt=one.dt)
+    return c.times, _repeat_paths(x, c, one), c.models
+
+
+def _one_path(c: _CellPaths, noise: np.ndarray) -> _CellPaths:
+    """``c`` itself, or one path per model where the equation's noise coefficient ``noise``
+    (nT, nS, nR, n_snap, ...) vanishes on the cell: the paths of a model are then one curve
+    (their random numbers are multiplied by zero), so one path stands for all of them."""
+    if c.paths_per_model > 1 and not np.any(noise[c.i_t, c.i_s, c.keep, c.start:]):
+        return replace(c, paths_per_model=1)
+    return c
+
+
+def _repeat_paths(x: np.ma.MaskedArray, c: _CellPaths, one: _CellPaths) -> np.ma.MaskedArray:
+    """(n_times, R * P', N) of ``one`` -> (n_times, R * P, N) of ``c``, model-major."""
+    if one.paths_per_model == c.paths_per_model:
+        return x
+    return np.ma.repeat(x, c.paths_per_model // one.paths_per_model, axis=1)
 
 
 def spacing_series(coeffs: MeasuredCoefficients, variant: str = "complete"
@@ -370,14 +414,20 @@ def predict_spacing(coeffs: MeasuredCoefficients, cell: tuple[int, int], start: 
     :func:`predict_eigenvalues`.
     """
     c = _cell_paths(coeffs, cell, start, paths_per_model, steps_per_interval)
-    k_s, v_s, d_s = (c.series(v) for v in spacing_series(coeffs, variant))
-    s0 = c.initial(coeffs.spacing)
+    # the coefficients of this cell only (computed element by element: the same numbers)
+    here = coeffs.cell(c.i_t, c.i_s)
+    c = replace(c, i_t=0, i_s=0)
+    series = spacing_series(here, variant)
+    one = _one_path(c, series[2])  # D_S = 0: (4.9), one curve per model
+    k_s, v_s, d_s = (one.series(v) for v in series)
+    s0 = one.initial(here.spacing)
     check_positive("initial spacing", s0)
-    eq = LevelSpacingSDE(piecewise_linear(c.times, k_s),
-                         piecewise_linear(c.times, np.maximum(v_s, 0.0)),
-                         piecewise_linear(c.times, d_s), float(coeffs.temperature[c.i_t]))
-    s = integrate(eq, s0[:, None], c.times, n_paths=s0.size, solver=solver, seed=seed, dt=c.dt)
-    return c.times, s, c.models
+    eq = LevelSpacingSDE(piecewise_linear(one.times, k_s),
+                         piecewise_linear(one.times, np.maximum(v_s, 0.0)),
+                         piecewise_linear(one.times, d_s), float(here.temperature[0]))
+    s = integrate(eq, s0[:, None], one.times, n_paths=s0.size, solver=solver, seed=seed,
+                  dt=one.dt)
+    return c.times, _repeat_paths(s, c, one), c.models
 
 
 # ------------------------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def measure(result, spec: ValidationSpec, progress: Callable[[str], None] | None
 def _sde_paths(coeffs, cell, theory: Theory, options, seed: int, paths: int | None = None
                ) -> np.ma.MaskedArray:
     """S(t) by the spacing SDE (4.8) under ``theory``, (n_t, R * P) model-major."""
-    _, s, _ = predict.predict_spacing(theory.apply(coeffs), cell,
+    _, s, _ = predict.predict_spacing(theory.apply(coeffs.cell(*cell)), (0, 0),
                                       start=options["start_snapshot"],
                                       paths_per_model=paths or options["paths_per_model"],
                                       steps_per_interval=options["steps_per_interval"],
