@@ -209,6 +209,18 @@ def test_one_path_replays_alone(runs):
             assert np.abs(w - batch.w2[-1, 1, 3]).max() > 1e-6
 
 
+def test_threads_leave_every_path_unchanged(runs):
+    """The models are independent: stepped in 1, 2 or 3 concurrent groups (uneven), every
+    path is bitwise the same (the chunks of data are the whole batch's), and torch's thread
+    count is restored."""
+    run, before = runs["fixed"], torch.get_num_threads()
+    kw = dict(models=[0, 1], paths=3, keep_w2=True)
+    one = closed_loop(run, (1, 0), threads=1, **kw).w2
+    for threads in (2, 3):
+        np.testing.assert_array_equal(closed_loop(run, (1, 0), threads=threads, **kw).w2, one)
+    assert torch.get_num_threads() == before
+
+
 def test_divergence_is_recorded_per_path():
     """A linear network at lr lambda_max >> 2 blows up: the paths stop when the full-data loss
     crosses the run's threshold (100), are masked from that step on and finite before; a
@@ -253,6 +265,7 @@ def test_divergence_is_recorded_per_path():
     ({"noise": "white"}, "noise"),
     ({"seed": -1}, "seed"),
     ({"keep_w2": 1}, "keep_w2"),
+    ({"threads": 0}, "threads"),
     ({"progress": 3}, "progress"),
 ])
 def test_bad_input_is_refused_before_any_work(runs, monkeypatch, kwargs, name):

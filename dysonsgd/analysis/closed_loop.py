@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,8 +132,9 @@ def _chunk(n_data: int, n_paths: int, width: int) -> int:
     return int(min(n_data, max(_MIN_CHUNK, _CHUNK_VALUES // max(1, n_paths * width))))
 
 
-def _evaluate(w, phi1, y, w3, activation: str, coef=None, squares: bool = False):
-    """The full-data loss of every path and the sums of one step, in chunks of data.
+def _evaluate(w, phi1, y, w3, activation: str, coef=None, squares: bool = False, *,
+              step: int):
+    """The full-data loss of every path and the sums of one step, in chunks of ``step`` data.
 
     w (R, P, n2, n1); phi1 (R, n, n1); y (R, n, n3); w3 (R, n3, n2); coef (R, P, n) or None.
     Returns loss (R, P) (the mean of (2.6)) and, with ``coef``, sum_a coef_a g_a (R, P, n2, n1);
@@ -144,7 +146,6 @@ def _evaluate(w, phi1, y, w3, activation: str, coef=None, squares: bool = False)
     first = torch.zeros(r, p * n2, n1, dtype=w.dtype) if coef is not None or squares else None
     second = torch.zeros_like(first) if squares else None
     w3b = w3[:, None]
-    step = _chunk(n, r * p, max(n1, n2))
     for a in range(0, n, step):
         x = phi1[:, None, a:a + step]  # (R, 1, m, n1)
         m = x.shape[2]
@@ -169,7 +170,7 @@ def _evaluate(w, phi1, y, w3, activation: str, coef=None, squares: bool = False)
 def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, record_steps,
                 streams, *, finite_population: float = 1.0, interval: int = 1,
                 noise: str = "full", activation: str = "tanh",
-                divergence_threshold: float = math.inf,
+                divergence_threshold: float = math.inf, threads: int | None = None,
                 progress: Callable[[str], None] | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """(2.29) / Euler-Maruyama (2.30) for W2 with mu and the noise recomputed at every step.
@@ -198,8 +199,14 @@ def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, re
     activation : str
     divergence_threshold : float
         A path stops when its full-data loss exceeds this or is not finite.
+    threads : int, optional
+        The models are split into this many groups, stepped concurrently on as many Python
+        threads, each running torch on one thread (default: torch's thread count, at most one
+        per model). The models are independent and a model's arithmetic does not depend on
+        its group (the chunks of data are those of the whole batch), so the result is the
+        same for any number of threads.
     progress : callable, optional
-        Called with a one-line message at every recorded step.
+        Called with a one-line message at every recorded step (of the first group).
 
     Returns
     -------
@@ -239,44 +246,67 @@ def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, re
     if p_paths < 1:
         raise InputError("streams must hold at least one Generator per model")
     thr = float(divergence_threshold)
+    torch_threads = torch.get_num_threads()
+    groups = min(r_models, torch_threads if threads is None
+                 else check_int("threads", threads))
 
-    w = torch.from_numpy(np.repeat(w0[:, None], p_paths, axis=1))  # (R, P, n2, n1), a copy
-    x, y, w3t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (phi1, targets, w3))
     out = np.full((rec.size, r_models, p_paths, n2, n1), np.nan)
     div_step = np.full((r_models, p_paths), -1, dtype=np.int64)
-    alive = np.ones((r_models, p_paths), dtype=bool)
-    z = np.zeros((r_models, p_paths, n) if noise == "full" else (r_models, p_paths, n2, n1))
-    z_t = torch.from_numpy(z)
     drift = m * lr  # drift coefficient of one EM step
     amp = lr * math.sqrt(m * f / b)  # its noise is amp x (a unit-covariance draw of Cov^1/2)
     n_em = int(rec[-1]) // m
-    threads = torch.get_num_threads()
-    # one torch thread: the step is a chain of small products and element-wise passes whose
-    # OpenMP barriers spin against NumPy's pool and any other load (measured: 2 threads 5x
-    # slower than 1 on a loaded 2-core machine)
+    step = _chunk(n, r_models * p_paths, max(n1, n2))  # of the whole batch, for any groups
+
+    def run(rows: np.ndarray, say) -> None:
+        sl = slice(int(rows[0]), int(rows[-1]) + 1)
+        w = torch.from_numpy(np.repeat(w0[sl, None], p_paths, axis=1))  # (R', P, n2, n1)
+        x, y, w3t = (torch.from_numpy(np.ascontiguousarray(a[sl])) for a in (phi1, targets, w3))
+        z = np.zeros((rows.size, p_paths, n) if noise == "full"
+                     else (rows.size, p_paths, n2, n1))
+        o, d = _langevin_loop(w, x, y, w3t, z, rec, streams[sl], n_em, m, n, drift, amp, thr,
+                              noise, activation, step, say)
+        out[:, sl], div_step[sl] = o, d
+
+    # one torch thread per group: the step is a chain of small products and element-wise
+    # passes whose OpenMP barriers spin against NumPy's pool and any other load (measured: 2
+    # torch threads 5x slower than 1 on a loaded 2-core machine); the groups are independent
     torch.set_num_threads(1)
     try:
-        return _langevin_loop(w, x, y, w3t, z, z_t, out, div_step, alive, rec, streams, n_em,
-                              m, n, drift, amp, thr, noise, activation, progress)
+        parts = np.array_split(np.arange(r_models), groups)
+        if groups == 1:
+            run(parts[0], progress)
+        else:
+            with ThreadPoolExecutor(groups) as pool:
+                for done in [pool.submit(run, rows, progress if k == 0 else None)
+                             for k, rows in enumerate(parts)]:
+                    done.result()
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(torch_threads)
+    return out, div_step
 
 
-def _langevin_loop(w, x, y, w3t, z, z_t, out, div_step, alive, rec, streams, n_em, m, n,
-                   drift, amp, thr, noise, activation, progress):
-    """The time loop of :func:`langevin_w2` (its arguments, prepared)."""
+def _langevin_loop(w, x, y, w3t, z, rec, streams, n_em, m, n, drift, amp, thr, noise,
+                   activation, step, progress):
+    """The time loop of :func:`langevin_w2` for one group of models (its arguments,
+    prepared); returns the recorded W2 (n_t, R', P, n2, n1) and the divergence steps."""
+    r_models, p_paths = w.shape[:2]
+    out = np.full((rec.size, *w.shape), np.nan)
+    div_step = np.full((r_models, p_paths), -1, dtype=np.int64)
+    alive = np.ones((r_models, p_paths), dtype=bool)
+    z_t = torch.from_numpy(z)
     k_rec = 0
     with np.errstate(all="ignore"), torch.no_grad():
         for k in range(n_em + 1):
             last = k == n_em
             if last or noise == "diagonal":
-                loss, s1, s2 = _evaluate(w, x, y, w3t, activation, squares=not last)
+                loss, s1, s2 = _evaluate(w, x, y, w3t, activation, squares=not last,
+                                         step=step)
             else:
                 for i, j in zip(*np.nonzero(alive), strict=True):
                     streams[i][j].standard_normal(out=z[i, j])
                 z_c = z_t - z_t.mean(dim=-1, keepdim=True)
                 coef = drift / n + (amp / math.sqrt(n)) * z_c
-                loss, s1, _ = _evaluate(w, x, y, w3t, activation, coef=coef)
+                loss, s1, _ = _evaluate(w, x, y, w3t, activation, coef=coef, step=step)
             bad = alive & ~(loss.numpy() <= thr)  # above the threshold, or NaN
             if bad.any():
                 div_step[bad] = k * m
@@ -375,8 +405,8 @@ def _indices(name: str, value, length: int) -> np.ndarray:
 
 def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequence[int] = 50,
                 snapshots=None, steps: int | None = None, interval: int = 1,
-                noise: str = "full", seed=0,
-                keep_w2: bool = False, progress: Callable[[str], None] | None = None
+                noise: str = "full", seed=0, keep_w2: bool = False,
+                threads: int | None = None, progress: Callable[[str], None] | None = None
                 ) -> ClosedLoopForecast:
     """The closed-loop forecast of one cell of a run: (2.29) for W2 from W2(0) alone.
 
@@ -404,6 +434,8 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
         Entropy of the paths' streams (:func:`path_stream`).
     keep_w2 : bool
         Also return the simulated W2 (n_t x R x P x n2 x n1 float64 values).
+    threads : int, optional
+        Groups of models stepped concurrently (:func:`langevin_w2`; the same numbers for any).
     progress : callable, optional
         Receives one-line messages.
 
@@ -454,6 +486,8 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
     seed = check_seed("seed", seed)
     if not isinstance(keep_w2, bool):
         raise InputError(f"keep_w2 must be True or False, got {keep_w2!r}")
+    if threads is not None:
+        check_int("threads", threads)
     if progress is not None and not callable(progress):
         raise InputError(f"progress must be callable or None, got {progress!r}")
 
@@ -470,7 +504,7 @@ def closed_loop(result, cell: tuple[int, int], *, models=None, paths: int | Sequ
     w_sim, div_step = langevin_w2(
         w_start, phi1, targets, w3, lr, config.batch_size, steps, streams,
         finite_population=f, interval=m, noise=noise, activation=act,
-        divergence_threshold=config.divergence_threshold, progress=progress)
+        divergence_threshold=config.divergence_threshold, threads=threads, progress=progress)
     path_div = div_step >= 0
     mask = path_div[None] & (steps[:, None, None] >= div_step[None])
     eig = spectrum_eigenvalues(np.nan_to_num(w_sim))
