@@ -46,8 +46,10 @@ from dysonsgd.train.plan import (
 
 __all__ = ["LAUNCH", "interpreted", "run_triton", "triton_available", "triton_device_bytes"]
 
-#: per working precision: (lanes per program ``BM``, warps per program); both powers of two
-LAUNCH = {"float32": (8, 1), "float64": (4, 1)}
+#: per working precision: (lanes per program ``BM``, warps per program), powers of two; chosen
+#: from the sm_90 compilation without a GPU (docs/gpu.md): the largest block whose registers
+#: hold W2 and the batch's features with no spill in any specialisation
+LAUNCH = {"float32": (4, 1), "float64": (2, 1)}
 
 #: activation codes of :mod:`dysonsgd.model.activations` the kernel implements
 _ACT_CODES = (0, 1, 2, 3)
