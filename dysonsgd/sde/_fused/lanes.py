@@ -32,15 +32,8 @@ from numba.extending import intrinsic
 
 from dysonsgd.sde._fused.implicit import FAST as _FAST
 from dysonsgd.sde._fused.implicit import implicit_step
-from dysonsgd.sde._fused.step import (
-    SUB_STEPS,
-    _fill_normals,
-    _length_scale,
-    _moved,
-    _near,
-    _refine,
-    _valid,
-)
+from dysonsgd.sde._fused.lane_normals import lane_normals
+from dysonsgd.sde._fused.step import SUB_STEPS, _length_scale, _moved, _refine, _valid
 from dysonsgd.train._numba.simd import (
     vadd,
     vdiv,
@@ -89,38 +82,189 @@ def _rcp14(typingctx, a):
     return a(a), codegen
 
 
+@intrinsic
+def _neg(typingctx, a):
+    """-a lane by lane (the sign flipped: folds into a negated FMA, where 0 - a would not)."""
+
+    def codegen(context, builder, sig, args):
+        return builder.fneg(args[0])
+
+    return a(a), codegen
+
+
 @nb.njit(inline="always")
 def _reciprocal(d, one):  # pragma: no cover - compiled
     """1/d lane by lane: with AVX-512 the estimate refined by two Newton steps
-    r <- r + r (1 - d r) (relative error 2**-14 -> 2**-28 -> below 2**-53, so within an ulp
-    or so of the rounded quotient, at a third of a division's cost), else the division."""
+    r <- r + r (1 - d r) (1 - d r as one negated FMA; relative error 2**-14 -> 2**-28 ->
+    below 2**-53, so within an ulp or so of the rounded quotient, at a third of a division's
+    cost), else the division."""
     if RCP14:
         r = _rcp14(d)
-        r = vfma(r, vfma(vsub(vsplat(d, 0.0), d), r, one), r)
-        return vfma(r, vfma(vsub(vsplat(d, 0.0), d), r, one), r)
+        nd = _neg(d)
+        r = vfma(r, vfma(nd, r, one), r)
+        return vfma(r, vfma(nd, r, one), r)
     return vdiv(one, d)
 
 
 @nb.njit(inline="always", fastmath=_FAST, error_model="numpy")
-def _finish(x, xn, c, start, kv, tv, gv, h, dw, scheme, form, ws):  # pragma: no cover
-    """The rest of :func:`dysonsgd.sde._fused.step._attempt` after its explicit proposal xn
-    (pairwise form): the implicit Coulomb step where the criterion asks for it, the domain and
-    the move limit. Returns whether the step is accepted (xn then holds it)."""
+def _implicit(x, xn, c, start, kv, tv, gv, h, dw, scheme, form, ws):  # pragma: no cover
+    """The implicit Coulomb step of a lane whose explicit proposal xn failed the domain or the
+    drift-implicit criterion (the vector flags of :func:`_flags`, the tests of
+    :func:`dysonsgd.sde._fused.step._attempt`), then the domain and the move limit as there.
+    Returns whether the step is accepted (xn then holds it)."""
     n = x.size
     wall = form.wall
-    fraction = scheme.explicit_fraction
+    for i in range(n):
+        c[i] = x[i] + kv[i] * h + gv[i] * dw[i]
+        start[i] = xn[i]
+    if not implicit_step(x, start, c, tv, h, scheme.explicit_fraction, form.newton_tol,
+                         form.newton_max_iter, xn, ws):
+        return False
     ok = _valid(xn, wall)
-    if scheme.implicit and (not ok or _near(x, xn, tv, h, fraction, wall, False)):
-        for i in range(n):
-            c[i] = x[i] + kv[i] * h + gv[i] * dw[i]
-            start[i] = xn[i]
-        if not implicit_step(x, start, c, tv, h, fraction, form.newton_tol,
-                             form.newton_max_iter, xn, ws):
-            return False
-        ok = _valid(xn, wall)
     if ok and scheme.limit_moves:
         ok = _moved(xn, x) <= scheme.safety * _length_scale(x, wall)
     return ok
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _finish_level(X, XN, DW, Z, zoff, KL, GL, acc, i, vs, vh):  # pragma: no cover - compiled
+    """XN_i = x_i + (K_i + acc) h + g_i DW_i with DW_i = sqrt(h) Z_i (stored)."""
+    lanes = LANES
+    f = i * lanes
+    dw = vmul(vs, vload(Z, zoff + f))
+    vstore(DW, f, dw)
+    drift = vmul(vadd(vload(KL, f), acc), vh)
+    vstore(XN, f, vfma(vload(GL, f), dw, vadd(vload(X, f), drift)))
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _propose(X, XN, ACC, Z, zoff, DW, KL, GL, TL, sq, hb, one,
+             symmetric):  # pragma: no cover - compiled
+    """The explicit Euler proposal XN of the block's L lanes from X: the increments
+    DW = sqrt(h) Z[zoff:], the Coulomb sums and x_i + (K_i + sum_i) h + g_i DW_i.
+
+    Each pair i < j costs one reciprocal r of the L gaps x_i - x_j, entering x_i as A_ij r and
+    x_j as -A_ji r (one product if A is ``symmetric``). Level j's sum is the running sum of
+    its terms in the order of the pair loop (i = 0, 1, ... then j's own row); rows i and
+    i + 1 are taken together, which keeps that order and runs their two sums side by side.
+    """
+    lanes = LANES
+    n = X.size // lanes
+    vs = vsplat(X, sq)
+    vh = vsplat(X, hb)
+    zero = vsplat(X, 0.0)
+    for i in range(n):
+        vstore(ACC, i * lanes, zero)
+    stride = n * lanes
+    i = 0
+    while i + 1 < n:
+        k = i + 1
+        xi = vload(X, i * lanes)
+        xk = vload(X, k * lanes)
+        r = _reciprocal(vsub(xi, xk), one)
+        fik = i * stride + k * lanes
+        fki = k * stride + i * lanes
+        ti = vmul(vload(TL, fik), r)
+        acc_i = vadd(vload(ACC, i * lanes), ti)
+        acc_k = vsub(vload(ACC, k * lanes), ti if symmetric else vmul(vload(TL, fki), r))
+        # offsets of x_j and ACC_j, A_ij and A_kj, A_ji and A_jk, advanced with j
+        fj = (k + 1) * lanes
+        fij = fik + lanes
+        fkj = fij + stride
+        fji = fj * n + i * lanes
+        for _ in range(k + 1, n):
+            xj = vload(X, fj)
+            ri = _reciprocal(vsub(xi, xj), one)
+            rk = _reciprocal(vsub(xk, xj), one)
+            ti = vmul(vload(TL, fij), ri)
+            tk = vmul(vload(TL, fkj), rk)
+            acc_i = vadd(acc_i, ti)
+            acc_k = vadd(acc_k, tk)
+            if not symmetric:
+                ti = vmul(vload(TL, fji), ri)
+                tk = vmul(vload(TL, fji + lanes), rk)
+            vstore(ACC, fj, vsub(vsub(vload(ACC, fj), ti), tk))
+            fj += lanes
+            fij += lanes
+            fkj += lanes
+            fji += stride
+        _finish_level(X, XN, DW, Z, zoff, KL, GL, acc_i, i, vs, vh)
+        _finish_level(X, XN, DW, Z, zoff, KL, GL, acc_k, k, vs, vh)
+        i += 2
+    if i < n:  # the last level of an odd n: its sum is complete
+        _finish_level(X, XN, DW, Z, zoff, KL, GL, vload(ACC, i * lanes), i, vs, vh)
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _flags(X, XN, TL, hb, fraction, wall, check_near, FLAG):  # pragma: no cover - compiled
+    """FLAG[:L] = the domain of XN, FLAG[L:] = the drift-implicit criterion (a gap or x_1
+    shrank by more than ``fraction`` of itself, or a stiff pair h A_{i,i+1} > fraction g^2),
+    vectors of 1.0 / 0.0 flags (a < b as b - a > 0: false with a NaN, like the scalar tests
+    of :func:`dysonsgd.sde._fused.step._valid` and ``_near``, which they equal)."""
+    lanes = LANES
+    n = X.size // lanes
+    zero = vsplat(X, 0.0)
+    keep = vsplat(X, 1.0 - fraction)
+    vf = vsplat(X, fraction)
+    vh = vsplat(X, hb)
+    xl = vload(XN, 0)
+    okv = vmul(vpos(vsub(xl, vsplat(X, -np.inf))),
+               vpos(vsub(vsplat(X, np.inf), vload(XN, (n - 1) * lanes))))
+    nearv = zero
+    if wall:
+        okv = vmul(okv, vpos(xl))
+        if check_near:
+            nearv = vpos(vsub(vmul(keep, vload(X, 0)), xl))
+    for i in range(n - 1):
+        gn = vsub(vload(XN, (i + 1) * lanes), vload(XN, i * lanes))
+        okv = vmul(okv, vpos(gn))
+        if check_near:
+            g = vsub(vload(X, (i + 1) * lanes), vload(X, i * lanes))
+            stiff = vsub(vmul(vh, vload(TL, (i * n + i + 1) * lanes)), vmul(vmul(vf, g), g))
+            nearv = vadd(nearv, vadd(vpos(vsub(vmul(keep, g), gn)), vpos(stiff)))
+    vstore(FLAG, 0, okv)
+    vstore(FLAG, lanes, nearv)
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _lane_coefficients(kvs, gvs, tvs, KL, GL, TL, kk, tv, gg, dd, ci, w, b0, m, per_k,
+                       per_v):  # pragma: no cover - compiled
+    """The coefficients of a step for each lane (kvs, gvs, tvs) and in the lane layout (KL,
+    GL, TL): row ci, or (1 - w) row ci + w row ci + 1; lanes past the block's m paths take
+    path 0's."""
+    lanes = LANES
+    n = kvs.shape[1]
+    u = 1.0 - w
+    for lane in range(lanes):
+        pk = b0 + lane if per_k and lane < m else 0
+        pv = b0 + lane if per_v and lane < m else 0
+        for i in range(n):
+            if w == 0.0:
+                kvs[lane, i] = kk[ci, pk, i]
+                gvs[lane, i] = gg[ci, pv, i]
+                for j in range(n):
+                    tvs[lane, i, j] = tv[ci, pv, i, j]
+            else:
+                kvs[lane, i] = u * kk[ci, pk, i] + w * kk[ci + 1, pk, i]
+                gvs[lane, i] = math.sqrt(u * dd[ci, pv, i] + w * dd[ci + 1, pv, i])
+                for j in range(n):
+                    tvs[lane, i, j] = u * tv[ci, pv, i, j] + w * tv[ci + 1, pv, i, j]
+            KL[i * lanes + lane] = kvs[lane, i]
+            GL[i * lanes + lane] = gvs[lane, i]
+            for j in range(n):
+                TL[(i * n + j) * lanes + lane] = tvs[lane, i, j]
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _symmetric(TL, n):  # pragma: no cover - compiled
+    """Whether A_ij = A_ji exactly in every lane (the lane layout TL)."""
+    lanes = LANES
+    for i in range(n):
+        for j in range(i + 1, n):
+            for lane in range(lanes):
+                if TL[(i * n + j) * lanes + lane] != TL[(j * n + i) * lanes + lane]:
+                    return False
+    return True
 
 
 @nb.njit(nogil=True, cache=True, error_model="numpy")
@@ -137,11 +281,11 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
     per_v = tv.shape[1] > 1
     lanes = LANES
     ref = np.zeros(1)
-    zero = vsplat(ref, 0.0)
     one = vsplat(ref, 1.0)
     X = np.zeros(n * lanes)
     XN = np.zeros(n * lanes)
     ACC = np.zeros(n * lanes)
+    symmetric = False
     DW = np.zeros(n * lanes)
     KL = np.zeros(n * lanes)
     GL = np.zeros(n * lanes)
@@ -149,8 +293,8 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
     kvs = np.zeros((lanes, n))
     gvs = np.zeros((lanes, n))
     tvs = np.zeros((lanes, n, n))
-    z = np.empty((lanes, n, SUB_STEPS))
-    words = np.empty((2 * ((n + 1) // 2), SUB_STEPS), dtype=np.uint64)
+    Z = np.empty(SUB_STEPS * n * lanes)
+    misses = np.empty(Z.size, dtype=np.uint64)
     xs = np.empty(n)
     xns = np.empty(n)
     dws = np.empty(n)
@@ -166,8 +310,6 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
     MASK = np.zeros(lanes)
     fraction = scheme.explicit_fraction
     check_near = scheme.implicit and fraction != 0.0
-    keep = vsplat(ref, 1.0 - fraction)
-    vf = vsplat(ref, fraction)
     for b0 in range(first, last, lanes):
         m = min(lanes, last - b0)
         for lane in range(lanes):
@@ -180,10 +322,9 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
             cnt = min(SUB_STEPS, count - s0)
             any_live = False
             for lane in range(lanes):
-                if live[lane]:
-                    any_live = True
-                    _fill_normals(z[lane], words, step0 + s0, cnt, n, np.uint64(b0 + lane),
-                                  keys, ki, wi, fi)
+                any_live = any_live or live[lane]
+            if any_live:  # the normals of all L lanes (those of failed paths are not used)
+                lane_normals(Z, b0, step0 + s0, cnt, n, keys, ki, wi, fi, misses)
             for q in range(cnt):
                 b = s0 + q
                 if not any_live:  # every path of the block failed: record their last states
@@ -196,67 +337,14 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
                 ci = cidx[b]
                 w = cw[b]
                 if ci != last_ci or w != last_w:  # the coefficients of this step, per lane
-                    u = 1.0 - w
-                    for lane in range(lanes):
-                        pk = b0 + lane if per_k and lane < m else 0
-                        pv = b0 + lane if per_v and lane < m else 0
-                        for i in range(n):
-                            if w == 0.0:
-                                kvs[lane, i] = kk[ci, pk, i]
-                                gvs[lane, i] = gg[ci, pv, i]
-                                for j in range(n):
-                                    tvs[lane, i, j] = tv[ci, pv, i, j]
-                            else:
-                                kvs[lane, i] = u * kk[ci, pk, i] + w * kk[ci + 1, pk, i]
-                                gvs[lane, i] = math.sqrt(u * dd[ci, pv, i] + w * dd[ci + 1, pv, i])
-                                for j in range(n):
-                                    tvs[lane, i, j] = (u * tv[ci, pv, i, j]
-                                                       + w * tv[ci + 1, pv, i, j])
-                            KL[i * lanes + lane] = kvs[lane, i]
-                            GL[i * lanes + lane] = gvs[lane, i]
-                            for j in range(n):
-                                TL[(i * n + j) * lanes + lane] = tvs[lane, i, j]
+                    _lane_coefficients(kvs, gvs, tvs, KL, GL, TL, kk, tv, gg, dd, ci, w, b0, m,
+                                       per_k, per_v)
+                    symmetric = _symmetric(TL, n)
                     last_ci, last_w = ci, w
                 hb = h[b]
-                sq = math.sqrt(hb)
-                for lane in range(lanes):
-                    for j in range(n):
-                        DW[j * lanes + lane] = sq * z[lane, j, q]
-                # the explicit proposal of all lanes: Coulomb sum pair by pair
-                for i in range(n):
-                    vstore(ACC, i * lanes, zero)
-                vh = vsplat(ref, hb)
-                for i in range(n):
-                    xi = vload(X, i * lanes)
-                    acc = vload(ACC, i * lanes)
-                    for j in range(i + 1, n):
-                        r = _reciprocal(vsub(xi, vload(X, j * lanes)), one)
-                        acc = vadd(acc, vmul(vload(TL, (i * n + j) * lanes), r))
-                        vstore(ACC, j * lanes, vsub(vload(ACC, j * lanes),
-                                                    vmul(vload(TL, (j * n + i) * lanes), r)))
-                    drift = vmul(vadd(vload(KL, i * lanes), acc), vh)
-                    vstore(XN, i * lanes, vfma(vload(GL, i * lanes), vload(DW, i * lanes),
-                                               vadd(xi, drift)))
-                # the domain and the drift-implicit criterion of every lane, as vectors of
-                # 1.0 / 0.0 flags (a < b as b - a > 0: false with a NaN, like the scalar test)
-                xl = vload(XN, 0)
-                okv = vmul(vpos(vsub(xl, vsplat(ref, -np.inf))),
-                           vpos(vsub(vsplat(ref, np.inf), vload(XN, (n - 1) * lanes))))
-                nearv = zero
-                if form.wall:
-                    okv = vmul(okv, vpos(xl))
-                    if check_near:
-                        nearv = vpos(vsub(vmul(keep, vload(X, 0)), xl))
-                for i in range(n - 1):
-                    gn = vsub(vload(XN, (i + 1) * lanes), vload(XN, i * lanes))
-                    okv = vmul(okv, vpos(gn))
-                    if check_near:
-                        g = vsub(vload(X, (i + 1) * lanes), vload(X, i * lanes))
-                        stiff = vsub(vmul(vh, vload(TL, (i * n + i + 1) * lanes)),
-                                     vmul(vmul(vf, g), g))
-                        nearv = vadd(nearv, vadd(vpos(vsub(vmul(keep, g), gn)), vpos(stiff)))
-                vstore(FLAG, 0, okv)
-                vstore(FLAG, lanes, nearv)
+                _propose(X, XN, ACC, Z, q * n * lanes, DW, KL, GL, TL, math.sqrt(hb), hb, one,
+                         symmetric)
+                _flags(X, XN, TL, hb, fraction, form.wall, check_near, FLAG)
                 # per lane: keep the proposal, finish the step in the per-path code, or fail
                 for lane in range(lanes):
                     MASK[lane] = 0.0
@@ -274,8 +362,11 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
                         continue
                     for i in range(n):
                         dws[i] = DW[i * lanes + lane]
-                    if not _finish(xs, xns, c, start, kvs[lane], tvs[lane], gvs[lane], hb, dws,
-                                   scheme, form, ws):
+                    # a proposal that moved too far, or left the domain without the implicit
+                    # step, is refined; else the implicit step
+                    if accept or not scheme.implicit or not _implicit(
+                            xs, xns, c, start, kvs[lane], tvs[lane], gvs[lane], hb, dws,
+                            scheme, form, ws):
                         # xs is the state before the step: refine it, or the path fails
                         if scheme.max_depth == 0 or not _refine(
                             xs, xns, c, start, x0, zb, ws, stack, nodes, kvs[lane], tvs[lane],
