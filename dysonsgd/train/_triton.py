@@ -57,6 +57,9 @@ _ACT_CODES = (0, 1, 2, 3)
 #: bytes of per-epoch data orders uploaded per launch (shuffled and replacement orders)
 _ORDER_BUDGET = 2**28
 
+#: integer arguments of the kernel that Triton must not specialise on
+_RUNTIME_INTS = ("n_lanes", "epoch0", "n_epochs", "n_steps", "n_data", "n_order_groups")
+
 #: seconds per launch between snapshots, once the epoch time is known
 _CHUNK_SECONDS = 0.5
 
@@ -110,7 +113,9 @@ def _kernel():
 
     from dysonsgd.train._triton_kernel import sgd_epochs
 
-    return triton.jit(sgd_epochs)
+    # the integers vary between launches (epoch0, chunk lengths): specialising on their values
+    # (== 1, divisible by 16) would compile the kernel again for some launches
+    return triton.jit(sgd_epochs, do_not_specialize=_RUNTIME_INTS)
 
 
 def interpreted() -> bool:
@@ -224,6 +229,7 @@ def run_triton(plan: TrainPlan, *, lanes: int | None = None,
     out_g = torch.zeros_like(out_w2)
     out_loss = torch.zeros((n_snap, mp), dtype=torch.float64, device=dev)
     no_order = torch.zeros(1, dtype=torch.int32, device=dev)
+    thr = torch.full((1,), config.divergence_threshold, dtype=torch.float64, device=dev)
     all_groups = np.arange(n_groups)
     consts = dict(N1=n1, N2=n2, N3=n3, N1P=n1p, N2P=n2p, N3P=n3p, B=bsz, BP=bp, BM=bm,
                   ACT=act.code)
@@ -237,8 +243,8 @@ def run_triton(plan: TrainPlan, *, lanes: int | None = None,
                        torch.int32)
         k = 0 if slot is None else slot
         kern[(nb,)](W2, W3, phi, y, gl_t, order, tneg_t, active, d_epoch, d_step, end_delta,
-                    out_w2[k], out_g[k], out_loss[k], mp, e0, ne, n_steps, nd, n_groups,
-                    config.divergence_threshold, 1.0 / (n_steps * bsz), **consts,
+                    out_w2[k], out_g[k], out_loss[k], thr, mp, e0, ne, n_steps, nd, n_groups,
+                    **consts,
                     UPDATE=update, RECORD=slot is not None, SHUFFLED=shuffled and update,
                     **opts)
         if dev.type == "cuda":

@@ -53,7 +53,7 @@ __all__ = ["sgd_epochs"]
 def sgd_epochs(
     w2_ptr, w3_ptr, phi_ptr, y_ptr, group_ptr, order_ptr, tneg_ptr, active_ptr,
     div_epoch_ptr, div_step_ptr, end_delta_ptr, out_w2_ptr, out_g_ptr, out_loss_ptr,
-    n_lanes, epoch0, n_epochs, n_steps, n_data, n_order_groups, thr, inv_count,
+    thr_ptr, n_lanes, epoch0, n_epochs, n_steps, n_data, n_order_groups,
     N1: tl.constexpr, N2: tl.constexpr, N3: tl.constexpr,
     N1P: tl.constexpr, N2P: tl.constexpr, N3P: tl.constexpr,
     B: tl.constexpr, BP: tl.constexpr, BM: tl.constexpr, ACT: tl.constexpr,
@@ -61,7 +61,11 @@ def sgd_epochs(
 ):
     """``n_epochs`` epochs of ``n_steps`` SGD steps of the ``BM`` lanes of block
     ``program_id(0)`` (see the module docstring; ``ACT``: the activation's code in
-    :mod:`dysonsgd.model.activations`, 0 tanh, 1 relu, 2 identity, 3 GELU)."""
+    :mod:`dysonsgd.model.activations`, 0 tanh, 1 relu, 2 identity, 3 GELU).
+
+    No fractional scalar is an argument: a Python float becomes an fp32 argument of the
+    compiled kernel (the interpreter keeps it exact), so the divergence threshold is a float64
+    array of one element and the snapshot's gradient is divided by the integer count."""
     pid = tl.program_id(0)
     lane = tl.arange(0, BM)
     jv = tl.arange(0, N1P)
@@ -78,6 +82,7 @@ def sgd_epochs(
     active = tl.load(active_ptr + mlane) != 0
     d_epoch = tl.load(div_epoch_ptr + mlane)
     d_step = tl.load(div_step_ptr + mlane)
+    thr = tl.load(thr_ptr)  # float64, as the threshold of the other backends
     jmask = jv[:, None] < N1
     kmask = kv[:, None] < N3
     # pointers to row 0 of each lane's group: a batch row r is + r * N1 (features), + r * N3
@@ -152,5 +157,5 @@ def sgd_epochs(
     tl.store(div_step_ptr + mlane, d_step)
     if RECORD:
         tl.store(out_w2_ptr + woff, W2)
-        tl.store(out_g_ptr + woff, G * inv_count)
+        tl.store(out_g_ptr + woff, G / (n_steps * B))
         tl.store(out_loss_ptr + mlane, lsum / n_steps)
