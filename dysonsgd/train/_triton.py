@@ -18,9 +18,10 @@ batch's features (docs/gpu.md). Per run:
 4. the snapshots are copied back once; the gradient of a diverging batch is rebuilt on the host
    from the errors the kernel stored and that batch's features.
 
-On a CUDA plan the kernel is compiled; on a CPU plan it runs in Triton's interpreter (NumPy,
-about 1e4 model-steps/s: for tests, never chosen by ``backend='auto'``). Triton is imported on
-use: the package imports without it (:func:`triton_available`).
+On a CUDA plan the kernel is compiled. A CPU plan runs only in a process started with
+``TRITON_INTERPRET=1``, in Triton's interpreter (NumPy, about 50 ms per program and step, some
+80 model-steps/s: for the tests, never for training). Triton is imported on use: the package
+imports without it (:func:`triton_available`).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def run_triton(plan: TrainPlan, *, lanes: int | None = None,
     Parameters
     ----------
     plan : TrainPlan
-        On a CUDA device the kernel is compiled; on the CPU it runs in Triton's interpreter.
+        On a CUDA device the kernel is compiled; a CPU plan needs Triton's interpreter
+        (``TRITON_INTERPRET=1`` when the process imported Triton).
     lanes, num_warps : int, optional
         Models per program and warps per program, powers of two (default :data:`LAUNCH`).
 
@@ -160,8 +162,9 @@ def run_triton(plan: TrainPlan, *, lanes: int | None = None,
     Raises
     ------
     InputError
-        Triton missing, an activation the kernel lacks, or a plan too big for the device's
-        free memory (before anything is allocated).
+        Triton missing, a network other than the paper's (four widths, W2 trained), an
+        activation the kernel lacks, a CPU plan outside the interpreter, or a plan too big for
+        the device's free memory (all before anything is allocated).
     """
     if not triton_available():
         raise InputError("backend 'triton' needs Triton (pip install triton; CUDA builds of "
