@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dysonsgd.sde import Adaptive, DysonBrownianMotion
-from dysonsgd.sde._fused.lane_normals import lane_normals
+from dysonsgd.sde._fused.lane_normals import lane_normals, miss_buffer
 from dysonsgd.sde._fused.lanes import LANES, lane_block
 from dysonsgd.sde._fused.philox import ZIGGURAT, keys_from_seed
 from dysonsgd.sde._fused.plan import fused_plan
@@ -27,7 +27,7 @@ def test_lane_normals_are_the_per_path_normals_bit_for_bit(n):
     keys = keys_from_seed(7)
     count, path0, step0 = 13, 21, 1000
     z = np.empty(SUB_STEPS * n * LANES)
-    misses = np.empty(z.size, dtype=np.uint64)
+    misses = miss_buffer(n)
     lane_normals(z, path0, step0, count, n, keys, *ZIGGURAT, misses)
     got = z[: count * n * LANES].reshape(count, n, LANES).transpose(2, 1, 0)
     want = np.empty((LANES, n, SUB_STEPS))

@@ -8,7 +8,7 @@ of :mod:`dysonsgd.sde._fused.philox`), computed for the L = 8 paths of a block o
 Philox's 32 x 32 -> 64-bit products are ``vpmuludq`` (both factors masked to 32 bits), the
 ziggurat's layer tables are gathered lane by lane, and the sign is the word's bit 8 moved to
 the sign bit (-(a w) = (-1.0) (a w) exactly). A draw that misses the ziggurat's rectangle (about
-1.5% of them) is redone in :func:`dysonsgd.sde._fused.philox._ziggurat_slow` for its lane.
+1.5% of them) is finished after the others, their first fresh words again L at a time.
 
 The output is laid out Z[(q n + j) L + lane] (step q of the sub-block, component j), so that the
 increments of a step are contiguous vectors of the lane kernel.
@@ -16,16 +16,27 @@ increments of a step are contiguous vectors of the lane kernel.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
-from dysonsgd.sde._fused.philox import _M0, _M1, _W0, _W1, _ziggurat_slow
+from dysonsgd.sde._fused.philox import (
+    _M0,
+    _M1,
+    _W0,
+    _W1,
+    _uniform,
+    _ziggurat_from,
+    _ziggurat_slow,
+)
+from dysonsgd.sde._fused.step import SUB_STEPS
 from dysonsgd.train._numba.simd import SimdVec, vload, vmul, vsplat, vstore
 
-__all__ = ["lane_normals"]
+__all__ = ["lane_normals", "miss_buffer"]
 
 _LO32 = 0xFFFFFFFF
 _MANTISSA = 0x000FFFFFFFFFFFFF
@@ -83,17 +94,41 @@ def _flip(typingctx, x, bits):
     return x(x, bits), codegen
 
 
+#: LLVM 17 on has opaque pointers only, which the masked gather intrinsic's name mangles as p0
+_GATHER = llvm.llvm_version_info[0] >= 17
+
+
 @intrinsic
 def _gather(typingctx, table, idx):
-    """Lane-wise table[idx] (idx in range): a vector of ``table``'s dtype."""
+    """Lane-wise table[idx] (idx in range): a vector of ``table``'s dtype (one ``vgatherqpd``
+    where LLVM's masked gather is at hand by its opaque-pointer name, else lane by lane)."""
     vt = SimdVec(table.dtype, idx.width)
 
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         vty = context.get_value_type(vt)
+        width = idx.width
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        if _GATHER:
+            ivec = ir.VectorType(i64, width)
+            base = builder.insert_element(ir.Constant(ivec, ir.Undefined),
+                                          builder.ptrtoint(arr.data, i64), ir.Constant(i32, 0))
+            base = builder.shuffle_vector(base, base, ir.Constant(ir.VectorType(i32, width),
+                                                                  [0] * width))
+            size = context.get_abi_sizeof(vty.element)
+            offsets = builder.mul(args[1], ir.Constant(ivec, [size] * width))
+            pvec = ir.VectorType(arr.data.type, width)
+            ptrs = builder.inttoptr(builder.add(base, offsets), pvec)
+            mvec = ir.VectorType(ir.IntType(1), width)
+            kind = f"i{vty.element.width}" if isinstance(vty.element, ir.IntType) else "f64"
+            name = f"llvm.masked.gather.v{width}{kind}.v{width}p0"
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [pvec, i32, mvec, vty]), name)
+            return builder.call(fn, [ptrs, ir.Constant(i32, size), ir.Constant(mvec, [1] * width),
+                                     ir.Constant(vty, ir.Undefined)])
         out = ir.Constant(vty, ir.Undefined)
-        for lane in range(idx.width):
-            pos = ir.Constant(ir.IntType(32), lane)
+        for lane in range(width):
+            pos = ir.Constant(i32, lane)
             ptr = builder.gep(arr.data, [builder.extract_element(args[1], pos)])
             out = builder.insert_element(out, builder.load(ptr), pos)
         return out
@@ -148,6 +183,69 @@ def _philox_lanes(c0, paths, c2, k0, k1, iref):  # pragma: no cover - compiled
 
 
 @nb.njit(inline="always", error_model="numpy")
+def _philox_any(c0, c1, c2, c3, k0, k1, iref):  # pragma: no cover - compiled
+    """Philox4x32-10 of the counters (c0, c1, c2, c3)[lane] (vectors) under (k0, k1)."""
+    lo = vsplat(iref, _LO32)
+    s32 = vsplat(iref, 32)
+    m0 = vsplat(iref, _M0)
+    m1 = vsplat(iref, _M1)
+    lo32 = np.uint64(_LO32)
+    for _ in range(10):
+        q0 = _mul32(m0, c0)
+        q1 = _mul32(m1, c2)
+        c0, c2 = (_ixor(_ixor(_ishr(q1, s32), c1), vsplat(iref, k0)),
+                  _ixor(_ixor(_ishr(q0, s32), c3), vsplat(iref, k1)))
+        c1 = _iand(q1, lo)
+        c3 = _iand(q0, lo)
+        k0 = (k0 + _W0) & lo32
+        k1 = (k1 + _W1) & lo32
+    return _ior(_ishl(c0, s32), c1), _ior(_ishl(c2, s32), c3)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _finish_misses(z, misses, n_miss, keys, ki, wi, fi):  # pragma: no cover - compiled
+    """z[e] = the ziggurat of the words that missed its rectangle: misses[:, m] = (word, e,
+    the counter words (1 << 16 | j, path, step) of its first fresh pair).
+
+    As :func:`dysonsgd.sde._fused.philox._ziggurat_slow`: the first fresh pair of words of
+    each, under the second key, for L misses at a time in a vector; then the wedge test lane by
+    lane, accepted (most), continued from the second word
+    (:func:`~dysonsgd.sde._fused.philox._ziggurat_from`), or the tail (layer 0) redone.
+    """
+    lanes = 8
+    iref = np.zeros(1, dtype=np.uint64)
+    u1, u2 = np.empty(lanes, dtype=np.uint64), np.empty(lanes, dtype=np.uint64)
+    zero = vsplat(iref, 0)
+    one = np.uint64(1)
+    low = np.uint64(0xFFFF)
+    node = np.uint64(0)
+    counters, paths, steps = misses[2], misses[3], misses[4]
+    for g in range(0, n_miss, lanes):
+        a, b = _philox_any(vload(counters, g), vload(paths, g), vload(steps, g), zero, keys[2],
+                           keys[3], iref)
+        vstore(u1, 0, a)
+        vstore(u2, 0, b)
+        for lane in range(min(lanes, n_miss - g)):
+            m = g + lane
+            word = misses[0, m]
+            e = np.int64(misses[1, m])
+            r = np.int64(word)
+            idx = r & 255
+            if idx == 0:
+                z[e] = _ziggurat_slow(word, keys, counters[m] & low, paths[m], steps[m], node,
+                                      ki, wi, fi)
+                continue
+            x = float((r >> 9) & _MANTISSA) * wi[idx]
+            if (r >> 8) & 1:
+                x = -x
+            if (fi[idx - 1] - fi[idx]) * _uniform(u1[lane]) + fi[idx] < np.exp(-0.5 * x * x):
+                z[e] = x
+            else:
+                z[e] = _ziggurat_from(u2[lane], one, keys, counters[m] & low, paths[m],
+                                      steps[m], node, ki, wi, fi)
+
+
+@nb.njit(inline="always", error_model="numpy")
 def _ziggurat_lanes(word, ki, wi, iref):  # pragma: no cover - compiled
     """The ziggurat's first try on each lane's word: (normal, the lanes that missed, as bits)."""
     idx = _iand(word, vsplat(iref, 255))
@@ -157,13 +255,20 @@ def _ziggurat_lanes(word, ki, wi, iref):  # pragma: no cover - compiled
     return x, _at_least(rabs, _gather(ki, idx))
 
 
+@nb.njit(cache=True)
+def miss_buffer(n):  # pragma: no cover - compiled
+    """The work array of :func:`lane_normals` for N = n: (5, SUB_STEPS n L + L) uint64."""
+    return np.zeros((5, SUB_STEPS * n * 8 + 8), dtype=np.uint64)
+
+
 @nb.njit(cache=True, error_model="numpy")
 def lane_normals(z, path0, step0, count, n, keys, ki, wi, fi, misses):  # pragma: no cover
     """z[(q n + j) L + lane] = the grid normal j of path path0 + lane, step step0 + q (q < count).
 
     The numbers of :func:`dysonsgd.sde._fused.step._fill_normals` (node 0), L = 8 paths per
-    vector; z is a float64 array of at least count n L entries, misses a uint64 work array of
-    as many (the words that missed the ziggurat's rectangle, finished after the others).
+    vector; z is a float64 array of at least count n L entries, misses a work array of
+    :func:`miss_buffer` (the words that missed the ziggurat's rectangle, finished after the
+    others).
     """
     iref = np.zeros(1, dtype=np.uint64)
     lanes = 8
@@ -172,8 +277,8 @@ def lane_normals(z, path0, step0, count, n, keys, ki, wi, fi, misses):  # pragma
     for lane in range(lanes):
         words[lane] = np.uint64(path0 + lane)
     paths = vload(words, 0)
-    where = np.empty(misses.size, dtype=np.int64)
     n_miss = 0
+    fresh = np.uint64(1 << 16)  # the counter word of the first fresh pair, attempt 1
     for q in range(count):
         step = np.uint64(step0 + q)
         for pair in range((n + 1) // 2):
@@ -189,14 +294,11 @@ def lane_normals(z, path0, step0, count, n, keys, ki, wi, fi, misses):  # pragma
                         vstore(words, 0, word)
                         for lane in range(lanes):
                             if (miss >> lane) & 1:
-                                misses[n_miss] = words[lane]
-                                where[n_miss] = off + lane
+                                misses[0, n_miss] = words[lane]
+                                misses[1, n_miss] = np.uint64(off + lane)
+                                misses[2, n_miss] = fresh | np.uint64(j)
+                                misses[3, n_miss] = np.uint64(path0 + lane)
+                                misses[4, n_miss] = step
                                 n_miss += 1
-    for m in range(n_miss):
-        e = where[m]
-        lane = e % lanes
-        j = (e // lanes) % n
-        q = e // (lanes * n)
-        z[e] = _ziggurat_slow(misses[m], keys, np.uint64(j), np.uint64(path0 + lane),
-                              np.uint64(step0 + q), np.uint64(0), ki, wi, fi)
+    _finish_misses(z, misses, n_miss, keys, ki, wi, fi)
     return z

@@ -32,7 +32,7 @@ from numba.extending import intrinsic
 
 from dysonsgd.sde._fused.implicit import FAST as _FAST
 from dysonsgd.sde._fused.implicit import implicit_step
-from dysonsgd.sde._fused.lane_normals import lane_normals
+from dysonsgd.sde._fused.lane_normals import lane_normals, miss_buffer
 from dysonsgd.sde._fused.step import SUB_STEPS, _length_scale, _moved, _refine, _valid
 from dysonsgd.train._numba.simd import (
     vadd,
@@ -294,7 +294,7 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
     gvs = np.zeros((lanes, n))
     tvs = np.zeros((lanes, n, n))
     Z = np.empty(SUB_STEPS * n * lanes)
-    misses = np.empty(Z.size, dtype=np.uint64)
+    misses = miss_buffer(n)
     xs = np.empty(n)
     xns = np.empty(n)
     dws = np.empty(n)

@@ -110,13 +110,9 @@ def _uniform(word):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _ziggurat_slow(word, keys, j, path, step, node, ki, wi, fi):  # pragma: no cover - compiled
-    """The ziggurat after a first word failed the fast test: wedge, tail, fresh words.
-
-    Fresh words come from Philox under the second key (keys[2], keys[3]) at the counter
-    (attempt << 16 | j, path, step, node), so they are again a function of the normal's label.
-    """
-    attempt = np.uint64(0)
+def _ziggurat_from(word, attempt, keys, j, path, step, node, ki, wi, fi):  # pragma: no cover
+    """The ziggurat from ``word``, the draw after ``attempt`` fresh pairs of words (see
+    :func:`_ziggurat_slow`, which starts at attempt 0)."""
     while True:
         r = np.int64(word)
         idx = r & 255
@@ -139,6 +135,16 @@ def _ziggurat_slow(word, keys, j, path, step, node, ki, wi, fi):  # pragma: no c
         elif (fi[idx - 1] - fi[idx]) * _uniform(u1) + fi[idx] < np.exp(-0.5 * x * x):
             return x
         word = u2
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _ziggurat_slow(word, keys, j, path, step, node, ki, wi, fi):  # pragma: no cover - compiled
+    """The ziggurat after a first word failed the fast test: wedge, tail, fresh words.
+
+    Fresh words come from Philox under the second key (keys[2], keys[3]) at the counter
+    (attempt << 16 | j, path, step, node), so they are again a function of the normal's label.
+    """
+    return _ziggurat_from(word, np.uint64(0), keys, j, path, step, node, ki, wi, fi)
 
 
 @nb.njit(inline="always", error_model="numpy")
