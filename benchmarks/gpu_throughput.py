@@ -25,6 +25,14 @@ with status 0, having measured nothing.
     python benchmarks/gpu_throughput.py [--json] [--dtype float32|float64] [--epochs 50]
         [--sweep]    # also time every (lanes, num_warps) of SWEEP on the paper layout
         [--smoke]    # tiny sizes on the CPU in Triton's interpreter (TRITON_INTERPRET=1)
+    python benchmarks/gpu_throughput.py --compile-report [--arch 90]   # no GPU needed
+
+``--compile-report`` compiles the kernel for ``sm_<arch>`` without a device (Triton's bundled
+``ptxas``, ``nvdisasm`` and ``cuobjdump``) and prints, per launch config of SWEEP and per
+specialisation (training, and an epoch that records a snapshot), the registers, the spill
+instructions of the step loop and its instructions per model-step, with the issue-rate bound
+they imply (SMs x 4 schedulers x 32 lanes x clock, H100/H200 SXM by default): the numbers of
+docs/gpu.md, reproducible on any machine with Triton.
 """
 
 from __future__ import annotations
@@ -119,6 +127,77 @@ def datasheet_fp32_fmas(device) -> float | None:
     return props.multi_processor_count * 128 * clock_khz * 1e3
 
 
+def _loop_mix(sass: str) -> dict[str, int]:
+    """Instruction counts of the largest loop of a SASS listing (the SGD step loop)."""
+    import collections
+    import re
+
+    lines = sass.splitlines()
+    labels, best = {}, (0, 0, 0)
+    for n, line in enumerate(lines):
+        if m := re.match(r"^\.(L_x_\d+):", line):
+            labels[m.group(1)] = n
+        if (m := re.search(r"BRA `\(\.(L_x_\d+)\)", line)) and labels.get(m.group(1), n) < n:
+            best = max(best, (n - labels[m.group(1)], labels[m.group(1)], n))
+    ops: collections.Counter = collections.Counter()
+    for line in lines[best[1]:best[2] + 1]:
+        if m := re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_]+)", line):
+            ops[m.group(1)] += 1
+    return dict(ops)
+
+
+def compile_report(arch: int, dtype: str, sms: int, clock_ghz: float) -> list[dict]:
+    """Static costs of the kernel per launch config (see the module docstring)."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from dysonsgd.train._triton import _RUNTIME_INTS
+    from dysonsgd.train._triton_kernel import sgd_epochs
+
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    fp = "fp32" if dtype == "float32" else "fp64"
+    ints = {"group_ptr", "order_ptr", "active_ptr", "div_epoch_ptr", "div_step_ptr"}
+    ptrs = ["w2_ptr", "w3_ptr", "phi_ptr", "y_ptr", "group_ptr", "order_ptr", "tneg_ptr",
+            "active_ptr", "div_epoch_ptr", "div_step_ptr", "end_delta_ptr", "out_w2_ptr",
+            "out_g_ptr", "out_loss_ptr", "thr_ptr"]
+    sig = {p: "*i32" if p in ints else "*fp64" if p in ("out_loss_ptr", "thr_ptr") else f"*{fp}"
+           for p in ptrs}
+    sig.update({a: "i32" for a in _RUNTIME_INTS})
+    rows = []
+    issue = sms * 4 * 32 * clock_ghz * 1e9
+    for lanes, warps in SWEEP:
+        for record in (False, True):
+            cons = dict(N1=32, N2=16, N3=1, N1P=32, N2P=16, N3P=1, B=4, BP=4, BM=lanes, ACT=0,
+                        UPDATE=True, RECORD=record, SHUFFLED=False)
+            src = ASTSource(fn=triton.jit(sgd_epochs), signature={**sig, **dict.fromkeys(
+                cons, "constexpr")}, constexprs=cons)
+            k = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                               options={"num_warps": warps, "enable_fp_fusion": True})
+            with tempfile.TemporaryDirectory() as tmp:
+                cubin = os.path.join(tmp, "k.cubin")
+                Path(cubin).write_bytes(k.asm["cubin"])
+                sass = subprocess.run([tools / "nvdisasm", "-c", cubin], capture_output=True,
+                                      text=True, check=True).stdout
+                usage = subprocess.run([tools / "cuobjdump", "--dump-resource-usage", cubin],
+                                       capture_output=True, text=True, check=True).stdout
+            mix = _loop_mix(sass)
+            per_model = sum(mix.values()) * 32 * warps / lanes
+            fp_ops = sum(v for op, v in mix.items() if op[1:] in ("FMA", "MUL", "ADD")
+                         and op[0] in "FD")
+            regs = int(usage.split("REG:")[1].split()[0]) if "REG:" in usage else -1
+            rows.append({"lanes": lanes, "num_warps": warps, "record": record,
+                         "registers": regs, "spills_per_step": mix.get("LDL", 0)
+                         + mix.get("STL", 0), "instructions_per_model_step": per_model,
+                         "fp_per_model_step": fp_ops * 32 * warps / lanes,
+                         "issue_bound_model_steps_per_s": issue / per_model})
+    return rows
+
+
 def build_plan(layout: str, epochs: int, dtype: str, device, n_data: int = 4000):
     """The plan ``train_ensemble`` would hand to a backend for ``layout`` (fixed order)."""
     import torch
@@ -163,9 +242,29 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="time every launch config")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run on the CPU in Triton's interpreter (checks the script)")
+    parser.add_argument("--compile-report", action="store_true",
+                        help="registers, spills and instructions from a compilation, no GPU")
+    parser.add_argument("--arch", type=int, default=90, help="compute capability (report)")
+    parser.add_argument("--sms", type=int, default=132, help="SMs of the device (report)")
+    parser.add_argument("--clock-ghz", type=float, default=1.98, help="boost clock (report)")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("triton") is None:
         print("gpu_throughput: Triton is not installed; nothing measured")
+        return 0
+    if args.compile_report:
+        rows = compile_report(args.arch, args.dtype, args.sms, args.clock_ghz)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"sm_{args.arch}, {args.dtype}, paper widths; issue bound at {args.sms} SMs x "
+              f"{args.clock_ghz} GHz")
+        for r in rows:
+            print(f"lanes {r['lanes']:>2}, warps {r['num_warps']}, "
+                  f"{'record' if r['record'] else 'train '}: {r['registers']:>3} registers, "
+                  f"{r['spills_per_step']:>4} spill ops/step, "
+                  f"{r['instructions_per_model_step']:>7,.0f} instructions/model-step "
+                  f"({r['fp_per_model_step']:,.0f} FP), bound "
+                  f"{r['issue_bound_model_steps_per_s']:.2e} model-steps/s")
         return 0
     import torch
 
