@@ -48,8 +48,8 @@ from dysonsgd.train.plan import (
 __all__ = ["LAUNCH", "interpreted", "run_triton", "triton_available", "triton_device_bytes"]
 
 #: per working precision: (lanes per program ``BM``, warps per program), powers of two; chosen
-#: from the sm_90 compilation without a GPU (docs/gpu.md): the largest block whose registers
-#: hold W2 and the batch's features with no spill in any specialisation
+#: from the sm_90 compilation without a GPU (docs/gpu.md, ``gpu_throughput.py
+#: --compile-report``): the most models per warp with no register spill in any specialisation
 LAUNCH = {"float32": (4, 1), "float64": (2, 1)}
 
 #: activation codes of :mod:`dysonsgd.model.activations` the kernel implements
