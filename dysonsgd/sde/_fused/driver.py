@@ -91,9 +91,10 @@ def integrate_fused(
     threads = max(1, min(numba.get_num_threads(), n_paths))
     # the pairwise form steps L paths per vector (lanes.py); the spacing one path at a time
     kernel = fused_block if form.spacing or n < 2 else lane_block
-    # a few chunks per thread balance the paths that need implicit steps or die early; chunk
-    # edges on whole blocks of lanes (any split gives the same numbers)
-    n_chunks = min(-(-n_paths // LANES), 4 * threads) if threads > 1 else 1
+    # many chunks per thread balance the paths that need implicit steps or die early, and the
+    # threads' shares of a busy machine; chunk edges on whole blocks of lanes (any split gives
+    # the same numbers)
+    n_chunks = min(-(-n_paths // LANES), 16 * threads) if threads > 1 else 1
     edges = np.minimum(LANES * np.ceil(np.linspace(0, n_paths, n_chunks + 1) / LANES),
                        n_paths).astype(np.int64)
     ki, wi, fi = ZIGGURAT

@@ -61,6 +61,22 @@ _ishl = _int_binary("shl")
 
 
 @intrinsic
+def _high(typingctx, a):
+    """Lane-wise: the high 32-bit word of each 64-bit lane in its low word (and its high word:
+    a 32-bit shuffle, where a shift would take the multiplier's port)."""
+
+    def codegen(context, builder, sig, args):
+        width = args[0].type.count
+        words = ir.VectorType(ir.IntType(32), 2 * width)
+        half = builder.bitcast(args[0], words)
+        pick = ir.Constant(ir.VectorType(ir.IntType(32), 2 * width),
+                           [2 * (k // 2) + 1 for k in range(2 * width)])
+        return builder.bitcast(builder.shuffle_vector(half, half, pick), args[0].type)
+
+    return a(a), codegen
+
+
+@intrinsic
 def _mul32(typingctx, a, b):
     """Lane-wise (a mod 2**32) (b mod 2**32) as 64-bit products (``vpmuludq``)."""
 
@@ -170,16 +186,16 @@ def _philox_lanes(c0, paths, c2, k0, k1, iref):  # pragma: no cover - compiled
     v3 = vsplat(iref, p0 & lo32)
     k0 = (k0 + _W0) & lo32
     k1 = (k1 + _W1) & lo32
-    for _ in range(9):
+    for _ in range(9):  # the words' high halves may hold anything: _mul32 and the end drop them
         q0 = _mul32(m0, v0)
         q1 = _mul32(m1, v2)
-        v0 = _ixor(_ixor(_ishr(q1, s32), v1), vsplat(iref, k0))
-        v2 = _ixor(_ixor(_ishr(q0, s32), v3), vsplat(iref, k1))
-        v1 = _iand(q1, lo)
-        v3 = _iand(q0, lo)
+        v0 = _ixor(_ixor(_high(q1), v1), vsplat(iref, k0))
+        v2 = _ixor(_ixor(_high(q0), v3), vsplat(iref, k1))
+        v1 = q1
+        v3 = q0
         k0 = (k0 + _W0) & lo32
         k1 = (k1 + _W1) & lo32
-    return _ior(_ishl(v0, s32), v1), _ior(_ishl(v2, s32), v3)
+    return _ior(_ishl(v0, s32), _iand(v1, lo)), _ior(_ishl(v2, s32), _iand(v3, lo))
 
 
 @nb.njit(inline="always", error_model="numpy")
@@ -190,16 +206,16 @@ def _philox_any(c0, c1, c2, c3, k0, k1, iref):  # pragma: no cover - compiled
     m0 = vsplat(iref, _M0)
     m1 = vsplat(iref, _M1)
     lo32 = np.uint64(_LO32)
-    for _ in range(10):
+    for _ in range(10):  # high halves as in _philox_lanes
         q0 = _mul32(m0, c0)
         q1 = _mul32(m1, c2)
-        c0, c2 = (_ixor(_ixor(_ishr(q1, s32), c1), vsplat(iref, k0)),
-                  _ixor(_ixor(_ishr(q0, s32), c3), vsplat(iref, k1)))
-        c1 = _iand(q1, lo)
-        c3 = _iand(q0, lo)
+        c0, c2 = (_ixor(_ixor(_high(q1), c1), vsplat(iref, k0)),
+                  _ixor(_ixor(_high(q0), c3), vsplat(iref, k1)))
+        c1 = q1
+        c3 = q0
         k0 = (k0 + _W0) & lo32
         k1 = (k1 + _W1) & lo32
-    return _ior(_ishl(c0, s32), c1), _ior(_ishl(c2, s32), c3)
+    return _ior(_ishl(c0, s32), _iand(c1, lo)), _ior(_ishl(c2, s32), _iand(c3, lo))
 
 
 @nb.njit(cache=True, error_model="numpy")
