@@ -161,7 +161,7 @@ BAD = [
     ("training", "dtype", "float16", "training", "dtype", "float32, float64"),
     ("training", "activation", "swish", "training", "activation", "tanh"),
     ("training", "data_order", "random", "training", "data_order", "shuffled"),
-    ("training", "widths", [3, 32, 16], "training", "widths", "4 layer sizes"),
+    ("training", "widths", [3, 32], "training", "widths", "at least 3 layer sizes"),
     ("training", "widths", [3, 32, 0, 1], "training", "widths[2]", ">= 1"),
     ("training", "batch_size", 3, "training", "batch_size", "divide n_data"),
     ("training", "divergence_threshold", -1.0, "training", "divergence_threshold", "> 0"),

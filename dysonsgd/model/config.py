@@ -1,16 +1,41 @@
-"""Architecture and training protocol of the teacher-student model (section 3.1)."""
+"""Architecture and training protocol of the teacher-student model (section 3.1).
+
+The paper's network has two hidden layers, ``widths = (n0, n1, n2, n3)``, and trains the middle
+matrix ``W2`` only. A config may also name any number of hidden layers (``widths = (n0, n_1,
+..., n_{L-1}, n_L)``: ``L`` weight matrices ``W1 .. WL``, ``Wl`` of shape ``(n_l, n_{l-1})``),
+any non-empty set of trained matrices, and how each student matrix starts
+(``sigma_w_layers``, (2.11) per layer):
+
+- ``"grid"``: ``Wl(0) = sigma_W Z_l / sqrt(n_{l-1})`` with the grid's ``sigma_W`` (the paper's
+  init of ``W2``; entry 2 is always ``"grid"``, so the ``sigma_w`` axis keeps its meaning);
+- ``"teacher"``: ``Wl(0)`` is the teacher's ``Wl`` (the paper's student shares ``W1`` and
+  ``W3`` with its teacher, section 3.1);
+- a number ``s > 0``: ``Wl(0) = s Z_l / sqrt(n_{l-1})``, the same ``s`` in every cell.
+
+The default, ``None``, is the paper's: ``"grid"`` for ``W2``, ``"teacher"`` for every other
+matrix, whether it trains or not. The noise ``Z_l`` comes from the replica's stream
+(:func:`dysonsgd.model.layers.replica_layer_draws`).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 from dysonsgd._checks import InputError, check_int
 from dysonsgd.model.activations import ACTIVATIONS, lookup
 
-__all__ = ["ACTIVATIONS", "DATA_ORDERS", "TeacherStudentConfig"]
+__all__ = ["ACTIVATIONS", "DATA_ORDERS", "INIT_RULES", "TeacherStudentConfig"]
 
 #: how the training data are visited each epoch
 DATA_ORDERS = ("fixed", "shuffled", "replacement")
+
+#: the named entries of ``sigma_w_layers`` (besides a number > 0)
+INIT_RULES = ("grid", "teacher")
+
+#: the matrix whose init scale is the grid's sigma_W axis (2.11)
+GRID_LAYER = 2
 
 
 @dataclass(frozen=True)
@@ -19,14 +44,18 @@ class TeacherStudentConfig:
 
     Parameters
     ----------
-    widths : tuple of 4 ints
-        ``(n0, n1, n2, n3)``: inputs, the two hidden layers, outputs. Default ``(3, 32, 16, 1)``.
+    widths : tuple of at least 3 ints
+        ``(n0, n_1, ..., n_L)``: inputs, the hidden layers, outputs; ``L = len(widths) - 1``
+        weight matrices. Default ``(3, 32, 16, 1)`` (the paper's two hidden layers).
     activation : str
-        ``phi`` on both hidden layers, one of :data:`~dysonsgd.model.activations.ACTIVATIONS`
+        ``phi`` on every hidden layer, one of :data:`~dysonsgd.model.activations.ACTIVATIONS`
         (the release's three choices, 'tanh', 'relu', 'identity', and 'gelu'). Default ``'tanh'``.
-    trained_layers : tuple of int
-        Which weight matrices train. Only ``(2,)`` (the middle matrix ``W2``, as in the paper) is
-        implemented; anything else raises ``InputError``.
+    trained_layers : tuple of int, or 'all'
+        Which weight matrices train (1-based, ``1 .. L``), a non-empty set; ``'all'`` is every
+        one. Kept sorted. Default ``(2,)``: the middle matrix ``W2``, as in the paper.
+    sigma_w_layers : tuple, optional
+        One entry per weight matrix: ``'grid'``, ``'teacher'`` or a number > 0 (see the module
+        docstring); entry 2 must be ``'grid'``. ``None`` (default): the paper's init.
     n_data : int
         Training inputs per model (4000).
     batch_size : int
@@ -42,29 +71,29 @@ class TeacherStudentConfig:
         is NaN. ``math.inf`` disables the rule (NaN still stops a model).
     """
 
-    widths: tuple[int, int, int, int] = (3, 32, 16, 1)
+    widths: tuple[int, ...] = (3, 32, 16, 1)
     activation: str = "tanh"
     trained_layers: tuple[int, ...] = (2,)
     n_data: int = 4000
     batch_size: int = 4
     data_order: str = "fixed"
     divergence_threshold: float = 100.0
+    sigma_w_layers: tuple[float | str, ...] | None = None
 
     def __post_init__(self) -> None:
-        widths = tuple(self.widths)
-        if len(widths) != 4:
-            raise InputError(f"widths must be 4 layer sizes (n0, n1, n2, n3), got {self.widths!r}")
+        try:
+            widths = tuple(self.widths)
+        except TypeError:
+            widths = ()
+        if len(widths) < 3:
+            raise InputError(f"widths must be at least 3 layer sizes (n0, hidden..., n_out), got "
+                             f"{self.widths!r}")
         for k, w in enumerate(widths):
             check_int(f"widths[{k}]", w, minimum=1)
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         lookup(self.activation)
-        layers = tuple(self.trained_layers)
-        if layers != (2,):
-            raise InputError(
-                f"trained_layers: only (2,) (the middle matrix W2, as in the paper) is "
-                f"implemented, got {self.trained_layers!r}"
-            )
-        object.__setattr__(self, "trained_layers", layers)
+        object.__setattr__(self, "trained_layers", _trained(self.trained_layers, self.n_layers))
+        object.__setattr__(self, "sigma_w_layers", _inits(self.sigma_w_layers, self.n_layers))
         check_int("n_data", self.n_data, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         if self.n_data % self.batch_size:
@@ -83,3 +112,95 @@ class TeacherStudentConfig:
     def steps_per_epoch(self) -> int:
         """SGD steps per epoch, ``n_data / batch_size`` (1000 in the paper)."""
         return self.n_data // self.batch_size
+
+    @property
+    def n_layers(self) -> int:
+        """``L``, the number of weight matrices (3 in the paper)."""
+        return len(self.widths) - 1
+
+    @property
+    def depth(self) -> int:
+        """Hidden layers, ``L - 1`` (2 in the paper)."""
+        return len(self.widths) - 2
+
+    def layer_shape(self, layer: int) -> tuple[int, int]:
+        """``(n_l, n_{l-1})``, the shape of ``W_layer`` (1-based)."""
+        return self.widths[layer], self.widths[layer - 1]
+
+    def init_rule(self, layer: int) -> float | str:
+        """How the student's ``W_layer`` starts: ``'grid'``, ``'teacher'`` or a fixed
+        ``sigma`` (see the module docstring)."""
+        if self.sigma_w_layers is not None:
+            return self.sigma_w_layers[layer - 1]
+        return "grid" if layer == GRID_LAYER else "teacher"
+
+    @property
+    def recorded_layers(self) -> tuple[int, ...]:
+        """The matrices whose snapshots a run holds: the trained ones, ``W2`` (always, the
+        paper's observables read it) and any whose init is not the teacher's."""
+        return tuple(sorted({*self.trained_layers, GRID_LAYER}
+                            | {k for k in range(1, self.n_layers + 1)
+                               if self.init_rule(k) != "teacher"}))
+
+    @property
+    def is_paper_case(self) -> bool:
+        """Two hidden layers, ``W2`` alone trained, the other matrices the teacher's: the
+        set-up of section 3.1 that the fused W2 kernels train."""
+        return (self.n_layers == 3 and self.trained_layers == (GRID_LAYER,)
+                and all(self.init_rule(k) == "teacher" for k in (1, 3)))
+
+
+def _trained(value, n_layers: int) -> tuple[int, ...]:
+    """``trained_layers`` checked and sorted: a non-empty set of integers in 1..L, or 'all'."""
+    allowed = f"a non-empty set of integers in 1..{n_layers} (the weight matrices), or 'all'"
+    if isinstance(value, str):
+        if value != "all":
+            raise InputError(f"trained_layers must be {allowed}, got {value!r}")
+        return tuple(range(1, n_layers + 1))
+    try:
+        layers = tuple(value)
+    except TypeError:
+        raise InputError(f"trained_layers must be {allowed}, got {value!r}") from None
+    if not layers:
+        raise InputError(f"trained_layers must be {allowed}, got {value!r}")
+    for k in layers:
+        integral = isinstance(k, numbers.Integral) and not isinstance(k, bool)
+        if not integral or not 1 <= int(k) <= n_layers:
+            raise InputError(f"trained_layers: layer {k!r} does not exist; must be {allowed}")
+    if len(set(int(k) for k in layers)) != len(layers):
+        raise InputError(f"trained_layers: duplicate layer in {value!r}")
+    return tuple(sorted(int(k) for k in layers))
+
+
+def _inits(value, n_layers: int) -> tuple[float | str, ...] | None:
+    """``sigma_w_layers`` checked: None, or L entries 'grid' / 'teacher' / a number > 0, entry 2
+    'grid'. Numbers become floats."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    try:
+        entries = tuple(value)
+    except TypeError:
+        entries = (value,)
+    if len(entries) != n_layers:
+        raise InputError(f"sigma_w_layers must have one entry per weight matrix ({n_layers} for "
+                         f"these widths), got {len(entries)}: {value!r}")
+    out: list[float | str] = []
+    for k, v in enumerate(entries, start=1):
+        if isinstance(v, str):
+            if v not in INIT_RULES:
+                raise InputError(f"sigma_w_layers[{k - 1}] (W{k}) must be one of {INIT_RULES} "
+                                 f"or a number > 0, got {v!r}")
+            out.append(v)
+        elif isinstance(v, bool) or not isinstance(v, numbers.Real) \
+                or not math.isfinite(v) or v <= 0:
+            raise InputError(f"sigma_w_layers[{k - 1}] (W{k}) must be one of {INIT_RULES} or a "
+                             f"finite number > 0, got {v!r}")
+        else:
+            out.append(float(v))
+    if out[GRID_LAYER - 1] != "grid":
+        raise InputError(f"sigma_w_layers[{GRID_LAYER - 1}] (W{GRID_LAYER}) must be 'grid': the "
+                         f"grid's sigma_w axis is the init scale of W{GRID_LAYER} (2.11), got "
+                         f"{out[GRID_LAYER - 1]!r}")
+    return tuple(out)

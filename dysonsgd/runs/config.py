@@ -24,7 +24,11 @@ checks, reading TOML)::
     snapshots = 21
     seed = 0
     activation = "tanh"                 # tanh | relu | identity | gelu
-    widths = [3, 32, 16, 1]
+    widths = [3, 32, 16, 1]             # n0, hidden layers..., n_out (at least 3 entries)
+    trained_layers = [2]                # 1-based weight matrices, or "all" (default [2])
+    sigma_w_layers = ["teacher", "grid", "teacher"]   # optional, one per matrix: W_l(0) from
+                                        # "grid" (sigma_W of the grid, (2.11); W2 always),
+                                        # "teacher" (the teacher's W_l) or a number sigma > 0
     n_data = 4000
     batch_size = 4                      # |B| of every cell (unless [grid] batch_size)
     data_order = "fixed"                # fixed | shuffled
@@ -86,7 +90,7 @@ __all__ = [
 TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
 GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds", "batch_size")
 TRAINING_KEYS = ("epochs", "snapshots", "seed", "activation", "widths", "n_data", "batch_size",
-                 "data_order", "divergence_threshold", "dtype")
+                 "data_order", "divergence_threshold", "dtype", "trained_layers", "sigma_w_layers")
 DTYPES = ("float32", "float64")
 #: section label of top-level keys in messages
 TOP = "top level"
@@ -205,6 +209,10 @@ class SweepConfig:
         model = asdict(self.model)
         model["widths"] = list(model["widths"])
         model["trained_layers"] = list(model["trained_layers"])
+        if model["sigma_w_layers"] is None:  # the paper's init: fingerprints as before the key
+            del model["sigma_w_layers"]
+        else:
+            model["sigma_w_layers"] = list(model["sigma_w_layers"])
         axis = {"batch_size": list(self.batch_size)} if self.batch_size else {}
         return {
             **axis,
@@ -264,8 +272,11 @@ class SweepConfig:
                 "activation": m.activation, "widths": list(m.widths), "n_data": m.n_data,
                 "batch_size": m.batch_size, "data_order": m.data_order,
                 "divergence_threshold": m.divergence_threshold, "dtype": self.dtype,
+                "trained_layers": list(m.trained_layers),
             },
         }
+        if m.sigma_w_layers is not None:
+            out["training"]["sigma_w_layers"] = list(m.sigma_w_layers)
         if self.batch_size:
             out["grid"]["batch_size"] = list(self.batch_size)
             del out["training"]["batch_size"]
@@ -379,15 +390,16 @@ def parse_config(mapping: Mapping[str, Any], *,
     data_order = _choice(err, "training", "data_order", tr.get("data_order", defaults.data_order),
                          DATA_ORDERS)
     widths = tr.get("widths", list(defaults.widths))
-    if not isinstance(widths, list) or len(widths) != 4:
-        raise err("training", "widths", f"must be a list of 4 layer sizes [n0, n1, n2, n3], got "
-                                        f"{widths!r}")
+    if not isinstance(widths, list) or len(widths) < 3:
+        raise err("training", "widths", f"must be a list of at least 3 layer sizes [n0, hidden "
+                                        f"layers..., n_out], got {widths!r}")
     widths = tuple(_integer(err, "training", f"widths[{k}]", w, 1) for k, w in enumerate(widths))
     # what the analyses need of the spectrum of X = W2 W2^T: N = n2 >= 2 levels (a spacing)
     # and N <= M = n1 (no structural zero eigenvalues; the singular basis of the complete SDE)
     if not 2 <= widths[2] <= widths[1]:
         raise err("training", "widths", f"need 2 <= n2 <= n1 (the spectrum of X = W2 W2^T has "
                                         f"n2 levels and n1 >= n2 columns), got {list(widths)}")
+    trained, inits = _layer_keys(err, tr, len(widths) - 1)
     if snapshots > epochs + 1:
         raise err("training", "snapshots", f"must be <= epochs + 1 = {epochs + 1} (one per "
                                            f"completed epoch, the initial state included), "
@@ -406,9 +418,11 @@ def parse_config(mapping: Mapping[str, Any], *,
     try:
         model = TeacherStudentConfig(widths=widths, activation=activation, n_data=n_data,
                                      batch_size=batch_size, data_order=data_order,
-                                     divergence_threshold=float(thr))
-    except ValueError as exc:  # pragma: no cover - every field is checked above
-        raise err("training", "model", str(exc)) from None
+                                     divergence_threshold=float(thr), trained_layers=trained,
+                                     sigma_w_layers=inits)
+    except InputError as exc:  # the layer keys' values; every other field is checked above
+        key = next((k for k in ("trained_layers", "sigma_w_layers") if k in str(exc)), "model")
+        raise err("training", key, str(exc)) from None
     expect = dict(mapping.get("expect", {}))
     validate = dict(mapping.get("validate", {}))
     return SweepConfig(name=name, description=description, temperature=temperature,
@@ -416,6 +430,22 @@ def parse_config(mapping: Mapping[str, Any], *,
                        seed=seed, dtype=dtype, model=model, expect=expect, validate=validate,
                        source=Path(source) if isinstance(source, str) else source,
                        sigma_axis=axis, batch_size=axis_b)
+
+
+def _layer_keys(err: _Errors, tr: Mapping, n_layers: int):
+    """``trained_layers`` (an array of integers or "all"; default [2]) and ``sigma_w_layers`` (an
+    array, default absent: the paper's init) as given; their values are checked by
+    TeacherStudentConfig, whose message names the key."""
+    trained = tr.get("trained_layers", [2])
+    if trained != "all" and not isinstance(trained, list):
+        raise err("training", "trained_layers", f"must be an array of integers in 1..{n_layers} "
+                                                f"or \"all\", got {_kind(trained)}")
+    inits = tr.get("sigma_w_layers")
+    if inits is not None and not isinstance(inits, list):
+        raise err("training", "sigma_w_layers", f"must be an array of {n_layers} entries, "
+                                                f"\"grid\", \"teacher\" or numbers > 0, got "
+                                                f"{_kind(inits)}")
+    return trained, inits
 
 
 def _batch_axis(err: _Errors, grid: Mapping, tr: Mapping, n_data: int) -> tuple[int, ...]:

@@ -72,6 +72,8 @@ from dysonsgd.model import network
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import epoch_order, replica_draws
 from dysonsgd.train._torch import train_torch
+from dysonsgd.train.general import general_memory_bytes, train_general
+from dysonsgd.train.general import per_model as _per_model
 from dysonsgd.train.plan import (
     EVAL_ROWS,
     FEATURE_SLICE,
@@ -188,28 +190,6 @@ def _resolve_snapshots(snapshots, epochs: int) -> np.ndarray:
     return arr
 
 
-def _per_model(name: str, value, tail: tuple[int, ...], grid: tuple[int, int, int]):
-    """Accept ``tail``, ``(nR, *tail)``, ``(M, *tail)`` or ``(nT, nS, nR, *tail)`` shapes.
-
-    Returns ``(array, per_model)`` with the array shaped ``(nR, *tail)`` or ``(M, *tail)``.
-    """
-    arr = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} must be finite")
-    n_t, n_s, n_r = grid
-    m = n_t * n_s * n_r
-    lead = arr.shape[: arr.ndim - len(tail)]
-    if arr.ndim < len(tail) or arr.shape[arr.ndim - len(tail):] != tail:
-        raise InputError(f"{name} must end with shape {tail}, got {arr.shape}")
-    if lead == ():
-        return np.broadcast_to(arr, (n_r, *tail)).copy(), False
-    if lead == (n_r,):
-        return arr.copy(), False
-    if lead in ((m,), (n_t, n_s, n_r)):
-        return arr.reshape(m, *tail).copy(), True
-    raise InputError(f"{name}: leading shape {lead} is none of (), ({n_r},), ({m},), {grid}")
-
-
 # ------------------------------------------------------------------------------------------------
 # memory (issue 13: refuse before allocating)
 # ------------------------------------------------------------------------------------------------
@@ -220,7 +200,11 @@ def torch_model_bytes(config: TeacherStudentConfig, dtype: str) -> int:
     features and targets, ``n_data (n1 + n3)`` values (twice with ``data_order='shuffled'``,
     which gathers a permuted copy); the activations of the initial full-data evaluation, done
     ``EVAL_ROWS`` rows at a time, ``min(n_data, EVAL_ROWS) (3 n2 + 2 n3)``; about ten ``n2 x n1``
-    matrices (W2, its gradient, their accumulators and temporaries)."""
+    matrices (W2, its gradient, their accumulators and temporaries). The paper's set-up only:
+    the general path (:mod:`dysonsgd.train.general`) has no torch backend."""
+    if not config.is_paper_case:
+        raise InputError("backend: the general path (trained_layers other than (2,), other "
+                         "depths or inits) trains on the CPU only, backend 'numba'")
     _, n1, n2, n3 = config.widths
     nd = config.n_data
     features = nd * (n1 + n3) * (2 if config.data_order == "shuffled" else 1)
@@ -239,8 +223,12 @@ def host_memory_bytes(config: TeacherStudentConfig, n_models: int, n_groups: int
     ``n_data (n1 + n3) + 2 n_snap n2 n1`` of the models of one wave (at most 8 SIMD blocks per
     thread). torch on CPU: :func:`torch_model_bytes` for the models of one chunk (at most
     ``TORCH_CHUNK_BUDGET`` bytes of features) and the float64 layer-1 pre-activations of
-    ``FEATURE_SLICE`` models, ``n_data (n0 + 2 n1)`` each (on CUDA these are device memory)."""
+    ``FEATURE_SLICE`` models, ``n_data (n0 + 2 n1)`` each (on CUDA these are device memory).
+    A config of the general path: :func:`~dysonsgd.train.general.general_memory_bytes`."""
     item = _itemsize(dtype)
+    if not config.is_paper_case:
+        return general_memory_bytes(config, n_models, n_groups, n_snapshots, dtype,
+                                    threads=threads)
     n0, n1, n2, n3 = config.widths
     nd = config.n_data
     outputs = n_models * ((2 * n_snapshots + 3) * n2 * n1 * item + n_snapshots * 8)
@@ -402,7 +390,10 @@ def train_ensemble(
         backend = "numba" if dev.type == "cpu" else "torch"
     if backend == "numba" and dev.type != "cpu":
         raise InputError("backend 'numba' runs on device 'cpu' only")
-    _, n1, n2, _ = config.widths
+    if not config.is_paper_case and backend != "numba":
+        raise InputError(f"backend: the general path (trained_layers {config.trained_layers}, "
+                         f"{config.depth} hidden layers) trains on device 'cpu' with backend "
+                         f"'numba' only, got backend {backend!r} on {str(dev)!r}")
     grid = (temps.size, sigmas.size, n_seeds)
     need = host_memory_bytes(config, math.prod(grid), n_seeds, len(snaps), dtype,
                              backend=backend, device=str(dev), threads=_threads(backend))
@@ -412,6 +403,13 @@ def train_ensemble(
                          f"{grid[1]} sigma_w x {n_seeds} seeds) need {need / 2**30:.3g} GiB of "
                          f"host memory, {available / 2**30:.3g} GiB are available: train fewer "
                          "at a time (split the seeds with replica_offset, or the grid)")
+    if not config.is_paper_case:
+        return train_general(config, temps, sigmas, n_seeds=n_seeds, epochs=epochs, snaps=snaps,
+                             seed=seed, replica_offset=replica_offset, dtype=dtype,
+                             progress=progress, orders=_shuffled_orders(config, seed,
+                                                                        replica_offset, n_seeds),
+                             teacher_weights=teacher_weights, inputs=inputs,
+                             student_init=student_init, t_start=t_start)
     if dev.type == "cuda":
         chunk, need = _torch_chunk(config, math.prod(grid), dtype)
         free = torch.cuda.mem_get_info(dev)[0]
@@ -419,6 +417,7 @@ def train_ensemble(
             raise InputError(f"device: {dev} has {free / 2**30:.3g} GiB free; the torch backend "
                              f"trains {chunk} models at a time here, which need "
                              f"{need / 2**30:.3g} GiB: fewer models, or device='cpu'")
+    _, n1, n2, _ = config.widths
     w1, w2t, w3, x, group, w2_init = _models(config, sigmas, grid, seed, replica_offset,
                                              teacher_weights, inputs, student_init)
     plan = TrainPlan(

@@ -1,9 +1,17 @@
 """The result of a training run, :class:`EnsembleResult`, its labelled xarray form, and
-:class:`BatchResults`, the runs of one grid at several batch sizes."""
+:class:`BatchResults`, the runs of one grid at several batch sizes.
+
+The paper's run holds one trained matrix, ``W2`` (``w2``, ``grad``). A run of the general path
+(:mod:`dysonsgd.train.general`: other trained matrices, other depths) keeps ``W2`` there too and
+holds every other recorded matrix ``W_l`` (trained, or not started at the teacher's, see
+:attr:`~dysonsgd.model.config.TeacherStudentConfig.recorded_layers`) in :attr:`layer_w` and
+:attr:`layer_grad`; :meth:`EnsembleResult.student` gives the student's matrices at a snapshot.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
@@ -12,7 +20,7 @@ import numpy as np
 from dysonsgd._checks import InputError
 from dysonsgd.model.config import TeacherStudentConfig
 
-__all__ = ["BatchResults", "EnsembleResult"]
+__all__ = ["BatchResults", "EnsembleResult", "layer_dims"]
 
 
 @dataclass
@@ -35,10 +43,15 @@ class EnsembleResult:
         loss crossed the threshold, -1 when the model did not diverge
     teacher_w1, teacher_w2, teacher_w3 : (n_groups, ...) float64 teacher matrices; model
         ``(t, s, r)`` uses group ``group[t, s, r]`` (the seed index unless the teacher or the data
-        were given per model)
+        were given per model); ``teacher_w3`` is None for one hidden layer
     group : (nT, nS, nR) int64
     seed, replica_offset : the base entropy and the offset of the spawn keys
         ``(replica_offset + r,)``
+    layer_w, layer_grad : dict ``l -> (nT, nS, nR, n_snap, n_l, n_{l-1})``
+        The snapshots and epoch-mean minibatch gradients of every recorded matrix but ``W2``
+        (empty for the paper's set-up), with the conventions of ``w2`` and ``grad``.
+    teacher_layers : dict ``l -> (n_groups, n_l, n_{l-1})``
+        The teacher's matrices ``W_l`` for ``l >= 4`` (more than two hidden layers).
     """
 
     config: TeacherStudentConfig
@@ -53,7 +66,7 @@ class EnsembleResult:
     diverged_step: np.ndarray
     teacher_w1: np.ndarray
     teacher_w2: np.ndarray
-    teacher_w3: np.ndarray
+    teacher_w3: np.ndarray | None
     group: np.ndarray
     seed: int
     replica_offset: int = 0
@@ -62,6 +75,9 @@ class EnsembleResult:
     backend: str = "numba"
     wall_time: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    layer_w: dict[int, np.ndarray] = field(default_factory=dict)
+    layer_grad: dict[int, np.ndarray] = field(default_factory=dict)
+    teacher_layers: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_models(self) -> int:
@@ -106,6 +122,39 @@ class EnsembleResult:
         return (self.teacher_w1[self.group], self.teacher_w2[self.group],
                 self.teacher_w3[self.group])
 
+    def teacher_matrices(self) -> tuple[np.ndarray, ...]:
+        """Per-model teacher ``(W_1, ..., W_L)`` of any depth, (nT, nS, nR, n_l, n_{l-1})."""
+        mats = {1: self.teacher_w1, 2: self.teacher_w2, 3: self.teacher_w3,
+                **self.teacher_layers}
+        return tuple(mats[k][self.group] for k in range(1, self.config.n_layers + 1))
+
+    def snapshots(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(W_layer, its gradient)`` at every snapshot, (nT, nS, nR, n_snap, n_l, n_{l-1})
+        each, for a recorded matrix (``W2``: ``w2`` and ``grad``).
+
+        Raises
+        ------
+        InputError
+            If ``layer`` is not recorded (it is the teacher's throughout).
+        """
+        if layer == 2:
+            return self.w2, self.grad
+        if layer not in self.layer_w:
+            raise InputError(f"layer must be a recorded matrix, one of "
+                             f"{sorted({2, *self.layer_w})}, got {layer!r} (the others are the "
+                             "teacher's throughout: teacher_matrices())")
+        return self.layer_w[layer], self.layer_grad[layer]
+
+    def student(self, snapshot: int = -1) -> tuple[np.ndarray, ...]:
+        """The student's ``(W_1, ..., W_L)`` at ``snapshot``, (nT, nS, nR, n_l, n_{l-1}) each:
+        the recorded matrices' snapshots, the teacher's matrix elsewhere."""
+        teacher = self.teacher_matrices()
+        out = []
+        for k in range(1, self.config.n_layers + 1):
+            w = self.w2 if k == 2 else self.layer_w.get(k)
+            out.append(teacher[k - 1] if w is None else w[..., snapshot, :, :])
+        return tuple(out)
+
     def to_xarray(self):
         """Labelled ``xarray.Dataset`` (dims temperature, sigma_w, seed, snapshot, row, col).
 
@@ -137,8 +186,15 @@ class EnsembleResult:
             "group": (grid, self.group),
             "teacher_w1": (("group", "hidden1", "input"), self.teacher_w1),
             "teacher_w2": (("group", "row", "col"), self.teacher_w2),
-            "teacher_w3": (("group", "output", "row"), self.teacher_w3),
         }
+        if self.teacher_w3 is not None:
+            data["teacher_w3"] = (("group", "output", "row"), self.teacher_w3)
+        for k, w in self.layer_w.items():
+            dims = (*grid, "snapshot", *layer_dims(k))
+            data[f"w{k}"] = (dims, w)
+            data[f"grad_w{k}"] = (dims, self.layer_grad[k])
+        for k, w in self.teacher_layers.items():
+            data[f"teacher_w{k}"] = (("group", *layer_dims(k)), w)
         attrs = {
             "config": json.dumps(asdict(self.config)),
             "seed": int(self.seed),
@@ -154,6 +210,8 @@ class EnsembleResult:
         ds = xr.Dataset(data, coords=coords, attrs=attrs)
         ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
         ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
+        for k in self.layer_w:
+            ds[f"grad_w{k}"].attrs["long_name"] = f"epoch-mean minibatch gradient of W{k}"
         return ds
 
     @classmethod
@@ -162,6 +220,12 @@ class EnsembleResult:
         cfg = json.loads(ds.attrs["config"])
         cfg["widths"] = tuple(cfg["widths"])
         cfg["trained_layers"] = tuple(cfg["trained_layers"])
+        if cfg.get("sigma_w_layers") is not None:
+            cfg["sigma_w_layers"] = tuple(cfg["sigma_w_layers"])
+        names = list(getattr(ds, "data_vars", getattr(ds, "_arrays", ())))
+        layers = sorted(int(m[1]) for n in names if (m := re.fullmatch(r"w(\d+)", n)))
+        extra = sorted(int(m[1]) for n in names if (m := re.fullmatch(r"teacher_w(\d+)", n))
+                       and int(m[1]) > 3)
         return cls(
             config=TeacherStudentConfig(**cfg),
             temperature=ds["temperature"].values.astype(np.float64),
@@ -175,7 +239,7 @@ class EnsembleResult:
             diverged_step=ds["diverged_step"].values.astype(np.int64),
             teacher_w1=ds["teacher_w1"].values,
             teacher_w2=ds["teacher_w2"].values,
-            teacher_w3=ds["teacher_w3"].values,
+            teacher_w3=ds["teacher_w3"].values if "teacher_w3" in names else None,
             group=ds["group"].values.astype(np.int64),
             seed=int(ds.attrs["seed"]),
             replica_offset=int(ds.attrs["replica_offset"]),
@@ -183,10 +247,20 @@ class EnsembleResult:
             device=str(ds.attrs["device"]),
             backend=str(ds.attrs["backend"]),
             wall_time=float(ds.attrs["wall_time_s"]),
+            layer_w={k: ds[f"w{k}"].values for k in layers if k != 2},
+            layer_grad={k: ds[f"grad_w{k}"].values for k in layers if k != 2},
+            teacher_layers={k: ds[f"teacher_w{k}"].values for k in extra},
         )
 
 
-#: variables of :meth:`EnsembleResult.to_xarray` that differ between batch sizes
+def layer_dims(layer: int) -> tuple[str, str]:
+    """The dims of ``W_layer`` (n_l, n_{l-1}) in datasets and stores, for the matrices other than
+    ``W2`` (whose dims are ``row``, ``col``): ``w{l}_row``, ``w{l}_col``."""
+    return f"w{layer}_row", f"w{layer}_col"
+
+
+#: variables of :meth:`EnsembleResult.to_xarray` that differ between batch sizes (and
+#: ``w{l}``, ``grad_w{l}`` of the other recorded matrices)
 _PER_RUN = ("w2", "grad", "loss", "diverged", "diverged_epoch", "diverged_step")
 
 
@@ -289,7 +363,10 @@ class BatchResults(Mapping):
         import pandas as pd
         import xarray as xr
 
+        first = next(iter(self._runs.values()))
         return xr.concat([r.to_xarray() for r in self._runs.values()],
                          dim=pd.Index(self.batch_size, name="batch_size"),
-                         data_vars=list(_PER_RUN), coords="different",
+                         data_vars=[*_PER_RUN, *(f"{p}{k}" for k in first.layer_w
+                                                  for p in ("w", "grad_w"))],
+                         coords="different",
                          combine_attrs="drop_conflicts", compat="equals")

@@ -1,0 +1,549 @@
+"""The general training kernel: any depth, any set of trained matrices, lanes = models.
+
+The paper's set-up (two hidden layers, ``W2`` alone trained) runs on the generated kernels of
+:mod:`dysonsgd.train._numba.codegen`, which stream precomputed layer-1 features. Everything
+else runs here: one compiled kernel (per dtype) that takes the widths at run time and, per SGD
+step (2.28) of every model of a block of ``L`` lanes (:func:`~dysonsgd.train.plan.lanes_for`),
+
+1. runs the forward pass through all layers for the ``|B|`` samples of the batch,
+   ``z_l = W_l h_{l-1}``, ``h_l = phi(z_l)`` (the activation forms of
+   :mod:`dysonsgd.train._numba.simd`: vector forms in float32, libm's exact scalar forms in
+   float64 where the vector form approximates), and the output error ``yhat - y``;
+2. back-propagates the errors ``delta_l`` (see :mod:`dysonsgd.model.layers`) down to the lowest
+   recorded matrix, with the weights of the step's start;
+3. checks the batch loss against the divergence threshold (a model that crosses it stops with
+   the weights that produced it and keeps that batch's gradients, as the W2 kernels);
+4. sums the per-sample gradients ``delta_l h_{l-1}^T`` over the batch and updates every trained
+   matrix, ``W_l <- W_l - T sum_b dl(x_b)/dW_l``; in an epoch that ends in a snapshot it also
+   accumulates the gradients of every recorded matrix (trained or not).
+
+Each SIMD instruction advances the same arithmetic for ``L`` models; a lane never reads another
+lane, so a model's numbers do not depend on its block, its lane or the thread count.
+
+Array layouts (flat, lane innermost): the weights ``W``, the gradient accumulators ``G`` and the
+diverging batch's gradients ``EG`` are ``[block][q][lane]`` with ``q`` running over ``W_1``,
+``W_2``, ... (row-major each, offsets ``woff``); the inputs ``X`` are ``[block][a][k][lane]``
+(n_data x n0, rows in the epoch's data order) and the targets ``Y`` ``[block][a][k][lane]``;
+per-sample scratch (activations, ``phi'``, errors) ``[b][layer offset + i][lane]``. The recorded
+snapshots are ``[lane][snapshot][q']``, ``q'`` over the recorded matrices only (offsets
+``roff``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from dysonsgd.model.activations import lookup
+from dysonsgd.train._numba.simd import (
+    gelu_exact,
+    tanh_exact,
+    vadd,
+    vfma,
+    vgelu,
+    videntity,
+    vload,
+    vmul,
+    vrelu,
+    vsplat,
+    vstore,
+    vsub,
+    vtanh_fast,
+    vwhere,
+)
+from dysonsgd.train.plan import lanes_for
+
+__all__ = ["LayerOutput", "LayerPlan", "run_layers", "train_kernel"]
+
+#: fastmath flags of the scalar code (the W2 kernels' choice): NaN and infinity stay meaningful,
+#: so that the divergence test ``not (loss <= threshold)`` sees a NaN; the vector intrinsics
+#: round as written whatever the flags
+_FASTMATH = {"contract", "reassoc", "nsz", "arcp", "afn"}
+
+#: bytes of lane-interleaved inputs and targets per wave (they are streamed once per epoch)
+_WAVE_BUDGET = 64e6
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One run of the general path, models flattened (``M``), data per group (``G``).
+
+    Attributes
+    ----------
+    widths : (n0, ..., n_L)
+    activation : str
+    trained, recorded : tuple of int
+        1-based matrices that train, and whose snapshots are kept (a superset).
+    x : (G, n_data, n0) float64; y : (G, n_data, n_L) float64, the targets
+    group : (M,) int64, the group (data) of each model
+    init : callable ``(layer, models) -> (len(models), n_l, n_{l-1})`` float64
+        ``W_l(0)`` of the given models.
+    temperature : (M,) float64, ``T``, the step coefficient
+    batch_size, epochs : int
+    snapshots : (n_snap,) int64, epoch counts, starting at 0
+    orders : callable ``(epoch, groups) -> (len(groups), n_data)`` int64, or None (fixed order)
+    threshold : float, the divergence threshold of the batch loss
+    dtype : {'float32', 'float64'}
+    progress : bool
+    """
+
+    widths: tuple[int, ...]
+    activation: str
+    trained: tuple[int, ...]
+    recorded: tuple[int, ...]
+    x: np.ndarray
+    y: np.ndarray
+    group: np.ndarray
+    init: Callable[[int, np.ndarray], np.ndarray]
+    temperature: np.ndarray
+    batch_size: int
+    epochs: int
+    snapshots: np.ndarray
+    orders: Callable[[int, np.ndarray], np.ndarray] | None
+    threshold: float
+    dtype: str
+    progress: bool = False
+
+
+@dataclass
+class LayerOutput:
+    """Per-model results of :func:`run_layers`, models in the plan's order.
+
+    Attributes
+    ----------
+    weights, grads : dict ``l -> (M, n_snap, n_l, n_{l-1})`` working precision, per recorded
+        matrix: its snapshots and epoch-mean minibatch gradients (snapshot 0: the full-data
+        gradient at initialisation)
+    end_grad : dict ``l -> (M, n_l, n_{l-1})``, the batch-mean gradient of the batch that
+        diverged (zeros for a model that did not)
+    loss : (M, n_snap) float64, epoch-mean training loss (snapshot 0: full-data loss)
+    div_epoch, div_step : (M,) int64, -1 for none
+    timings : seconds per phase
+    """
+
+    weights: dict[int, np.ndarray]
+    grads: dict[int, np.ndarray]
+    end_grad: dict[int, np.ndarray]
+    loss: np.ndarray
+    div_epoch: np.ndarray
+    div_step: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# the kernel
+# ------------------------------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _vec_act(z, ref, code):
+    """``(phi(z), phi'(z))`` of the registry's vector form with code ``code``."""
+    if code == 0:
+        return vtanh_fast(z, ref)
+    if code == 1:
+        return vrelu(z, ref)
+    if code == 2:
+        return videntity(z, ref)
+    return vgelu(z, ref)
+
+
+@njit(inline="always")
+def _scalar_act(z, code):
+    """The exact scalar ``(phi, phi')`` of tanh (code 0) or GELU (code 3)."""
+    if code == 0:
+        return tanh_exact(z)
+    return gelu_exact(z)
+
+
+@njit(inline="always")
+def _block(A, a, da, na, sa, Bm, b, db, nb, sb, n, zero):
+    """Sixteen sums ``s[4 p + q] = sum_{r < n} A[a_p + r sa] Bm[b_q + r sb]``, ``p, q < 4``, each
+    a chain of FMAs in the order of ``r``, with ``a_p = a + min(p, na - 1) da`` and ``b_q = b +
+    min(q, nb - 1) db`` (a block smaller than 4 x 4 repeats its last row or column)."""
+    a1 = a + min(1, na - 1) * da
+    a2 = a + min(2, na - 1) * da
+    a3 = a + min(3, na - 1) * da
+    b1 = b + min(1, nb - 1) * db
+    b2 = b + min(2, nb - 1) * db
+    b3 = b + min(3, nb - 1) * db
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = zero
+    for r in range(n):
+        x0 = vload(A, a + r * sa)
+        x1 = vload(A, a1 + r * sa)
+        x2 = vload(A, a2 + r * sa)
+        x3 = vload(A, a3 + r * sa)
+        y0 = vload(Bm, b + r * sb)
+        y1 = vload(Bm, b1 + r * sb)
+        y2 = vload(Bm, b2 + r * sb)
+        y3 = vload(Bm, b3 + r * sb)
+        s0 = vfma(x0, y0, s0)
+        s1 = vfma(x0, y1, s1)
+        s2 = vfma(x0, y2, s2)
+        s3 = vfma(x0, y3, s3)
+        s4 = vfma(x1, y0, s4)
+        s5 = vfma(x1, y1, s5)
+        s6 = vfma(x1, y2, s6)
+        s7 = vfma(x1, y3, s7)
+        s8 = vfma(x2, y0, s8)
+        s9 = vfma(x2, y1, s9)
+        s10 = vfma(x2, y2, s10)
+        s11 = vfma(x2, y3, s11)
+        s12 = vfma(x3, y0, s12)
+        s13 = vfma(x3, y1, s13)
+        s14 = vfma(x3, y2, s14)
+        s15 = vfma(x3, y3, s15)
+    return (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15)
+
+
+@njit(inline="always")
+def _sq(A, off, acc):
+    """``acc + A[off]^2`` (one FMA)."""
+    e = vload(A, off)
+    return vfma(e, e, acc)
+
+
+@njit(inline="always")
+def _act_store(H, Dp, off, code, scalar, L):
+    """``H[off] = phi(z)``, ``Dp[off] = phi'(z)`` of ``z = H[off]``: the exact scalar form lane
+    by lane, or the vector form."""
+    if scalar:
+        for ln in range(L):
+            h, d = _scalar_act(H[off + ln], code)
+            H[off + ln] = h
+            Dp[off + ln] = d
+    else:
+        h, d = _vec_act(vload(H, off), H, code)
+        vstore(H, off, h)
+        vstore(Dp, off, d)
+
+
+@njit(inline="always")
+def _update(W, G, p, g, mk, cn, upd, acc_g, zero):
+    """``W[p] += cn g`` where the lane trains (``mk``), if ``upd``; ``G[p] += g`` there, if
+    ``acc_g``."""
+    if upd:
+        w = vload(W, p)
+        vstore(W, p, vwhere(mk, vfma(cn, g, w), w))
+    if acc_g:
+        vstore(G, p, vadd(vload(G, p), vwhere(mk, g, zero)))
+
+
+@cache
+def train_kernel(code: int, exact: bool):
+    """The compiled kernel for the activation of registry code ``code``; ``exact`` (float64
+    kernels): the activation's exact scalar form where it has one (tanh, GELU: libm), else the
+    vector form. Compiled on first use for the dtype of its arrays and cached on disk.
+
+    The kernel is ``train(W, G, EG, X, Y, widths, woff, hoff, roff, trained, tneg, mask, lsum,
+    div_epoch, div_step, out_w, out_g, out_loss, rec, epoch0, n_epochs, n_steps, B, n_data,
+    thr, mode, low, L)``: ``n_epochs`` epochs of every block (mode 0: SGD; mode 1: the
+    data-mean gradient and loss into snapshot ``rec[0]``, no update); ``L`` lanes per block
+    (the vector width of the dtype), ``low`` the lowest recorded matrix (1-based), where
+    back-propagation stops. See the module docstring for the layouts.
+    """
+    scalar_act = exact and (code == 0 or code == 3)
+
+    @njit(parallel=True, fastmath=_FASTMATH, nogil=True, cache=True)
+    def train(W, G, EG, X, Y, widths, woff, hoff, roff, trained, tneg, mask, lsum, div_epoch,
+              div_step, out_w, out_g, out_loss, rec, epoch0, n_epochs, n_steps, B, n_data, thr,
+              mode, low, L):  # pragma: no cover - compiled
+        """See :func:`train_kernel`."""
+        nbw = tneg.shape[0] // L
+        nl = widths.shape[0] - 1
+        n0, nout = widths[0], widths[nl]
+        wtot = woff[nl]
+        htot = hoff[nl + 1]
+        n_snap = out_loss.shape[0] // (nbw * L)
+        rtot = out_w.shape[0] // (nbw * L * n_snap)
+        update = mode == 0
+        for blk in prange(nbw):
+            lo = blk * L
+            wo = blk * wtot * L
+            xo = blk * n_data * n0 * L
+            yo = blk * n_data * nout * L
+            H = np.empty(B * htot * L, W.dtype)
+            Dp = np.empty(B * htot * L, W.dtype)
+            De = np.empty(B * htot * L, W.dtype)
+            lb = np.empty(L, W.dtype)
+            zero = vsplat(W, 0.0)
+            mk = vload(mask, lo)
+            cn = vload(tneg, lo)
+            for ep in range(n_epochs):
+                k = rec[ep]
+                record = k >= 0
+                for ln in range(L):
+                    lsum[lo + ln] = 0.0
+                for s in range(n_steps):
+                    for b in range(B):
+                        a = s * B + b
+                        for j in range(n0):
+                            vstore(H, (b * htot + j) * L, vload(X, xo + (a * n0 + j) * L))
+                    # forward pass, blocks of 4 rows x 4 samples (see _block)
+                    lossv = zero
+                    for m in range(nl):
+                        nin, nn = widths[m], widths[m + 1]
+                        last = m == nl - 1
+                        for b in range(0, B, 4):
+                            nbk = min(4, B - b)
+                            for i in range(0, nn, 4):
+                                nik = min(4, nn - i)
+                                z = _block(W, wo + (woff[m] + i * nin) * L, nin * L, nik, L,
+                                           H, (b * htot + hoff[m]) * L, htot * L, nbk, L, nin,
+                                           zero)
+                                for p in range(nik):
+                                    for c in range(nbk):
+                                        ho = ((b + c) * htot + hoff[m + 1] + i + p) * L
+                                        if last:
+                                            yo_ = yo + ((s * B + b + c) * nout + i + p) * L
+                                            e = vsub(z[4 * p + c], vload(Y, yo_))
+                                            vstore(De, ho, e)
+                                            lossv = vfma(e, e, lossv)
+                                        else:
+                                            vstore(H, ho, z[4 * p + c])
+                        if not last:  # h = phi(z), phi'(z) of the layer's pre-activations
+                            for b in range(B):
+                                for i in range(nn):
+                                    _act_store(H, Dp, (b * htot + hoff[m + 1] + i) * L, code,
+                                               scalar_act, L)
+                    # back-propagation: delta_q = (W_{q+1}^T delta_{q+1}) phi'(z_q)
+                    for q in range(nl - 1, low - 1, -1):
+                        nin, nn = widths[q], widths[q + 1]
+                        for b in range(0, B, 4):
+                            nbk = min(4, B - b)
+                            for j in range(0, nin, 4):
+                                njk = min(4, nin - j)
+                                z = _block(W, wo + (woff[q] + j) * L, L, njk, nin * L,
+                                           De, (b * htot + hoff[q + 1]) * L, htot * L, nbk, L,
+                                           nn, zero)
+                                for p in range(njk):
+                                    for c in range(nbk):
+                                        o = ((b + c) * htot + hoff[q] + j + p) * L
+                                        vstore(De, o, vmul(z[4 * p + c], vload(Dp, o)))
+                    vstore(lb, 0, vmul(lossv, vsplat(lb, 0.5 / B)))
+                    # divergence check before the update (the release's rule)
+                    changed = False
+                    for ln in range(L):
+                        v = lb[ln]
+                        if mask[lo + ln] != 0.0:
+                            if update and not (v <= thr):
+                                mask[lo + ln] = 0.0
+                                div_epoch[lo + ln] = epoch0 + ep
+                                div_step[lo + ln] = s
+                                for m in range(nl):
+                                    if roff[m] < 0:
+                                        continue
+                                    nin, nn = widths[m], widths[m + 1]
+                                    for i in range(nn):
+                                        for j in range(nin):
+                                            g = 0.0
+                                            for b in range(B):
+                                                hb = b * htot
+                                                g += (De[(hb + hoff[m + 1] + i) * L + ln]
+                                                      * H[(hb + hoff[m] + j) * L + ln])
+                                            EG[wo + (woff[m] + i * nin + j) * L + ln] = g / B
+                                changed = True
+                            else:
+                                lsum[lo + ln] += v
+                    if changed:
+                        mk = vload(mask, lo)
+                    # gradients summed over the batch, blocks of 4 x 4 entries; update of the
+                    # trained matrices
+                    for m in range(nl):
+                        upd = update and trained[m] != 0
+                        acc_g = record and roff[m] >= 0
+                        if not (upd or acc_g):
+                            continue
+                        nin, nn = widths[m], widths[m + 1]
+                        wm = wo + woff[m] * L
+                        for i in range(0, nn, 4):
+                            nik = min(4, nn - i)
+                            for j in range(0, nin, 4):
+                                njk = min(4, nin - j)
+                                g = _block(De, (hoff[m + 1] + i) * L, L, nik, htot * L,
+                                           H, (hoff[m] + j) * L, L, njk, htot * L, B, zero)
+                                for p in range(nik):
+                                    for c in range(njk):
+                                        _update(W, G, wm + ((i + p) * nin + j + c) * L,
+                                                g[4 * p + c], mk, cn, upd, acc_g, zero)
+                if record:
+                    inv = 1.0 / (B * n_steps)
+                    for ln in range(L):
+                        md = lo + ln
+                        out_loss[md * n_snap + k] = lsum[md] / n_steps
+                        base = (md * n_snap + k) * rtot
+                        for m in range(nl):
+                            if roff[m] < 0:
+                                continue
+                            for q in range(widths[m] * widths[m + 1]):
+                                out_w[base + roff[m] + q] = W[wo + (woff[m] + q) * L + ln]
+                                out_g[base + roff[m] + q] = G[wo + (woff[m] + q) * L + ln] * inv
+                    for q in range(wtot * L):
+                        G[wo + q] = 0.0
+
+    return train
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver of the kernel: blocks, waves, data in lane order, snapshots
+# ------------------------------------------------------------------------------------------------
+
+
+def _to_lanes(a: np.ndarray, lanes: int, dtype) -> np.ndarray:
+    """(n_blocks * L, *tail) -> flat [block][*tail][lane]."""
+    nb = a.shape[0] // lanes
+    b = a.reshape(nb, lanes, -1).transpose(0, 2, 1)
+    return np.ascontiguousarray(b, dtype=dtype).reshape(-1)
+
+
+def _from_lanes(a: np.ndarray, lanes: int, tail: tuple[int, ...]) -> np.ndarray:
+    """Flat [block][*tail][lane] -> (n_blocks * L, *tail)."""
+    size = int(np.prod(tail))
+    nb = a.size // (size * lanes)
+    return a.reshape(nb, size, lanes).transpose(0, 2, 1).reshape(nb * lanes, *tail)
+
+
+def _offsets(sizes) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def run_layers(plan: LayerPlan) -> LayerOutput:
+    """Train ``plan`` with the general SIMD kernel on the CPU.
+
+    Returns
+    -------
+    LayerOutput
+        With timings ``initial_gradient_s`` (snapshot 0), ``train_s`` and ``data_s`` (the
+        inputs and targets put in lane order).
+    """
+    from tqdm.auto import tqdm
+
+    npdt = np.float32 if plan.dtype == "float32" else np.float64
+    lanes = lanes_for(npdt)
+    widths = np.asarray(plan.widths, np.int64)
+    nl = len(widths) - 1
+    n0, nout = int(widths[0]), int(widths[-1])
+    nd, bsz = plan.x.shape[1], plan.batch_size
+    steps = nd // bsz
+    m = len(plan.group)
+    nb = math.ceil(m / lanes)
+    n_snap = len(plan.snapshots)
+    sizes = [int(widths[k + 1] * widths[k]) for k in range(nl)]
+    woff = _offsets(sizes)
+    hoff = _offsets(widths)
+    rec_sizes = [sizes[k] if k + 1 in plan.recorded else 0 for k in range(nl)]
+    rstart = _offsets(rec_sizes)
+    roff = np.where(np.asarray(rec_sizes) > 0, rstart[:-1], -1).astype(np.int64)
+    rtot = int(rstart[-1])
+    trained = np.array([k + 1 in plan.trained for k in range(nl)], np.int64)
+    low = min(plan.recorded)
+    act = lookup(plan.activation)
+    kernel = train_kernel(act.code, bool(npdt == np.float64))
+    rec_index = np.full(plan.epochs, -1, np.int64)
+    for k in range(1, n_snap):
+        rec_index[plan.snapshots[k] - 1] = k
+    # lanes sorted by group (any assignment gives the same numbers); padding lanes repeat the
+    # last model and never move (mask 0)
+    order = np.argsort(plan.group, kind="stable")
+    lane_model = np.concatenate([order, np.full(nb * lanes - m, order[-1] if m else 0)])
+    threads = numba.get_num_threads()
+    block_bytes = nd * (n0 + nout) * lanes * np.dtype(npdt).itemsize
+    per_wave = max(threads, min(nb, int(_WAVE_BUDGET // max(block_bytes, 1)) // threads
+                                * threads))
+    out_w = {k: np.empty((m, n_snap, *(int(widths[k]), int(widths[k - 1]))), npdt)
+             for k in plan.recorded}
+    out_g = {k: np.empty_like(v) for k, v in out_w.items()}
+    end_g = {k: np.zeros((m, int(widths[k]), int(widths[k - 1])), npdt) for k in plan.recorded}
+    loss = np.empty((m, n_snap))
+    div_e = np.full(m, -1, np.int64)
+    div_s = np.full(m, -1, np.int64)
+    t_data = t_eval = t_train = 0.0
+    bar = tqdm(total=m * plan.epochs * steps, disable=not plan.progress, unit="model-step",
+               unit_scale=True, desc=f"{m} models", smoothing=0.1, dynamic_ncols=True)
+    est_epoch = None
+    try:
+        for b0 in range(0, nb, per_wave):
+            b1 = min(nb, b0 + per_wave)
+            lm = lane_model[b0 * lanes:b1 * lanes]
+            real = np.arange(b0 * lanes, b1 * lanes) < m
+            groups = plan.group[lm]
+            W = np.concatenate([_to_lanes(plan.init(k, lm).reshape(len(lm), -1), lanes, npdt)
+                                .reshape(b1 - b0, -1) for k in range(1, nl + 1)], axis=1)
+            W = np.ascontiguousarray(W).reshape(-1)
+            G = np.zeros_like(W)
+            EG = np.zeros_like(W)
+            tneg = np.where(real, -plan.temperature[lm], 0.0).astype(npdt)
+            mask = real.astype(npdt)
+            lsum = np.zeros(len(lm))
+            de = np.full(len(lm), -1, np.int64)
+            dst = np.full(len(lm), -1, np.int64)
+            ow = np.empty(len(lm) * n_snap * rtot, npdt)
+            og = np.empty_like(ow)
+            ol = np.empty(len(lm) * n_snap)
+
+            def data(epoch: int, groups=groups):
+                nonlocal t_data
+                t = time.perf_counter()
+                if plan.orders is None:
+                    xs, ys = plan.x[groups], plan.y[groups]
+                else:
+                    rows = plan.orders(epoch, groups)
+                    xs = plan.x[groups[:, None], rows]
+                    ys = plan.y[groups[:, None], rows]
+                out = _to_lanes(xs, lanes, npdt), _to_lanes(ys, lanes, npdt)
+                t_data += time.perf_counter() - t
+                return out
+
+            def call(X, Y, rec, e0, ne, mode, *, W=W, G=G, EG=EG, tneg=tneg, mask=mask,
+                     lsum=lsum, de=de, dst=dst, ow=ow, og=og, ol=ol):
+                kernel(W, G, EG, X, Y, widths, woff, hoff, roff, trained, tneg, mask, lsum, de,
+                       dst, ow, og, ol, rec, e0, ne, steps, bsz, nd, plan.threshold, mode, low,
+                       lanes)
+
+            X, Y = data(0)
+            t = time.perf_counter()
+            call(X, Y, np.zeros(1, np.int64), 0, 1, 1)
+            t_eval += time.perf_counter() - t
+            e = 0
+            n_real = int(real.sum())
+            while e < plan.epochs:
+                if plan.orders is not None:
+                    if e > 0:
+                        X, Y = data(e)
+                    ne = 1
+                elif est_epoch is None:
+                    ne = 1
+                else:  # about half a second per call keeps the bar alive
+                    ne = min(plan.epochs - e, max(1, int(0.5 / max(est_epoch, 1e-9))))
+                t = time.perf_counter()
+                call(X, Y, rec_index[e:e + ne], e, ne, 0)
+                dt = time.perf_counter() - t
+                t_train += dt
+                est_epoch = dt / ne
+                e += ne
+                bar.update(n_real * ne * steps)
+            idx = lm[real]
+            snaps_w = ow.reshape(len(lm), n_snap, rtot)[real]
+            snaps_g = og.reshape(len(lm), n_snap, rtot)[real]
+            eg = _from_lanes(EG, lanes, (int(woff[-1]),))[real]
+            for k in plan.recorded:
+                shape = (int(widths[k]), int(widths[k - 1]))
+                a, z = int(roff[k - 1]), int(roff[k - 1]) + sizes[k - 1]
+                out_w[k][idx] = snaps_w[:, :, a:z].reshape(-1, n_snap, *shape)
+                out_g[k][idx] = snaps_g[:, :, a:z].reshape(-1, n_snap, *shape)
+                end_g[k][idx] = eg[:, woff[k - 1]:woff[k]].reshape(-1, *shape)
+            loss[idx] = ol.reshape(len(lm), n_snap)[real]
+            div_e[idx] = de[real]
+            div_s[idx] = dst[real]
+    finally:
+        bar.close()
+    return LayerOutput(weights=out_w, grads=out_g, end_grad=end_g, loss=loss, div_epoch=div_e,
+                       div_step=div_s, timings={"data_s": t_data, "initial_gradient_s": t_eval,
+                                                "train_s": t_train})
