@@ -221,19 +221,6 @@ def test_threads_leave_every_path_unchanged(runs):
     assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("noise", ["full", "diagonal"])
-def test_stacked_paths_are_the_per_path_network(runs, monkeypatch, noise):
-    """The P paths of a model run as one network with a block-diagonal output layer
-    (closed_loop._stacked_paths) or path by path (the form the autograd tests above check):
-    the same paths to rounding over two epochs (16 steps)."""
-    run, kw = runs["fixed"], dict(models=[0, 1], paths=3, noise=noise, keep_w2=True)
-    out = {}
-    for stacked in (True, False):
-        monkeypatch.setattr(cl, "_stacks", lambda p, n1, n3, s=stacked: s)
-        out[stacked] = closed_loop(run, (1, 0), **kw).w2
-    np.testing.assert_allclose(out[True], out[False], rtol=1e-10, atol=1e-13)
-
-
 def test_divergence_is_recorded_per_path():
     """A linear network at lr lambda_max >> 2 blows up: the paths stop when the full-data loss
     crosses the run's threshold (100), are masked from that step on and finite before; a

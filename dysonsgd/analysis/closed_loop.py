@@ -97,7 +97,7 @@ NOISES = ("full", "diagonal")
 STREAM_TAG = 0x636C
 
 #: about this many float64 values per temporary of one chunk of data (per-sample errors of all
-#: paths of the models): keeps the temporaries in the L2 cache
+#: paths of a group of models): keeps the temporaries in the L2 cache
 _CHUNK_VALUES = 2**17
 #: fewest data points per chunk (the per-chunk overhead of a few torch calls)
 _MIN_CHUNK = 32
@@ -132,64 +132,35 @@ def _chunk(n_data: int, n_paths: int, width: int) -> int:
     return int(min(n_data, max(_MIN_CHUNK, _CHUNK_VALUES // max(1, n_paths * width))))
 
 
-def _stacks(p_paths: int, n1: int, n3: int) -> bool:
-    """Whether the P paths of a model run as one stacked network (:func:`_stacked_paths`):
-    while its block-diagonal output layer adds at most a quarter to the first product's work
-    (P n3 <= n1 / 4; it grows as P^2)."""
-    return p_paths == 1 or p_paths * n3 <= n1 // 4
-
-
-def _stacked_paths(w3, y, p: int):
-    """The P paths of a model as ONE network with P n2 hidden units: its output layer is the
-    block-diagonal ``diag(W3, ..., W3)`` (R, P n3, P n2), its targets ``y`` repeated
-    (R, n, P n3). With ``W2`` stacked to (R, P n2, n1), :func:`dysonsgd.model.network.backprop`
-    of that network is the P paths' back-propagation exactly (the blocks do not mix), with
-    one product per model for all its paths (P n2 columns, not n2)."""
-    r, n3, n2 = w3.shape
-    eye = torch.eye(p, dtype=w3.dtype)
-    w3b = (eye[None, :, None, :, None] * w3[:, None, :, None, :]).reshape(r, p * n3, p * n2)
-    return w3b, y.repeat(1, 1, p)
-
-
 def _evaluate(w, phi1, y, w3, activation: str, coef=None, squares: bool = False, *,
-              step: int, stacked: bool):
+              step: int):
     """The full-data loss of every path and the sums of one step, in chunks of ``step`` data.
 
-    w (R, P, n2, n1); phi1 (R, n, n1); y (R, n, n3), w3 (R, n3, n2), or with ``stacked`` the
-    targets and output layer of the P paths stacked (:func:`_stacked_paths`); coef (R, P, n)
-    or None. Returns loss (R, P) (the mean of (2.6)) and, with ``coef``, sum_a coef_a g_a
-    (R, P, n2, n1); with ``squares``, (sum_a g_a, sum_a g_a^2) element-wise.
+    w (R, P, n2, n1); phi1 (R, n, n1); y (R, n, n3); w3 (R, n3, n2); coef (R, P, n) or None.
+    Returns loss (R, P) (the mean of (2.6)) and, with ``coef``, sum_a coef_a g_a (R, P, n2, n1);
+    with ``squares``, (sum_a g_a, sum_a g_a^2) element-wise.
     """
     r, p, n2, n1 = w.shape
     n = phi1.shape[1]
     loss = torch.zeros(r, p, dtype=w.dtype)
     first = torch.zeros(r, p * n2, n1, dtype=w.dtype) if coef is not None or squares else None
     second = torch.zeros_like(first) if squares else None
-    w2 = w.view(r, p * n2, n1) if stacked else w
-    w3 = w3 if stacked else w3[:, None]
-    weights = None if coef is None else (coef.transpose(1, 2)[..., None] if stacked
-                                         else coef[..., None])
+    w3b = w3[:, None]
     for a in range(0, n, step):
-        x = phi1[:, a:a + step]  # (R, m, n1)
-        m = x.shape[1]
-        if stacked:  # (R, m, P n.)
-            err, delta = backprop(x, y[:, a:a + step], w2, w3, activation)
-            loss += (err * err).view(r, m, p, -1).sum(dim=(1, 3))
-            delta = delta.view(r, m, p, n2)
-        else:  # (R, P, m, .)
-            err, delta = backprop(x[:, None], y[:, None, a:a + step], w2, w3, activation)
-            loss += (err * err).sum(dim=(-1, -2))
+        x = phi1[:, None, a:a + step]  # (R, 1, m, n1)
+        m = x.shape[2]
+        err, delta = backprop(x, y[:, None, a:a + step], w, w3b, activation)  # (R, P, m, .)
+        loss += 0.5 * (err * err).sum(dim=(-1, -2))
         if first is None:
             continue
-        if weights is not None:
-            delta = delta * (weights[:, a:a + step] if stacked else weights[:, :, a:a + step])
-        # (R, P n2, m) x (R, m, n1): one product per model for all its paths
-        d = (delta.view(r, m, p * n2).transpose(1, 2) if stacked
-             else delta.transpose(-1, -2).reshape(r, p * n2, m))
-        first.baddbmm_(d, x)
+        if coef is not None:
+            delta = delta * coef[:, :, a:a + step, None]
+        # (R, P, m, n2) -> (R, P n2, m): one product per model for all its paths
+        d = delta.transpose(-1, -2).reshape(r, p * n2, m)
+        first.baddbmm_(d, phi1[:, a:a + step])
         if squares:
-            second.baddbmm_(d * d, x * x)
-    loss *= 0.5 / n
+            second.baddbmm_(d * d, phi1[:, a:a + step] ** 2)
+    loss /= n
     if first is None:
         return loss, None, None
     first = first.view(r, p, n2, n1)
@@ -284,21 +255,16 @@ def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, re
     drift = m * lr  # drift coefficient of one EM step
     amp = lr * math.sqrt(m * f / b)  # its noise is amp x (a unit-covariance draw of Cov^1/2)
     n_em = int(rec[-1]) // m
-    # data per chunk: the (R, m, P n2) temporaries of the whole batch (for any groups) near
-    # _CHUNK_VALUES values
-    step = _chunk(n, r_models * p_paths, n2)
-    stacked = _stacks(p_paths, n1, targets.shape[2])
+    step = _chunk(n, r_models * p_paths, max(n1, n2))  # of the whole batch, for any groups
 
     def run(rows: np.ndarray, say) -> None:
         sl = slice(int(rows[0]), int(rows[-1]) + 1)
         w = torch.from_numpy(np.repeat(w0[sl, None], p_paths, axis=1))  # (R', P, n2, n1)
         x, y, w3t = (torch.from_numpy(np.ascontiguousarray(a[sl])) for a in (phi1, targets, w3))
-        if stacked:
-            w3t, y = _stacked_paths(w3t, y, p_paths)
         z = np.zeros((rows.size, p_paths, n) if noise == "full"
                      else (rows.size, p_paths, n2, n1))
         o, d = _langevin_loop(w, x, y, w3t, z, rec, streams[sl], n_em, m, n, drift, amp, thr,
-                              noise, activation, (step, stacked), say)
+                              noise, activation, step, say)
         out[:, sl], div_step[sl] = o, d
 
     # one torch thread per group: the step is a chain of small products and element-wise
@@ -320,7 +286,7 @@ def langevin_w2(w2, phi1, targets, w3, learning_rate: float, batch_size: int, re
 
 
 def _langevin_loop(w, x, y, w3t, z, rec, streams, n_em, m, n, drift, amp, thr, noise,
-                   activation, chunks, progress):
+                   activation, step, progress):
     """The time loop of :func:`langevin_w2` for one group of models (its arguments,
     prepared); returns the recorded W2 (n_t, R', P, n2, n1) and the divergence steps."""
     r_models, p_paths = w.shape[:2]
@@ -334,14 +300,13 @@ def _langevin_loop(w, x, y, w3t, z, rec, streams, n_em, m, n, drift, amp, thr, n
             last = k == n_em
             if last or noise == "diagonal":
                 loss, s1, s2 = _evaluate(w, x, y, w3t, activation, squares=not last,
-                                         step=chunks[0], stacked=chunks[1])
+                                         step=step)
             else:
                 for i, j in zip(*np.nonzero(alive), strict=True):
                     streams[i][j].standard_normal(out=z[i, j])
                 z_c = z_t - z_t.mean(dim=-1, keepdim=True)
                 coef = drift / n + (amp / math.sqrt(n)) * z_c
-                loss, s1, _ = _evaluate(w, x, y, w3t, activation, coef=coef, step=chunks[0],
-                                        stacked=chunks[1])
+                loss, s1, _ = _evaluate(w, x, y, w3t, activation, coef=coef, step=step)
             bad = alive & ~(loss.numpy() <= thr)  # above the threshold, or NaN
             if bad.any():
                 div_step[bad] = k * m
