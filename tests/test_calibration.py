@@ -48,6 +48,23 @@ def test_uniformity_test_has_its_size_and_sees_bias_and_spread():
     assert cal.uniformity_pvalue(rng.uniform(0.45, 0.55, 20)) < 1e-3
 
 
+def test_uniformity_pvalues_of_many_rows_at_once():
+    """The vectorised form gives each row's p-value bitwise: scipy's one-sample CvM on that
+    row (its finite values), NaN where fewer than two are finite."""
+    rng = np.random.default_rng(4)
+    pits = rng.random((17, 10)) ** np.linspace(0.3, 3.0, 17)[:, None]  # calibrated to biased
+    pits[3, [1, 7]] = np.nan
+    pits[5, 1:] = np.nan
+    got = cal.uniformity_pvalues(pits)
+    for row, p in zip(pits, got, strict=True):
+        u = row[np.isfinite(row)]
+        want = stats.cramervonmises(u, "uniform").pvalue if u.size >= 2 else np.nan
+        np.testing.assert_array_equal(p, want)
+    assert got[0] < 1e-3  # PITs piled near 1 (u^0.3, mean 0.77) are rejected
+    with pytest.raises(InputError, match="pits"):
+        cal.uniformity_pvalues(np.ones(3))
+
+
 def test_min_uniformity_pvalue_is_attained_by_values_at_one_end():
     # the statistic's maximum 1/(12 n) + sum_i ((2i - 1)/(2n))^2 is reached with every value at
     # 0: no sample of n values gives a smaller p-value

@@ -46,6 +46,7 @@ __all__ = [
     "ratio_equivalence",
     "ratio_interval",
     "uniformity_pvalue",
+    "uniformity_pvalues",
 ]
 
 #: bootstrap resamples (over models) of every interval and equivalence test
@@ -92,6 +93,29 @@ def uniformity_pvalue(pit) -> float:
     if u.size < 2:
         return float("nan")
     return float(stats.cramervonmises(u, "uniform").pvalue)
+
+
+def uniformity_pvalues(pits) -> np.ndarray:
+    """:func:`uniformity_pvalue` of every row of ``pits`` (k, R), the rows without NaN in one
+    vectorised call (the same statistic and p-value, element by element).
+
+    Returns
+    -------
+    ndarray, shape (k,)
+    """
+    u = np.asarray(pits, dtype=float)
+    if u.ndim != 2:
+        raise InputError(f"pits must be (k, R), got shape {u.shape}")
+    out = np.full(u.shape[0], np.nan)
+    full = np.isfinite(u).all(axis=1)
+    if u.shape[1] >= 2 and full.any():
+        out[full] = stats.cramervonmises(u[full], "uniform", axis=1).pvalue
+        rest = np.flatnonzero(~full)
+    else:
+        rest = np.arange(u.shape[0])
+    for i in rest:
+        out[i] = uniformity_pvalue(u[i])
+    return out
 
 
 @lru_cache(maxsize=256)

@@ -156,7 +156,13 @@ def _neighbour_mean(fields: list[np.ndarray], states: np.ndarray, at: np.ndarray
     q = _features(at, centre, scale)
     d2 = (np.sum(q * q, axis=1)[:, None] - 2.0 * q @ fit.T + np.sum(fit * fit, axis=1)[None])
     near = np.argpartition(d2, k - 1, axis=1)[:, :k]
-    return [f[near].mean(axis=1) for f in fields]
+    # the mean over the k neighbours as numpy's mean(axis=1) sums them (in order, then / k),
+    # one gathered row of states at a time instead of all k at once
+    sums = [f[near[:, 0]] for f in fields]
+    for j in range(1, k):
+        for total, f in zip(sums, fields, strict=True):
+            total += f[near[:, j]]
+    return [total / k for total in sums]
 
 
 def _fold_paths(coeffs: MeasuredCoefficients, cell: tuple[int, int], fit: np.ndarray,

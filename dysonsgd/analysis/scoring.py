@@ -90,14 +90,19 @@ def _bad_paths(fp: ForecastPaths) -> dict[str, int]:
             "paths": int(bad.size)}
 
 
-def _calibration(name: str, fp: ForecastPaths, where: Where, predicted, observed,
-                 rng: np.random.Generator, alpha: float) -> Test:
-    pit = cal.randomized_pit(predicted, observed, rng)
-    p = cal.uniformity_pvalue(pit)
-    summary = cal.pit_summary(pit, rng)
-    n = int(summary["models"])
-    return Test(name, fp.forecast, fp.theory, where, p, p, "CvM p > alpha (Holm)",
-                power=cal.min_uniformity_pvalue(n) <= alpha, details=summary)
+def _calibration(fp: ForecastPaths, where: Where, cases, rng: np.random.Generator,
+                 alpha: float) -> list[Test]:
+    """The calibration tests of ``cases`` ((name, predicted (R, P), observed (R,)), ...): the
+    PITs and their summaries drawn from ``rng`` case by case, the p-values in one call."""
+    pits, summaries = [], []
+    for _, predicted, observed in cases:
+        pits.append(cal.randomized_pit(predicted, observed, rng))
+        summaries.append(cal.pit_summary(pits[-1], rng))
+    pvalues = cal.uniformity_pvalues(np.stack(pits))
+    return [Test(name, fp.forecast, fp.theory, where, p, p, "CvM p > alpha (Holm)",
+                 power=cal.min_uniformity_pvalue(int(summary["models"])) <= alpha,
+                 details=summary)
+            for (name, _, _), p, summary in zip(cases, pvalues.tolist(), summaries, strict=True)]
 
 
 def score_cell(fp: ForecastPaths, where: Where, tolerances, rng: np.random.Generator, *,
@@ -122,20 +127,24 @@ def score_cell(fp: ForecastPaths, where: Where, tolerances, rng: np.random.Gener
         tests.append(Test("positivity", fp.forecast, fp.theory, where, bad["bad_paths"],
                           float("nan"), "== 0 broken, negative or reordered paths",
                           details=bad))
-    tests.append(_calibration("calibration_spacing", fp, where, s_pred, s_obs, rng, alpha))
-    levels = [_calibration("calibration_levels", fp, where, x_pred[..., i], x_obs[:, i], rng,
-                           alpha) for i in range(x_pred.shape[-1])]
+    n = x_pred.shape[-1]
+    cases = [("calibration_spacing", s_pred, s_obs),
+             *(("level", x_pred[..., i], x_obs[:, i]) for i in range(n))]
+    if sde_spacing is not None:
+        cases.append(("calibration_sde", sde_spacing, s_obs))
+    spacing, *levels = _calibration(fp, where, cases, rng, alpha)
+    sde = levels.pop() if sde_spacing is not None else None
     p_levels = np.array([t.pvalue for t in levels])
     finite = np.isfinite(p_levels)
     p = float(min(1.0, finite.sum() * p_levels[finite].min())) if finite.any() else np.nan
-    tests.append(Test("calibration_levels", fp.forecast, fp.theory, where, p, p,
-                      "Bonferroni over levels of CvM p > alpha (Holm)",
-                      power=any(t.power for t in levels) and bool(finite.any()),
-                      details={"level_pvalues": p_levels.tolist(),
-                               "level_pit_means": [t.details["pit_mean"] for t in levels]}))
-    if sde_spacing is not None:
-        tests.append(_calibration("calibration_sde", fp, where, sde_spacing, s_obs, rng,
-                                  alpha))
+    tests += [spacing, Test(
+        "calibration_levels", fp.forecast, fp.theory, where, p, p,
+        "Bonferroni over levels of CvM p > alpha (Holm)",
+        power=any(t.power for t in levels) and bool(finite.any()),
+        details={"level_pvalues": p_levels.tolist(),
+                 "level_pit_means": [t.details["pit_mean"] for t in levels]})]
+    if sde is not None:
+        tests.append(sde)
     eq = cal.ratio_equivalence(s_pred, s_obs, margin, rng)
     tests.append(Test("spacing_mean", fp.forecast, fp.theory, where, eq["ratio"],
                       eq["pvalue"], f"ratio in [{1 / margin:.3g}, {margin:g}] (TOST, Holm)",
