@@ -27,7 +27,8 @@ import numpy as np
 
 from dysonsgd.sde._fused.complete_step import _refine, _slot, buffer_size
 from dysonsgd.sde._fused.implicit import FAST, implicit_step
-from dysonsgd.sde._fused.step import SUB_STEPS, _fill_normals, _length_scale, _moved, _valid
+from dysonsgd.sde._fused.lane_normals import fill_lane_normals, miss_buffer
+from dysonsgd.sde._fused.step import SUB_STEPS, _length_scale, _moved, _valid
 from dysonsgd.train._numba.simd import (
     vadd,
     vdiv,
@@ -198,7 +199,9 @@ def complete_lane_block(first, last, x, dead, out, rec, step0, h, times, knots, 
     WP = np.zeros(max(n_pairs, 1) * lanes)
     base, slope = np.zeros(n_fields * lanes), np.zeros(n_fields * lanes)
     FLAG, MASK = np.zeros(2 * lanes), np.zeros(lanes)
-    z = np.empty((lanes, n, SUB_STEPS))
+    Z = np.empty(SUB_STEPS * n * lanes)
+    z1 = np.empty((n, SUB_STEPS))
+    misses = miss_buffer(n)
     words = np.empty((2 * ((n + 1) // 2), SUB_STEPS), dtype=np.uint64)
     xs, xns, dws, c, start = (np.empty(n), np.empty(n), np.empty(n), np.empty(n),
                               np.empty(n))
@@ -222,12 +225,8 @@ def complete_lane_block(first, last, x, dead, out, rec, step0, h, times, knots, 
         cur_k = np.int64(-1)
         for s0 in range(0, count, SUB_STEPS):
             cnt = min(SUB_STEPS, count - s0)
-            any_live = False
-            for lane in range(m):
-                if live[lane]:
-                    any_live = True
-                    _fill_normals(z[lane], words, step0 + s0, cnt, n, np.uint64(b0 + lane),
-                                  keys, ki, wi, fi)
+            any_live = fill_lane_normals(Z, z1, words, misses, live, b0, step0 + s0, cnt, n,
+                                         keys, ki, wi, fi)
             for q in range(cnt):
                 b = s0 + q
                 if any_live:
@@ -238,9 +237,10 @@ def complete_lane_block(first, last, x, dead, out, rec, step0, h, times, knots, 
                     tau = w * (knots[min(k + 1, knots.size - 1)] - knots[k])
                     hb = h[b]
                     sq = math.sqrt(hb)
-                    for lane in range(lanes):
-                        for j in range(n):
-                            DW[j * lanes + lane] = sq * z[lane, j, q] if lane < m else 0.0
+                    for j in range(n):
+                        vstore(DW, j * lanes, vmul(vsplat(ref, sq), vload(Z, (q * n + j) * lanes)))
+                        for lane in range(m, lanes):
+                            DW[j * lanes + lane] = 0.0
                     _proposal(X, XN, S, REG, NOISE, WP, DW, base, slope, tau, lr, hb, ref)
                     _flags(X, XN, WP, hb, fraction, wall, check_near, FLAG, ref)
                     for lane in range(lanes):

@@ -33,10 +33,10 @@ from dysonsgd.sde._fused.philox import (
     _ziggurat_from,
     _ziggurat_slow,
 )
-from dysonsgd.sde._fused.step import SUB_STEPS
+from dysonsgd.sde._fused.step import SUB_STEPS, _fill_normals
 from dysonsgd.train._numba.simd import SimdVec, vload, vmul, vsplat, vstore
 
-__all__ = ["lane_normals", "miss_buffer"]
+__all__ = ["fill_lane_normals", "lane_normals", "miss_buffer"]
 
 _LO32 = 0xFFFFFFFF
 _MANTISSA = 0x000FFFFFFFFFFFFF
@@ -318,3 +318,27 @@ def lane_normals(z, path0, step0, count, n, keys, ki, wi, fi, misses):  # pragma
                                 n_miss += 1
     _finish_misses(z, misses, n_miss, keys, ki, wi, fi)
     return z
+
+
+@nb.njit(inline="always", error_model="numpy")
+def fill_lane_normals(z, z1, words, misses, live, path0, step0, count, n, keys, ki, wi,
+                      fi):  # pragma: no cover - compiled
+    """The grid normals of the live lanes of a block (``live``, (L,) bool) as in
+    :func:`lane_normals` (all L lanes at once, the failed paths' unused), or one path at a
+    time (:func:`dysonsgd.sde._fused.step._fill_normals`, work arrays z1 (n, SUB_STEPS) and
+    words) when at most a quarter of the lanes are live. Returns whether any lane is live."""
+    lanes = 8
+    n_live = 0
+    for lane in range(lanes):
+        n_live += live[lane]
+    if 4 * n_live > lanes:
+        lane_normals(z, path0, step0, count, n, keys, ki, wi, fi, misses)
+    elif n_live > 0:
+        for lane in range(lanes):
+            if live[lane]:
+                _fill_normals(z1, words, step0, count, n, np.uint64(path0 + lane), keys, ki,
+                              wi, fi)
+                for q in range(count):
+                    for j in range(n):
+                        z[(q * n + j) * lanes + lane] = z1[j, q]
+    return n_live > 0

@@ -32,15 +32,8 @@ from numba.extending import intrinsic
 
 from dysonsgd.sde._fused.implicit import FAST as _FAST
 from dysonsgd.sde._fused.implicit import implicit_step
-from dysonsgd.sde._fused.lane_normals import lane_normals, miss_buffer
-from dysonsgd.sde._fused.step import (
-    SUB_STEPS,
-    _fill_normals,
-    _length_scale,
-    _moved,
-    _refine,
-    _valid,
-)
+from dysonsgd.sde._fused.lane_normals import fill_lane_normals, miss_buffer
+from dysonsgd.sde._fused.step import SUB_STEPS, _length_scale, _moved, _refine, _valid
 from dysonsgd.train._numba.simd import (
     vadd,
     vdiv,
@@ -329,20 +322,8 @@ def lane_block(first, last, x, dead, out, rec, step0, h, cidx, cw, kk, tv, gg, d
         last_w = -1.0
         for s0 in range(0, count, SUB_STEPS):
             cnt = min(SUB_STEPS, count - s0)
-            n_live = 0
-            for lane in range(lanes):
-                n_live += live[lane]
-            any_live = n_live > 0
-            if 4 * n_live > lanes:  # the normals of all L lanes (failed paths' are not used)
-                lane_normals(Z, b0, step0 + s0, cnt, n, keys, ki, wi, fi, misses)
-            else:  # those of the few paths left, one at a time
-                for lane in range(lanes):
-                    if live[lane]:
-                        _fill_normals(z1, words, step0 + s0, cnt, n, np.uint64(b0 + lane),
-                                      keys, ki, wi, fi)
-                        for q in range(cnt):
-                            for j in range(n):
-                                Z[(q * n + j) * lanes + lane] = z1[j, q]
+            any_live = fill_lane_normals(Z, z1, words, misses, live, b0, step0 + s0, cnt, n,
+                                         keys, ki, wi, fi)
             for q in range(cnt):
                 b = s0 + q
                 if not any_live:  # every path of the block failed: record their last states
