@@ -29,9 +29,26 @@ are reported as a sensitivity check. Seeds are independent (each width its own b
 of one seed share its draws, so every statistic is per seed first, then mean +- SE over seeds;
 widths are independent, so fits over widths weight each width's mean by its SE.
 
-Writes docs/figures/beyond/width_{loss,transition,change}.{png,pdf} and width_scaling.json::
+The main run also measures the coherent fraction of dW2 (its part along W3, 1 for the
+lazy rank-one update). Looking at it showed a switch near T* (post hoc); a second run tests
+it, declared after the main run and before this run (stage 'confirm'): (b) alone on
+T_b = 2^(k/4), k = -4 .. 8, fresh seeds (base 1000 + n2), the same seeds per width and
+epochs. Per seed T_coh is the first fall of the coherent fraction through 1/2 after its
+maximum, linear in log2 T. Predictions, each with its criterion:
+(C1) T_coh does not depend on width in mean-field units: the 95% interval (1.96 x the
+     Birge-scaled SE) of the WLS exponent of T_coh,b in n2 contains 0 and excludes 1 (the
+     value if T_coh stayed put in (a)'s units);
+(C2) T_coh / T* lies in [2^-1, 2^0] at every width (log2 mean +- 2 SE inside [-1, 0]);
+(C3) the switch sharpens with width: the exponent of the crossing slope d c / d log2 T is
+     > 0 at one-sided z > 1.645 (Birge-scaled SE);
+(C4) the sharpening collapse of the mean coherent fraction against (log2 T_b - centre)
+     n2^kappa gives kappa within 2 combined SEs of (C3)'s exponent.
 
-    .venv/bin/python docs/studies/width_scaling.py           # ~20 min of CPU on 2 cores
+Writes docs/figures/beyond/width_{loss,transition,change,coherence}.{png,pdf} (figures in
+width_scaling_figures.py), width_scaling.json and the per-model data width_scaling_raw.npz,
+width_coherence_raw.npz (``--stage none`` rebuilds figures and json from them)::
+
+    .venv/bin/python docs/studies/width_scaling.py           # ~16 min of CPU on 2 cores
     .venv/bin/python docs/studies/width_scaling.py --quick   # smoke run, to /tmp
 """
 
@@ -46,12 +63,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from dysonsgd.measure import observables as ob
 from dysonsgd.model import network
 from dysonsgd.model.draws import replica_draws
-from dysonsgd.plots.figures import save_figure
 from dysonsgd.runs.config import find_config, load_config
 from dysonsgd.runs.sweep import train_grid
 from dysonsgd.train import train_ensemble
@@ -71,6 +86,12 @@ FIXED_T_STANDARD = (2.0**-7, 2.0**-3)
 FIXED_T_MEAN_FIELD = (2.0**0.5, 2.0**2.5)
 N_BOOT = 200
 CHANGES = ("frobenius", "spectral", "feature", "coherent")
+#: the confirmatory run of the lazy -> non-lazy switch (declared after the main run, before
+#: this run): (b) only, quarter octaves in T_b around T*_b ~ 2, fresh seeds (base 1000 + n2)
+CONFIRM_TEMPERATURE = tuple(2.0 ** (k / 4) for k in range(-4, 9))
+CONFIRM_SEED_OFFSET = 1000
+COHERENCE_LEVEL = 0.5  # the switch: half of |dW2|_F^2 along W3
+COHERENCE_BAND = (0.2, 0.8)  # of the coherent fraction, for the sharpening collapse
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,7 +126,7 @@ def gauss_newton_lambda(phi1: np.ndarray, w3: np.ndarray) -> np.ndarray:
 
 
 def relative_changes(w2_0: np.ndarray, w2_f: np.ndarray, phi1: np.ndarray,
-                     w3: np.ndarray | None = None) -> dict:
+                     w3: np.ndarray | None = None, *, spectral: bool = True) -> dict:
     """Relative change of W2 and of the pre-activations h2 = W2 phi1 (2.3).
 
     w2_0, w2_f : (..., n2, n1); phi1 : (..., P, n1). Returns (...,) arrays ``frobenius``
@@ -122,9 +143,10 @@ def relative_changes(w2_0: np.ndarray, w2_f: np.ndarray, phi1: np.ndarray,
     dh = np.einsum("...ij,...pj->...pi", d, phi1)
     d_norm = np.linalg.norm(d, axis=(-2, -1))
     out = {"frobenius": d_norm / np.linalg.norm(w0, axis=(-2, -1)),
-           "spectral": (np.linalg.norm(d, ord=2, axis=(-2, -1))
-                        / np.linalg.norm(w0, ord=2, axis=(-2, -1))),
            "feature": np.linalg.norm(dh, axis=(-2, -1)) / np.linalg.norm(h0, axis=(-2, -1))}
+    if spectral:  # an SVD per model
+        out["spectral"] = (np.linalg.norm(d, ord=2, axis=(-2, -1))
+                           / np.linalg.norm(w0, ord=2, axis=(-2, -1)))
     if w3 is not None:
         u = np.asarray(w3, float)[..., 0, :]
         u = u / np.linalg.norm(u, axis=-1, keepdims=True)
@@ -182,14 +204,23 @@ def power_fit(log2_n: np.ndarray, mean: np.ndarray, se: np.ndarray) -> dict:
 
 
 def collapse_cost(curves: list[tuple[np.ndarray, np.ndarray]], log2_n: np.ndarray, exponent:
-                  float, band: tuple[float, float] = COLLAPSE_BAND) -> float:
-    """Dispersion of curves ``log10 r(log2 T)`` across widths against ``x = log2 (T n^a)``.
+                  float, band: tuple[float, float] = COLLAPSE_BAND, *,
+                  centre: float | None = None) -> float:
+    """Dispersion across widths of curves ``y(log2 T)`` against a scaling variable.
 
-    curves : per width ``(log2_t increasing, mean log10 r)``. The curves are interpolated on
-    201 points of their common x range; the cost is the across-width variance averaged over the
-    points where the across-width mean lies in ``band``. NaN if fewer than 5 points qualify.
+    curves : per width ``(log2_t increasing, mean y)``. The variable is ``x = log2 T + a log2 n``
+    (a shift, ``T n^a``) or, with ``centre``, ``x = (log2 T - centre) n^a`` (a sharpening about
+    a fixed crossover, the ``(T - T_c) n^(1/nu)`` form on a log-temperature axis). The curves
+    are interpolated on 201 points of their common x range; the cost is the across-width
+    variance averaged over the points where the across-width mean lies in ``band``; NaN if
+    fewer than 5 points qualify.
     """
-    xs = [np.asarray(t, float) + exponent * ln for (t, _), ln in zip(curves, log2_n, strict=True)]
+    if centre is None:
+        xs = [np.asarray(t, float) + exponent * ln
+              for (t, _), ln in zip(curves, log2_n, strict=True)]
+    else:
+        xs = [(np.asarray(t, float) - centre) * 2.0 ** (exponent * ln)
+              for (t, _), ln in zip(curves, log2_n, strict=True)]
     lo, hi = max(x[0] for x in xs), min(x[-1] for x in xs)
     if not hi > lo:
         return math.nan
@@ -202,9 +233,10 @@ def collapse_cost(curves: list[tuple[np.ndarray, np.ndarray]], log2_n: np.ndarra
     return float(ys[:, sel].var(axis=0, ddof=1).mean())
 
 
-def fit_collapse(curves, log2_n, exponents=COLLAPSE_EXPONENTS) -> tuple[float, np.ndarray]:
-    """The exponent a minimising :func:`collapse_cost` over ``exponents``; (a, costs)."""
-    costs = np.array([collapse_cost(curves, log2_n, a) for a in exponents])
+def fit_collapse(curves, log2_n, exponents=COLLAPSE_EXPONENTS, band=COLLAPSE_BAND, *,
+                 centre: float | None = None) -> tuple[float, np.ndarray]:
+    """The exponent minimising :func:`collapse_cost` over ``exponents``; (a, costs)."""
+    costs = np.array([collapse_cost(curves, log2_n, a, band, centre=centre) for a in exponents])
     if not np.any(np.isfinite(costs)):
         return math.nan, costs
     return float(exponents[int(np.nanargmin(costs))]), costs
@@ -230,15 +262,16 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def train_width(cfg) -> tuple:
-    """(a) from the config, (b) from the replica's draws with the 1/n2 readout; the draws."""
+def train_width(cfg, mf_temperature, *, standard: bool = True) -> tuple:
+    """(a) from the config (unless not ``standard``), (b) from the replica's draws with the 1/n2
+    readout on ``mf_temperature``; the draws and the timings."""
     draws = [replica_draws(cfg.model, cfg.seed, r) for r in range(cfg.seeds)]
     t0, c0 = time.perf_counter(), cpu_seconds()
-    res_a = train_grid(cfg)
+    res_a = train_grid(cfg) if standard else None
     t1, c1 = time.perf_counter(), cpu_seconds()
     teacher = (np.stack([d["w1"] for d in draws]), np.stack([d["w2_teacher"] for d in draws]),
                mean_field_readout(np.stack([d["w3"] for d in draws])))
-    res_b = train_ensemble(cfg.model, temperature=list(MF_TEMPERATURE), sigma_w=list(cfg.sigma_w),
+    res_b = train_ensemble(cfg.model, temperature=list(mf_temperature), sigma_w=list(cfg.sigma_w),
                            n_seeds=cfg.seeds, epochs=cfg.epochs, snapshots=cfg.snapshots,
                            seed=cfg.seed, dtype=cfg.dtype, progress=False,
                            teacher_weights=teacher)
@@ -248,7 +281,7 @@ def train_width(cfg) -> tuple:
     return res_a, res_b, draws, timing
 
 
-def observe(res, x_test: np.ndarray) -> dict:
+def observe(res, x_test: np.ndarray, *, spectral: bool = True) -> dict:
     """Per model (nT, nR) at 1/sigma_W = 8: log10 r at every snapshot, the relative changes."""
     w1, w2t, w3 = res.teacher()
     y = network.outputs(x_test, w1, w2t, w3, res.config.activation)
@@ -258,7 +291,8 @@ def observe(res, x_test: np.ndarray) -> dict:
                         for k in range(len(res.snapshot_epochs))], axis=-1)
     log10_r = np.where(div[..., None], np.inf, log10_r)
     phi1 = network.layer1_features(x_test, w1)
-    ch = relative_changes(res.w2[..., 0, :, :], res.w2[..., -1, :, :], phi1, w3)
+    ch = relative_changes(res.w2[..., 0, :, :], res.w2[..., -1, :, :], phi1, w3,
+                          spectral=spectral)
     out = {"log10_r": log10_r[:, 0], "diverged": div[:, 0]}
     out.update({k: np.where(div, np.nan, v)[:, 0] for k, v in ch.items()})
     return out
@@ -373,124 +407,67 @@ def analyse(data: dict) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# figures
-# ------------------------------------------------------------------------------------------------
+def coherence_analysis(data: dict) -> dict:
+    """The lazy -> non-lazy switch: where the coherent fraction of dW2 falls through 1/2.
 
-
-def _colours(widths):
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return {n: cmap(k / max(len(widths) - 1, 1)) for k, n in enumerate(widths)}
-
-
-def loss_figure(data, numbers) -> Figure:
+    Per seed on all its rungs (both parametrisations where present, in (a)'s units): T_coh by
+    :func:`crossing` of ``1 - coherent`` through ``1 - COHERENCE_LEVEL``, the slope there (per
+    octave), T_coh / T*. Over widths: the exponent of T_coh in mean-field units (0 if the switch
+    sits at a fixed T_b), of the slope (> 0: the switch sharpens with width), and the
+    sharpening collapse of the mean coherent fraction against (log2 T_b - centre) n2^kappa, the
+    centre the inverse-variance mean of the widths' log2 T_coh,b; SEs by bootstrap over seeds.
+    """
     widths = sorted(data)
-    col = _colours(widths)
-    fig = Figure(figsize=(17, 4.8), layout="constrained")
-    axes = fig.subplots(1, 3)
-    a = numbers["collapse"]["exponent"]
+    log2_n = np.log2(widths)
+    per, curves, seeds_curves = {}, [], []
+    fits = {k: {"mean": [], "se": []} for k in ("mf", "slope", "ratio")}
     for n in widths:
         d = data[n]
-        for ax, t, p, style in ((axes[0], d["t_standard"], "standard", "o-"),
-                                (axes[1], d["t_mean_field"], "mean_field", "s--")):
-            r = d[p]["log10_r"][..., -1]
-            m = np.mean(r, axis=1)
-            se = np.std(r, axis=1, ddof=1) / math.sqrt(r.shape[1])
-            ax.errorbar(t, m, yerr=se, fmt=style, ms=3, color=col[n], label=f"$n_2 = {n}$")
-            tsp = np.asarray(t) / (n if p == "mean_field" else 1)
-            axes[2].plot(tsp * n**a, m, style, ms=3, color=col[n],
-                         label=f"$n_2={n}$ ({'a' if p == 'standard' else 'b'})")
-    for ax, xl, title in ((axes[0], r"$T$", "(a) standard parametrisation"),
-                          (axes[1], r"$T_b$ (mean-field units)", "(b) 1/n2 readout, lr = T|B|"),
-                          (axes[2], rf"$T\, n_2^{{a}}$, $a = {a:.2f}$ (T in (a)'s units)",
-                           "collapse")):
-        ax.axhline(LEVEL, color="k", ls=":", lw=1, label="declared level")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel=xl, ylabel=r"$\log_{10} L(t_f) / L_0$", title=title)
-    axes[0].legend(fontsize=7)
-    axes[2].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"tanh, widths (3, 2 n2, n2, 1), 1/sigma_W = 8, {data[widths[0]]['epochs']} "
-                 "epochs; mean +- SE over seeds", fontsize=10)
-    return fig
+        parts = [(np.log2(d["t_standard"]), d["standard"]["coherent"])] if "standard" in d else []
+        parts.append((np.log2(d["t_mean_field"]) - math.log2(n), d["mean_field"]["coherent"]))
+        lab = np.concatenate([t for t, _ in parts])
+        order = np.argsort(lab)
+        lab, coh = lab[order], np.concatenate([c for _, c in parts])[order]
+        got = per_seed_crossings(lab, 1.0 - coh, 1.0 - COHERENCE_LEVEL)
+        t_star = np.log2(2.0 / (4.0 * np.asarray(d["lambda"])))
+        w = {"log2_tcoh": summarise_tc(got),
+             "log2_tcoh_mean_field": mean_se(got["log2_tc"] + math.log2(n)),
+             "log2_tcoh_over_t_star": mean_se(got["log2_tc"] - t_star),
+             "slope_per_octave": mean_se(got["slope"]),
+             "log2_slope": mean_se(np.log2(got["slope"])),
+             "log2_t_star_mean_field": mean_se(t_star + math.log2(n))}
+        for key, name in (("mf", "log2_tcoh_mean_field"), ("slope", "log2_slope"),
+                          ("ratio", "log2_tcoh_over_t_star")):
+            fits[key]["mean"].append(w[name]["mean"])
+            fits[key]["se"].append(w[name]["se"])
+        per[str(n)] = w
+        curves.append((lab + math.log2(n), np.mean(coh, axis=1)))
+        seeds_curves.append((lab + math.log2(n), coh, got["log2_tc"] + math.log2(n)))
+    out = {"per_width": per,
+           "tcoh_mean_field_exponent": power_fit(log2_n, fits["mf"]["mean"], fits["mf"]["se"]),
+           "slope_exponent": power_fit(log2_n, fits["slope"]["mean"], fits["slope"]["se"]),
+           "ratio_exponent": power_fit(log2_n, fits["ratio"]["mean"], fits["ratio"]["se"])}
 
+    def centre_of(tcs):
+        m = np.array([np.nanmean(t) for t in tcs])
+        v = np.array([np.nanvar(t, ddof=1) / np.isfinite(t).sum() for t in tcs])
+        return float(np.sum(m / v) / np.sum(1 / v))
 
-def transition_figure(data, numbers) -> Figure:
-    widths = sorted(data)
-    fig = Figure(figsize=(17, 4.6), layout="constrained")
-    a, b, c = fig.subplots(1, 3)
-    pw = numbers["per_width"]
-    for key, label, style, shift in (("log2_tc_standard", "(a), own ladder", "o", 0),
-                                     ("log2_tc_mean_field", "(b), own ladder, / n2", "s", 1),
-                                     ("log2_tc_combined", "(a)+(b), half-octave ladder", "^", 0),
-                                     ("log2_t_star", r"$T^* = 2/(|B|\lambda)$", "k--", 0)):
-        m = np.array([pw[str(n)][key]["mean"] for n in widths]) - shift * np.log2(widths)
-        se = [pw[str(n)][key]["se"] for n in widths]
-        a.errorbar(widths, 2.0**m, yerr=np.log(2) * 2.0**m * np.asarray(se), fmt=style, ms=4,
-                   capsize=2, label=label)
-        if key != "log2_t_star":
-            b.errorbar(widths, 2.0 ** (m + np.log2(widths)),
-                       yerr=np.log(2) * 2.0 ** (m + np.log2(widths)) * np.asarray(se), fmt=style,
-                       ms=4, capsize=2, label=label)
-    fit = numbers["tc_exponent"]["combined"]
-    nn = np.array([widths[0], widths[-1]], float)
-    a.plot(nn, 2.0 ** (fit["intercept"] + fit["slope"] * np.log2(nn)), "r:",
-           label=rf"fit: $T_c \propto n_2^{{{fit['slope']:.2f} \pm {fit['slope_se_scaled']:.2f}}}$")
-    for ax, yl in ((a, r"$T_c$ in (a)'s units"), (b, r"$T_{c,b} = n_2 T_c$ (mean-field units)")):
-        ax.set(xscale="log", yscale="log", xlabel=r"$n_2$ ($n_1 = 2 n_2$)", ylabel=yl)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
-        ax.legend(fontsize=7)
-    a.set_title(f"crossover: log10 r = {LEVEL}, mean +- SE over seeds")
-    col = _colours(widths)
-    for n in widths:
-        lab = np.concatenate([np.log2(data[n]["t_standard"]),
-                              np.log2(data[n]["t_mean_field"]) - math.log2(n)])
-        rr = np.concatenate([data[n]["standard"]["log10_r"][..., -1],
-                             data[n]["mean_field"]["log10_r"][..., -1]])
-        o = np.argsort(lab)
-        tc = pw[str(n)]["log2_tc_combined"]["mean"]
-        c.plot(lab[o] - tc, np.mean(rr[o], axis=1), "o-", ms=3, color=col[n],
-               label=f"$n_2={n}$")
-    c.axhline(LEVEL, color="k", ls=":", lw=1)
-    c.set(xlabel=r"$\log_2 (T / T_c(n_2))$", ylabel=r"mean $\log_{10} L(t_f)/L_0$",
-          title="sharpening? (the same x range at every width)")
-    c.legend(fontsize=7)
-    return fig
-
-
-def change_figure(data, numbers) -> Figure:
-    widths = sorted(data)
-    fig = Figure(figsize=(20, 4.6), layout="constrained")
-    axes = fig.subplots(1, len(CHANGES))
-    pw = numbers["per_width"]
-    keys = list(pw[str(widths[0])]["changes"])
-    styles = ["o-", "s-", "o--", "s--"]
-    titles = {"frobenius": r"$|\Delta W_2|_F / |W_2(0)|_F$",
-              "spectral": r"$|\Delta W_2|_2 / |W_2(0)|_2$",
-              "feature": r"$|\Delta W_2 \Phi_1^T|_F / |W_2(0) \Phi_1^T|_F$ (test inputs)",
-              "coherent": r"fraction of $|\Delta W_2|_F^2$ along $W_3$"}
-    for ax, k in zip(axes, CHANGES, strict=True):
-        for key, st in zip(keys, styles, strict=True):
-            m = np.array([pw[str(n)]["changes"][key][k]["mean"] for n in widths])
-            se = np.array([pw[str(n)]["changes"][key][k]["se"] for n in widths])
-            ax.errorbar(widths, 2.0**m, yerr=np.log(2) * 2.0**m * se, fmt=st, ms=4, capsize=2,
-                        label=key.replace("_", "-"))
-        if k in ("frobenius", "feature"):
-            ref = np.array([widths[0], widths[-1]], float)
-            ax.plot(ref, (ref / ref[0]) ** -0.5, "k:", label=r"$\propto n_2^{-1/2}$")
-        ax.set(xscale="log", yscale="log", xlabel=r"$n_2$", title=titles[k])
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=7)
-    fig.suptitle("relative change from t = 0 to t_f, mean of log2 +- SE over seeds, at fixed T "
-                 "(standard) and fixed T_b (mean-field)", fontsize=10)
-    return fig
-
-
-# ------------------------------------------------------------------------------------------------
-# main
-# ------------------------------------------------------------------------------------------------
+    centre = centre_of([t for *_, t in seeds_curves])
+    kappa, costs = fit_collapse(curves, log2_n, band=COHERENCE_BAND, centre=centre)
+    rng = np.random.default_rng(1)
+    boot = []
+    for _ in range(N_BOOT):
+        bc, bt = [], []
+        for lab, coh, tc in seeds_curves:
+            pick = rng.integers(0, coh.shape[1], coh.shape[1])
+            bc.append((lab, np.mean(coh[:, pick], axis=1)))
+            bt.append(tc[pick])
+        boot.append(fit_collapse(bc, log2_n, band=COHERENCE_BAND, centre=centre_of(bt))[0])
+    out["collapse"] = {"kappa": kappa, "bootstrap_se": float(np.nanstd(boot, ddof=1)),
+                       "centre_log2_t_b": centre, "band": COHERENCE_BAND,
+                       "costs": costs.tolist()}
+    return out
 
 
 def save_raw(data: dict, path: Path) -> None:
@@ -522,26 +499,34 @@ def load_raw(path: Path) -> dict:
     return data
 
 
-def measure(widths, quick: bool) -> tuple[dict, dict]:
-    """Train both parametrisations at every width; per-model observables and timings."""
+def measure(widths, quick: bool, *, confirm: bool = False) -> tuple[dict, dict]:
+    """Train at every width; per-model observables and timings. The main run: both
+    parametrisations, base seed n2; ``confirm``: (b) alone on CONFIRM_TEMPERATURE, base seed
+    1000 + n2, no spectral norms."""
     x_test = ob.test_inputs(128, 3, 42)
     data, t_start, c_start = {}, time.perf_counter(), cpu_seconds()
     for n in widths:
         cfg = load_config(find_config(str(ROOT / "validation" / f"width-standard-n{n}.toml")))
         if quick:
             cfg = dataclasses.replace(cfg, seeds=2, epochs=4)
-        res_a, res_b, draws, timing = train_width(cfg)
+        if confirm:
+            cfg = dataclasses.replace(cfg, seed=CONFIRM_SEED_OFFSET + n)
+        res_a, res_b, draws, timing = train_width(
+            cfg, CONFIRM_TEMPERATURE if confirm else MF_TEMPERATURE, standard=not confirm)
         lam = np.array([gauss_newton_lambda(network.layer1_features(d["x"], d["w1"]), d["w3"])
                         for d in draws])
         t0, c0 = time.perf_counter(), cpu_seconds()
-        data[n] = {"t_standard": np.asarray(res_a.temperature), "epochs": cfg.epochs,
-                   "t_mean_field": np.asarray(res_b.temperature),
-                   "standard": observe(res_a, x_test), "mean_field": observe(res_b, x_test),
-                   "lambda": lam, "snapshot_epochs": res_a.snapshot_epochs.tolist()}
+        data[n] = {"t_mean_field": np.asarray(res_b.temperature), "epochs": cfg.epochs,
+                   "mean_field": observe(res_b, x_test, spectral=not confirm),
+                   "lambda": lam, "snapshot_epochs": res_b.snapshot_epochs.tolist()}
+        if res_a is not None:
+            data[n].update(t_standard=np.asarray(res_a.temperature),
+                           standard=observe(res_a, x_test))
         timing.update(observe_wall_s=time.perf_counter() - t0, observe_cpu_s=cpu_seconds() - c0)
         data[n]["timing"] = timing
         del res_a, res_b
-        print(f"n2 = {n}: {json.dumps(timing, default=float)}", flush=True)
+        print(f"n2 = {n}{' (confirm)' if confirm else ''}: {json.dumps(timing, default=float)}",
+              flush=True)
     return data, {"wall_s": time.perf_counter() - t_start, "cpu_s": cpu_seconds() - c_start}
 
 
@@ -550,28 +535,39 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="n2 = 16, 32, 64; 2 seeds, 4 epochs; writes to /tmp unless --out")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--reanalyse", action="store_true",
-                        help="rebuild figures and json from the raw npz of the last run")
+    parser.add_argument("--stage", choices=("all", "main", "confirm", "none"), default="all",
+                        help="which runs to train (none: rebuild figures and json from the raw "
+                             "npz files of the last runs)")
     args = parser.parse_args()
+    import width_scaling_figures as figures  # the sibling module (sys.path[0] is this folder)
+
     out_dir = args.out or (Path("/tmp/width_scaling_quick") if args.quick else OUT)
-    raw = out_dir / "width_scaling_raw.npz"
-    if args.reanalyse:
-        data, timing = load_raw(raw), json.loads((out_dir / "width_scaling.json").read_text())
-        timing = timing["timing"]
-    else:
-        data, timing = measure(WIDTHS[:3] if args.quick else WIDTHS, args.quick)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_raw(data, raw)
-    numbers = analyse(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    widths = WIDTHS[:3] if args.quick else WIDTHS
+    old = out_dir / "width_scaling.json"
+    timing = json.loads(old.read_text()).get("timing", {}) if old.exists() else {}
+    timing = {"main": timing} if "wall_s" in timing else timing  # a main-only run's record
+    raws = {"main": out_dir / "width_scaling_raw.npz",
+            "confirm": out_dir / "width_coherence_raw.npz"}
+    data = {}
+    for stage, path in raws.items():
+        if args.stage in ("all", stage):
+            data[stage], timing[stage] = measure(widths, args.quick, confirm=stage == "confirm")
+            save_raw(data[stage], path)
+        elif path.exists():
+            data[stage] = load_raw(path)
+    numbers = analyse(data["main"])
     numbers["timing"] = timing
-    numbers["snapshot_epochs"] = data[min(data)]["snapshot_epochs"]
+    numbers["snapshot_epochs"] = data["main"][min(data["main"])]["snapshot_epochs"]
     numbers["mean_field_temperature"] = list(MF_TEMPERATURE)
-    save_figure(loss_figure(data, numbers), out_dir, "width_loss")
-    save_figure(transition_figure(data, numbers), out_dir, "width_transition")
-    save_figure(change_figure(data, numbers), out_dir, "width_change")
-    (out_dir / "width_scaling.json").write_text(json.dumps(numbers, indent=1, default=float))
-    print(json.dumps({k: numbers[k] for k in ("tc_exponent", "collapse", "timing")}, indent=1,
-                     default=float)[:4000])
+    numbers["coherence_main_post_hoc"] = coherence_analysis(data["main"])
+    if "confirm" in data:
+        numbers["coherence_confirm"] = coherence_analysis(data["confirm"])
+        numbers["confirm_temperature"] = list(CONFIRM_TEMPERATURE)
+    figures.save_all(data, numbers, out_dir)
+    old.write_text(json.dumps(numbers, indent=1, default=float))
+    print(json.dumps({k: numbers[k] for k in ("tc_exponent", "timing")}, indent=1,
+                     default=float)[:3000])
 
 
 if __name__ == "__main__":
