@@ -467,7 +467,23 @@ def coherence_analysis(data: dict) -> dict:
     out["collapse"] = {"kappa": kappa, "bootstrap_se": float(np.nanstd(boot, ddof=1)),
                        "centre_log2_t_b": centre, "band": COHERENCE_BAND,
                        "costs": costs.tolist()}
+    out["criteria"] = criteria(out)
     return out
+
+
+def criteria(c: dict) -> dict:
+    """The verdicts (C1)-(C4) of the module docstring from :func:`coherence_analysis`."""
+    e, s = c["tcoh_mean_field_exponent"], c["slope_exponent"]
+    lo, hi = e["slope"] - 1.96 * e["slope_se_scaled"], e["slope"] + 1.96 * e["slope_se_scaled"]
+    ratio = [c["per_width"][n]["log2_tcoh_over_t_star"] for n in c["per_width"]]
+    z = s["slope"] / s["slope_se_scaled"]
+    k = c["collapse"]
+    gap = abs(k["kappa"] - s["slope"]) / math.hypot(k["bootstrap_se"], s["slope_se_scaled"])
+    return {"C1": {"interval": [lo, hi], "pass": bool(lo <= 0.0 <= hi and hi < 1.0)},
+            "C2": {"pass": bool(all(r["mean"] - 2 * r["se"] >= -1.0 and r["mean"] + 2 * r["se"]
+                                    <= 0.0 for r in ratio))},
+            "C3": {"z": z, "pass": bool(z > 1.645)},
+            "C4": {"gap_in_se": gap, "pass": bool(gap <= 2.0)}}
 
 
 def save_raw(data: dict, path: Path) -> None:
