@@ -311,3 +311,27 @@ def test_sweep_config_keys_round_trip_and_keep_the_papers_fingerprint():
     assert cfg.model.sigma_w_layers == ("teacher", "grid", 0.5, "teacher")
     assert parse_config(cfg.to_dict()) == cfg
     assert cfg.fingerprint() != parse_config(base).fingerprint()
+
+
+def test_a_sweep_store_holds_every_recorded_matrix(tmp_path):
+    from dysonsgd.runs.store import load_sweep, verify_sweep
+    from dysonsgd.runs.sweep import run_sweep
+
+    cfg = parse_config({
+        "grid": {"temperature": [2.0**-5, 2.0**-2], "inv_sigma_w": [8.0, 1.0, 0.5], "seeds": 2},
+        "training": {"epochs": 2, "n_data": 32, "widths": [3, 8, 4, 4, 1],
+                     "activation": "relu", "trained_layers": [1, 3],
+                     "sigma_w_layers": ["teacher", "grid", "teacher", 0.5],
+                     "dtype": "float64"}})
+    run_sweep(cfg, tmp_path / "s.zarr", pack_cells=2, durable=False)
+    stored = load_sweep(tmp_path / "s.zarr")
+    direct = train_ensemble(cfg.model, temperature=list(cfg.temperature),
+                            sigma_w=list(cfg.sigma_w), n_seeds=2, epochs=2,
+                            snapshots=cfg.snapshots, dtype=F64, progress=False)
+    assert stored.config == cfg.model and sorted(stored.layer_w) == [1, 3, 4]
+    for k in (1, 2, 3, 4):  # cells trained in packs of two: bitwise the whole grid's numbers
+        for a, b in zip(stored.snapshots(k), direct.snapshots(k), strict=True):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(stored.teacher_matrices(), direct.teacher_matrices(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert verify_sweep(tmp_path / "s.zarr")["cells_damaged"] == 0

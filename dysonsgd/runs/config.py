@@ -272,9 +272,10 @@ class SweepConfig:
                 "activation": m.activation, "widths": list(m.widths), "n_data": m.n_data,
                 "batch_size": m.batch_size, "data_order": m.data_order,
                 "divergence_threshold": m.divergence_threshold, "dtype": self.dtype,
-                "trained_layers": list(m.trained_layers),
             },
         }
+        if m.trained_layers != TeacherStudentConfig().trained_layers:
+            out["training"]["trained_layers"] = list(m.trained_layers)
         if m.sigma_w_layers is not None:
             out["training"]["sigma_w_layers"] = list(m.sigma_w_layers)
         if self.batch_size:

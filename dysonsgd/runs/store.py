@@ -18,6 +18,12 @@ place, so a process killed at any moment leaves every chunk either old or new: a
 marker is not set is simply recomputed by the next run, and a reader never takes a half-written
 cell as done.
 
+A run of the general path (other trained matrices or depths, :mod:`dysonsgd.train.general`)
+adds per cell ``w{l}`` and ``grad_w{l}`` (dims ``seed, snapshot, w{l}_row, w{l}_col``) for
+every recorded matrix ``W_l`` but ``W2`` (:func:`layer_arrays`), and the teacher matrices
+``teacher_w{l}`` for ``l >= 4``; the paper's store is as it always was. The arrays a cell holds
+are the store's (:func:`cell_names`), and :func:`cell_values` takes them from a result.
+
 Each cell also carries its integrity record ``cell_checksum`` (:mod:`dysonsgd.runs.integrity`),
 written with its data, before the marker; the arrays written at creation have theirs in the
 attribute ``static_checksums``. :func:`load_sweep` checks every cell it returns and refuses a
@@ -32,6 +38,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,14 +47,17 @@ import numpy as np
 
 from dysonsgd._checks import InputError, readable
 from dysonsgd.runs import integrity
-from dysonsgd.train.result import EnsembleResult
+from dysonsgd.train.result import EnsembleResult, layer_dims
 
 __all__ = [
     "CellWriter",
+    "cell_names",
+    "cell_values",
     "completed_cells",
     "create_sweep_store",
     "forget_cells",
     "is_sweep_store",
+    "layer_arrays",
     "load_sweep",
     "open_sweep",
     "remove_partial_files",
@@ -80,8 +90,36 @@ CELL_ARRAYS = {
 CELL_META = ("cell_wall_time_s", "cell_finished_at", "cell_session")
 #: the completion marker, written last
 MARKER = "cell_complete"
-#: what a cell's integrity record covers, in the order of its entries
+#: what a cell's integrity record covers, in the order of its entries (the paper's store; a
+#: store of the general path: :func:`cell_names`)
 CHECKED = (*CELL_ARRAYS, *CELL_META)
+_LAYER_ARRAY = re.compile(r"(?:grad_)?w(\d+)")
+
+
+def layer_arrays(layers) -> dict[str, tuple[str, ...]]:
+    """The per-cell arrays of the recorded matrices ``layers`` other than ``W2``: name -> dims
+    after (temperature, sigma_w)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for k in sorted(int(k) for k in layers if int(k) != 2):
+        out[f"w{k}"] = ("seed", "snapshot", *layer_dims(k))
+        out[f"grad_w{k}"] = ("seed", "snapshot", *layer_dims(k))
+    return out
+
+
+def cell_names(group) -> tuple[str, ...]:
+    """The names a cell's integrity record covers in the store ``group`` (a zarr group), in
+    order: :data:`CELL_ARRAYS`, the other matrices' arrays, :data:`CELL_META`."""
+    layers = {int(m[1]) for n in group.array_keys() if (m := _LAYER_ARRAY.fullmatch(n))}
+    return (*CELL_ARRAYS, *layer_arrays(layers), *CELL_META)
+
+
+def cell_values(result: EnsembleResult, i: int, j: int) -> dict[str, np.ndarray]:
+    """Cell ``(i, j)`` of ``result`` as the arrays of :meth:`CellWriter.write` (seed first):
+    every name of :data:`CELL_ARRAYS` and of the other recorded matrices."""
+    out = {name: getattr(result, name)[i, j] for name in CELL_ARRAYS}
+    for k in result.layer_w:
+        out[f"w{k}"], out[f"grad_w{k}"] = result.layer_w[k][i, j], result.layer_grad[k][i, j]
+    return out
 
 
 def is_sweep_store(path: str | Path) -> bool:
@@ -92,8 +130,8 @@ def is_sweep_store(path: str | Path) -> bool:
 
 def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
                        snapshot_epochs, widths, dtype: str, batch_size: int,
-                       teacher: tuple[np.ndarray, np.ndarray, np.ndarray],
-                       attrs: Mapping[str, object]) -> Path:
+                       teacher: Sequence[np.ndarray], attrs: Mapping[str, object],
+                       layers: Sequence[int] = ()) -> Path:
     """Create an empty sweep store at ``path`` atomically (built aside, then renamed).
 
     Parameters
@@ -102,17 +140,20 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
         The grid (``T = lr/|B|``, ``sigma_W``).
     n_seeds : int
     snapshot_epochs : (n_snap,) int
-    widths : (n0, n1, n2, n3)
+    widths : (n0, n1, n2, ..., n_L)
     dtype : {'float32', 'float64'}
-        Of ``w2`` and ``grad``.
+        Of ``w2``, ``grad`` and the other matrices' arrays.
     batch_size : int
         For the ``learning_rate`` coordinate, ``lr = T |B|``.
-    teacher : (W1, W2*, W3)
-        Shaped ``(n_seeds, n1, n0)``, ``(n_seeds, n2, n1)``, ``(n_seeds, n3, n2)``.
+    teacher : (W1, W2*, ..., W_L)
+        The ``L`` teacher matrices, ``(n_seeds, n_l, n_{l-1})`` each.
     attrs : mapping
         Provenance (JSON-serialisable values); must include what
         :meth:`EnsembleResult.from_xarray` reads (``config``, ``seed``, ``replica_offset``,
         ``dtype``, ``device``, ``backend``).
+    layers : sequence of int
+        The recorded matrices besides ``W2`` (``TeacherStudentConfig.recorded_layers``): each
+        gets its per-cell arrays ``w{l}``, ``grad_w{l}`` (:func:`layer_arrays`).
 
     Raises
     ------
@@ -129,26 +170,34 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     sigma_w = np.asarray(sigma_w, dtype=np.float64)
     snaps = np.asarray(snapshot_epochs, dtype=np.int64)
     n_t, n_s, n_snap = temperature.size, sigma_w.size, snaps.size
-    _, n1, n2, _ = widths
-    sizes = {"seed": n_seeds, "snapshot": n_snap, "row": n2, "col": n1}
-    kinds = {"w2": dtype, "grad": dtype, "loss": "float64", "diverged": "bool",
-             "diverged_epoch": "int64", "diverged_step": "int64", "group": "int64",
-             "cell_wall_time_s": "float64", "cell_finished_at": "float64",
+    widths = tuple(int(w) for w in widths)
+    if len(teacher) != len(widths) - 1:
+        raise InputError(f"teacher: {len(widths) - 1} matrices for widths {widths}, got "
+                         f"{len(teacher)}")
+    sizes = {"seed": n_seeds, "snapshot": n_snap, "row": widths[2], "col": widths[1]}
+    extra = layer_arrays(layers)
+    for k in sorted({int(k) for k in layers} - {2}):
+        sizes.update(zip(layer_dims(k), (widths[k], widths[k - 1]), strict=True))
+    kinds = {"w2": dtype, "grad": dtype, **dict.fromkeys(extra, dtype), "loss": "float64",
+             "diverged": "bool", "diverged_epoch": "int64", "diverged_step": "int64",
+             "group": "int64", "cell_wall_time_s": "float64", "cell_finished_at": "float64",
              "cell_session": "int32", MARKER: "int8", integrity.CHECKSUM: "uint32"}
+    cell = {**CELL_ARRAYS, **extra}
     data = {}
     encoding = {}
-    sizes[integrity.CHECKSUM_DIM] = len(CHECKED)
+    sizes[integrity.CHECKSUM_DIM] = len(CHECKED) + len(extra)
     for name, kind in kinds.items():
-        tail = CELL_ARRAYS.get(name, (integrity.CHECKSUM_DIM,) if name == integrity.CHECKSUM
-                               else ())
+        tail = cell.get(name, (integrity.CHECKSUM_DIM,) if name == integrity.CHECKSUM else ())
         shape = (n_t, n_s, *(sizes[d] for d in tail))
         chunks = (1, 1, *(sizes[d] for d in tail))
         data[name] = ((*GRID_DIMS, *tail), da.zeros(shape, chunks=chunks, dtype=kind))
         encoding[name] = {"chunks": chunks, "_FillValue": None}
-    w1, w2t, w3 = teacher
-    data["teacher_w1"] = (("group", "hidden1", "input"), np.asarray(w1))
-    data["teacher_w2"] = (("group", "row", "col"), np.asarray(w2t))
-    data["teacher_w3"] = (("group", "output", "row"), np.asarray(w3))
+    data["teacher_w1"] = (("group", "hidden1", "input"), np.asarray(teacher[0]))
+    data["teacher_w2"] = (("group", "row", "col"), np.asarray(teacher[1]))
+    if len(teacher) >= 3:
+        data["teacher_w3"] = (("group", "output", "row"), np.asarray(teacher[2]))
+    for k, w in enumerate(teacher[3:], start=4):
+        data[f"teacher_w{k}"] = (("group", *layer_dims(k)), np.asarray(w))
     coords = {
         "temperature": temperature,
         "sigma_w": sigma_w,
@@ -163,7 +212,8 @@ def create_sweep_store(path: str | Path, *, temperature, sigma_w, n_seeds: int,
     ds[MARKER].attrs["long_name"] = "1 once every array of the cell is on disk"
     ds["loss"].attrs["long_name"] = "epoch-mean training loss (2.6)"
     ds["grad"].attrs["long_name"] = "epoch-mean minibatch gradient of W2 (2.28)"
-    ds[integrity.CHECKSUM].attrs.update(algorithm=integrity.ALGORITHM, arrays=list(CHECKED))
+    ds[integrity.CHECKSUM].attrs.update(algorithm=integrity.ALGORITHM,
+                                        arrays=[*CELL_ARRAYS, *extra, *CELL_META])
     _remove_stale_builds(path)
     tmp = path.with_name(f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     ds.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
@@ -186,7 +236,7 @@ def _record_static(path: Path) -> None:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    per_cell = {*CHECKED, MARKER, integrity.CHECKSUM}
+    per_cell = {*cell_names(group), MARKER, integrity.CHECKSUM}
     names = sorted(n for n in group.array_keys() if n not in per_cell)
     group.attrs[integrity.STATIC_ATTR] = json.dumps(integrity.static_record(group, names))
 
@@ -205,26 +255,30 @@ class CellWriter:
         self.path = Path(path)
         self.durable = durable
         group = zarr.open_group(str(self.path), mode="r+")
-        self.arrays = {name: group[name] for name in (*CHECKED, MARKER)}
+        #: what a cell holds and its integrity record covers (:func:`cell_names`)
+        self.names = cell_names(group)
+        self.arrays = {name: group[name] for name in (*self.names, MARKER)}
         #: the integrity record (absent in stores written before it existed)
         self.record = group[integrity.CHECKSUM] if integrity.CHECKSUM in group else None
 
     def write(self, cells) -> None:
         """Write ``cells``, an iterable of ``(i_t, i_s, arrays, meta)``.
 
-        ``arrays`` maps every name of :data:`CELL_ARRAYS` to the cell's values (seed first);
-        ``meta`` every name of :data:`CELL_META` to a scalar. Every cell's data and integrity
-        record are written and fsync'ed before any of their markers.
+        ``arrays`` maps every array name of the store's cells (:data:`CELL_ARRAYS` and the
+        other matrices', :func:`cell_values`) to the cell's values (seed first); ``meta`` every
+        name of :data:`CELL_META` to a scalar. Every cell's data and integrity record are
+        written and fsync'ed before any of their markers.
         """
         cells = list(cells)
+        wanted = [n for n in self.names if n not in CELL_META]
         for i_t, i_s, arrays, meta in cells:
-            missing = set(CELL_ARRAYS) - set(arrays) | set(CELL_META) - set(meta)
+            missing = set(wanted) - set(arrays) | set(CELL_META) - set(meta)
             if missing:
                 raise InputError(f"write_cell: missing {sorted(missing)}")
             values = {}
-            for name in CHECKED:
+            for name in self.names:
                 target = self.arrays[name]
-                value = np.asarray(arrays[name] if name in CELL_ARRAYS else meta[name])
+                value = np.asarray(meta[name] if name in CELL_META else arrays[name])
                 if value.shape != tuple(target.shape[2:]):
                     raise InputError(f"write_cell: {name} must have shape "
                                      f"{tuple(target.shape[2:])}, got {value.shape}")
@@ -232,10 +286,10 @@ class CellWriter:
             for name, value in values.items():
                 self.arrays[name][i_t, i_s] = value
             if self.record is not None:
-                self.record[i_t, i_s] = integrity.cell_record(values, CHECKED)
+                self.record[i_t, i_s] = integrity.cell_record(values, self.names)
         where = [(i_t, i_s) for i_t, i_s, _, _ in cells]
-        self._sync(where, (*CHECKED, integrity.CHECKSUM) if self.record is not None
-                   else CHECKED)
+        self._sync(where, (*self.names, integrity.CHECKSUM) if self.record is not None
+                   else self.names)
         for i_t, i_s in where:
             self.arrays[MARKER][i_t, i_s] = 1
         self._sync(where, (MARKER,))
@@ -272,7 +326,8 @@ def write_cell(path: str | Path, i_t: int, i_s: int, arrays: Mapping[str, np.nda
     Parameters
     ----------
     arrays : mapping
-        Every name of :data:`CELL_ARRAYS`, shaped by its trailing dims (seed first).
+        Every array name of the store's cells (:meth:`CellWriter.write`), shaped by its
+        trailing dims (seed first).
     meta : mapping
         Every name of :data:`CELL_META` (scalars).
     """
@@ -380,7 +435,7 @@ def _checked(path: Path, block, rows: np.ndarray, cols: np.ndarray, done: np.nda
 
     with readable(path, "sweep store"):
         group = zarr.open_group(str(path), mode="r")
-    return integrity.check_block(path, group, block, rows, cols, done, CHECKED)
+    return integrity.check_block(path, group, block, rows, cols, done, cell_names(group))
 
 
 def verify_sweep(path: str | Path) -> dict:
@@ -392,7 +447,7 @@ def verify_sweep(path: str | Path) -> dict:
     store_attrs(path)
     with readable(path, "sweep store"):
         group = zarr.open_group(str(path), mode="r")
-    return integrity.report(path, group, completed_cells(path), CHECKED)
+    return integrity.report(path, group, completed_cells(path), cell_names(group))
 
 
 def what_is_kept(paths: Sequence[str | Path]) -> str:

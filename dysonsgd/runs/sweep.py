@@ -42,7 +42,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_int
 from dysonsgd.model.config import TeacherStudentConfig
-from dysonsgd.model.draws import replica_draws
+from dysonsgd.model.layers import replica_layer_draws
 from dysonsgd.runs import cluster
 from dysonsgd.runs import store as _store
 from dysonsgd.runs.config import SweepConfig, batch_size_path
@@ -144,8 +144,9 @@ def sweep_memory_bytes(config: SweepConfig, pack_cells: int, device: str = "cpu"
     while it creates the store; in-process, two packs of ``pack_cells`` cells (one training,
     the one before it being written) by :func:`~dysonsgd.train.ensemble.host_memory_bytes` (on
     dask the workers hold the packs, and each checks its own)."""
-    n0, n1, n2, n3 = config.model.widths
-    draws = 2 * config.seeds * 8 * (n1 * n0 + n2 * n1 + n3 * n2)
+    model = config.model
+    draws = 2 * config.seeds * 8 * sum(math.prod(model.layer_shape(k))
+                                       for k in range(1, model.n_layers + 1))
     if not in_process:
         return int(draws)
     pack = host_memory_bytes(config.model, pack_cells * config.seeds, config.seeds,
@@ -158,7 +159,7 @@ def pack_overhead_bytes(model: TeacherStudentConfig, device: str = "cuda") -> in
     """Bytes a ``train_ensemble`` call needs besides its models': the float64 layer-1
     pre-activations of 64 models at a time, ``64 n_data (n0 + 2 n1)`` values, plus 256 MiB
     for the CUDA context and allocator slack (CPU: the numba wave scratch, ~100 MB)."""
-    n0, n1, _, _ = model.widths
+    n0, n1 = model.widths[:2]
     return int(FEATURE_SLICE * model.n_data * (n0 + 2 * n1) * 8 + 256 * 2**20)
 
 
@@ -185,7 +186,7 @@ def cells_per_pack(config: SweepConfig, device: str = "cpu", *, free_bytes: int 
         per_model = model_memory_bytes(config.model, config.dtype, config.snapshots, device)
         room = CUDA_MEMORY_FRACTION * free_bytes - pack_overhead_bytes(config.model, device)
         models = int(room // per_model)
-        nd, (_, n1, _, n3) = config.model.n_data, config.model.widths
+        nd, n1, n3 = config.model.n_data, config.model.widths[1], config.model.widths[-1]
         chunk = int(TORCH_CHUNK_BUDGET // (nd * (n1 + n3) * np.dtype(config.dtype).itemsize))
         models = min(models, chunk)
         if models < seeds:
@@ -233,18 +234,15 @@ def _open_or_create(config: SweepConfig, store: Path, device: str = "cpu") -> di
         return attrs
     if not store.parent.is_dir():
         raise InputError(f"store: directory {str(store.parent)!r} does not exist")
-    n0, n1, n2, n3 = config.model.widths
-    w1 = np.empty((config.seeds, n1, n0))
-    w2t = np.empty((config.seeds, n2, n1))
-    w3 = np.empty((config.seeds, n3, n2))
-    for r in range(config.seeds):
-        d = replica_draws(config.model, config.seed, r)
-        w1[r], w2t[r], w3[r] = d["w1"], d["w2_teacher"], d["w3"]
+    # the teacher of each seed (the paper's widths: those of model.draws.replica_draws)
+    draws = [replica_layer_draws(config.model, config.seed, r)["teacher"]
+             for r in range(config.seeds)]
     _store.create_sweep_store(
         store, temperature=config.temperature, sigma_w=config.sigma_w,
         n_seeds=config.seeds, snapshot_epochs=snapshot_epochs(config.epochs, config.snapshots),
         widths=config.model.widths, dtype=config.dtype, batch_size=config.model.batch_size,
-        teacher=(w1, w2t, w3), attrs=provenance(config, device))
+        teacher=[np.stack(w) for w in zip(*draws, strict=True)],
+        attrs=provenance(config, device), layers=config.model.recorded_layers)
     attrs = _store.store_attrs(store)
     if attrs.get("fingerprint") != config.fingerprint():  # created by a concurrent run
         raise _mismatch(store, attrs, config)
@@ -352,7 +350,7 @@ def train_pack(config: SweepConfig, rows: Sequence[int], cols: Sequence[int],
     cells, out = [], []
     for a, i in enumerate(rows):
         for b, j in enumerate(cols):
-            arrays = {name: getattr(res, name)[a, b] for name in _store.CELL_ARRAYS}
+            arrays = _store.cell_values(res, a, b)
             cells.append((i, j, arrays, {"cell_wall_time_s": per_cell,
                                          "cell_finished_at": finished, "cell_session": session}))
             out.append({"cell": (i, j), "temperature": config.temperature[i],
