@@ -55,6 +55,11 @@ accurate to 4e-7, float64 is exact. ``'torch'`` (:mod:`dysonsgd.train._torch`) i
 batched ``torch.bmm`` loop on any device (CUDA included) with exact activations. Both implement
 the same algorithm and agree to rounding (tests check it); both take the temperature ``T`` as
 the step coefficient.
+
+Any other config (other trained matrices, depths or inits:
+``TeacherStudentConfig.is_paper_case`` false) trains on the general path,
+:mod:`dysonsgd.train.general`: the general numba kernel, CPU only, with the same grid, seeds,
+snapshots and divergence rule, every recorded matrix in the result.
 """
 
 from __future__ import annotations

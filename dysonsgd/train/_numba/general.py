@@ -31,17 +31,20 @@ snapshots are ``[lane][snapshot][q']``, ``q'`` over the recorded matrices only (
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numba
 import numpy as np
 from numba import njit, prange
 
 from dysonsgd.model.activations import lookup
+from dysonsgd.train._numba import simd
 from dysonsgd.train._numba.simd import (
     gelu_exact,
     tanh_exact,
@@ -250,12 +253,17 @@ def train_kernel(code: int, exact: bool):
     back-propagation stops. See the module docstring for the layouts.
     """
     scalar_act = exact and (code == 0 or code == 3)
+    # numba's disk cache is keyed by this module's file and the closure's values, not by the
+    # modules it inlines from: the simd module's digest in the closure keys it by them too
+    simd_digest = hashlib.sha1(Path(simd.__file__).read_bytes()).hexdigest()
 
     @njit(parallel=True, fastmath=_FASTMATH, nogil=True, cache=True)
     def train(W, G, EG, X, Y, widths, woff, hoff, roff, trained, tneg, mask, lsum, div_epoch,
               div_step, out_w, out_g, out_loss, rec, epoch0, n_epochs, n_steps, B, n_data, thr,
               mode, low, L):  # pragma: no cover - compiled
         """See :func:`train_kernel`."""
+        if len(simd_digest) == 0:  # never: it only keys the cache
+            return
         nbw = tneg.shape[0] // L
         nl = widths.shape[0] - 1
         n0, nout = widths[0], widths[nl]
@@ -457,6 +465,8 @@ def run_layers(plan: LayerPlan) -> LayerOutput:
     block_bytes = nd * (n0 + nout) * lanes * np.dtype(npdt).itemsize
     per_wave = max(threads, min(nb, int(_WAVE_BUDGET // max(block_bytes, 1)) // threads
                                 * threads))
+    # waves of about equal size, in multiples of the threads
+    per_wave = threads * math.ceil(math.ceil(nb / math.ceil(nb / per_wave)) / threads)
     out_w = {k: np.empty((m, n_snap, *(int(widths[k]), int(widths[k - 1]))), npdt)
              for k in plan.recorded}
     out_g = {k: np.empty_like(v) for k, v in out_w.items()}
