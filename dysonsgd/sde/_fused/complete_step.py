@@ -16,7 +16,6 @@ import numba as nb
 import numpy as np
 
 from dysonsgd.sde._fused.implicit import FAST, implicit_step
-from dysonsgd.sde._fused.philox import normals
 from dysonsgd.sde._fused.step import (
     SUB_STEPS,
     _fill_normals,
@@ -24,6 +23,9 @@ from dysonsgd.sde._fused.step import (
     _moved,
     _near,
     _valid,
+    bridge_depth,
+    bridge_split,
+    bridge_start,
 )
 
 __all__ = ["buffer_size", "complete_block"]
@@ -188,47 +190,27 @@ def _refine(x, xn, c, start, s, reg, buf, tvv, x0, zb, ws, stack, nodes, knots, 
     a half still fails at ``max_depth``; ``buf`` is left at an arbitrary time.
     """
     n = x.size
-    max_depth = scheme.max_depth
-    for i in range(n):
-        x0[i] = x[i]
-        stack[0, i] = dw[i]
-    top = 0
-    nodes[0] = 1
-    first = True  # the whole step has failed already
+    bridge_start(x, x0, stack, nodes, dw)
+    top = bridge_split(stack, nodes, 0, h, zb, keys, path, step, ki, wi, fi)  # the step failed
     now = t
     while top >= 0:
-        node = nodes[top]
-        depth = 0
-        m = node
-        while m > 1:
-            m >>= 1
-            depth += 1
+        depth = bridge_depth(nodes[top])
         hh = h / (1 << depth)
-        if not first:
-            for i in range(n):
-                zb[i] = stack[top, i]
-            k, w = _slot(knots, now)
-            _moments_at(moments, pm, k, w, temperature, lr, buf)
-            if _attempt(x, xn, c, start, s, reg, buf, tvv, lr, hh, zb, scheme, form, ws):
-                for i in range(n):
-                    x[i] = xn[i]
-                now += hh
-                top -= 1
-                continue
-            if depth >= max_depth:
-                for i in range(n):
-                    x[i] = x0[i]
-                return False
-        first = False
-        normals(zb, n, keys, path, step, np.uint64(node), ki, wi, fi)
-        half = math.sqrt(0.25 * hh)
         for i in range(n):
-            d1 = 0.5 * stack[top, i] + half * zb[i]
-            stack[top + 1, i] = d1
-            stack[top, i] = stack[top, i] - d1
-        nodes[top] = 2 * node + 1
-        nodes[top + 1] = 2 * node
-        top += 1
+            zb[i] = stack[top, i]
+        k, w = _slot(knots, now)
+        _moments_at(moments, pm, k, w, temperature, lr, buf)
+        if _attempt(x, xn, c, start, s, reg, buf, tvv, lr, hh, zb, scheme, form, ws):
+            for i in range(n):
+                x[i] = xn[i]
+            now += hh
+            top -= 1
+        elif depth >= scheme.max_depth:
+            for i in range(n):
+                x[i] = x0[i]
+            return False
+        else:
+            top = bridge_split(stack, nodes, top, hh, zb, keys, path, step, ki, wi, fi)
     return True
 
 

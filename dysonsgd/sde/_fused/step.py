@@ -123,6 +123,44 @@ def _attempt(x, xn, c, start, kv, tv, gv, h, dw, scheme, form, ws):  # pragma: n
     return ok
 
 
+@nb.njit(inline="always", error_model="numpy")
+def bridge_start(x, x0, stack, nodes, dw):  # pragma: no cover - compiled
+    """Start a refinement: x0 = x, the root (node 1) pending with the step's increments."""
+    for i in range(x.size):
+        x0[i] = x[i]
+        stack[0, i] = dw[i]
+    nodes[0] = 1
+
+
+@nb.njit(inline="always", error_model="numpy")
+def bridge_depth(node):  # pragma: no cover - compiled
+    """The depth of bridge node ``node`` (root 1, children 2m, 2m + 1): its bit length - 1."""
+    depth = 0
+    while node > 1:
+        node >>= 1
+        depth += 1
+    return depth
+
+
+@nb.njit(inline="always", error_model="numpy")
+def bridge_split(stack, nodes, top, hh, zb, keys, path, step, ki, wi,
+                 fi):  # pragma: no cover - compiled
+    """Split the pending half ``top`` (node m, increments stack[top], length hh) at its bridge
+    midpoint: first half dw/2 + sqrt(hh/4) Z, Z the normals labelled (path, step, m), pushed on
+    top of the second (the rest). Returns the new top."""
+    n = zb.size
+    node = nodes[top]
+    normals(zb, n, keys, path, step, np.uint64(node), ki, wi, fi)
+    half = math.sqrt(0.25 * hh)
+    for i in range(n):
+        d1 = 0.5 * stack[top, i] + half * zb[i]
+        stack[top + 1, i] = d1
+        stack[top, i] = stack[top, i] - d1
+    nodes[top] = 2 * node + 1
+    nodes[top + 1] = 2 * node
+    return top + 1
+
+
 @nb.njit(fastmath=_FAST, cache=True, error_model="numpy")
 def _refine(
     x, xn, c, start, x0, zb, ws, stack, nodes, kv, tv, gv, h, dw, path, step, scheme, form,
@@ -131,48 +169,28 @@ def _refine(
     """Redo a failed step of x over h as halves along the Brownian bridge, depth first.
 
     A pending half is (node, increments), node 1 the whole step and 2m, 2m + 1 the halves of
-    m (depth = bit length - 1); splitting node m draws the normals labelled (path, step, m).
-    Returns False, with x unchanged, if a half still fails at depth ``max_depth``.
+    m (depth = bit length - 1); splitting node m draws the normals labelled (path, step, m)
+    (:func:`bridge_split`). Returns False, with x unchanged, if a half still fails at depth
+    ``max_depth``.
     """
     n = x.size
-    max_depth = scheme.max_depth
-    for i in range(n):
-        x0[i] = x[i]
-        stack[0, i] = dw[i]
-    top = 0
-    nodes[0] = 1
-    first = True  # the whole step has failed already
+    bridge_start(x, x0, stack, nodes, dw)
+    top = bridge_split(stack, nodes, 0, h, zb, keys, path, step, ki, wi, fi)  # the step failed
     while top >= 0:
-        node = nodes[top]
-        depth = 0
-        m = node
-        while m > 1:
-            m >>= 1
-            depth += 1
+        depth = bridge_depth(nodes[top])
         hh = h / (1 << depth)
-        if not first:
-            for i in range(n):
-                zb[i] = stack[top, i]
-            if _attempt(x, xn, c, start, kv, tv, gv, hh, zb, scheme, form, ws):
-                for i in range(n):
-                    x[i] = xn[i]
-                top -= 1
-                continue
-            if depth >= max_depth:
-                for i in range(n):
-                    x[i] = x0[i]
-                return False
-        first = False
-        # first half dw/2 + sqrt(hh/4) Z, second half the rest
-        normals(zb, n, keys, path, step, np.uint64(node), ki, wi, fi)
-        half = math.sqrt(0.25 * hh)
         for i in range(n):
-            d1 = 0.5 * stack[top, i] + half * zb[i]
-            stack[top + 1, i] = d1
-            stack[top, i] = stack[top, i] - d1
-        nodes[top] = 2 * node + 1
-        nodes[top + 1] = 2 * node
-        top += 1
+            zb[i] = stack[top, i]
+        if _attempt(x, xn, c, start, kv, tv, gv, hh, zb, scheme, form, ws):
+            for i in range(n):
+                x[i] = xn[i]
+            top -= 1
+        elif depth >= scheme.max_depth:
+            for i in range(n):
+                x[i] = x0[i]
+            return False
+        else:
+            top = bridge_split(stack, nodes, top, hh, zb, keys, path, step, ki, wi, fi)
     return True
 
 
