@@ -92,7 +92,7 @@ from dysonsgd.train.result import BatchResults, EnsembleResult
 __all__ = ["BACKENDS", "available_memory_bytes", "host_memory_bytes", "release_snapshot_epochs",
            "snapshot_epochs", "torch_model_bytes", "train_ensemble"]
 
-BACKENDS = ("auto", "numba", "torch")
+BACKENDS = ("auto", "numba", "torch", "triton")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def host_memory_bytes(config: TeacherStudentConfig, n_models: int, n_groups: int
     nd = config.n_data
     outputs = n_models * ((2 * n_snapshots + 3) * n2 * n1 * item + n_snapshots * 8)
     draws = n_groups * (8 * (n1 * n0 + 2 * n2 * n1 + n3 * n2 + nd * (n0 + n3)) + nd * n1 * item)
-    if backend == "torch":
+    if backend in ("torch", "triton"):
         working = 0 if str(device).startswith("cuda") else _torch_chunk(config, n_models, dtype)[1]
     else:
         wave = min(n_models, 8 * lanes_for(np.float32 if item == 4 else np.float64) * threads)
@@ -346,8 +346,9 @@ def train_ensemble(
     student_init : array, optional
         ``W2(0)`` itself (trailing ``(n2, n1)``), same leading-axis options; ``sigma_w`` then
         only labels the cells.
-    backend : {'auto', 'numba', 'torch'}
-        ``'auto'``: the fused numba kernel on CPU, torch on CUDA.
+    backend : {'auto', 'numba', 'torch', 'triton'}
+        ``'auto'``: the fused numba kernel on CPU, torch on CUDA. ``'triton'``: the fused Triton
+        kernel on CUDA (docs/gpu.md); opt-in until it has been measured on a GPU.
     replica_offset : int
         Spawn keys are ``(replica_offset + r,)``: runs split over seeds reproduce one big run.
     batch_size : int or sequence of int, optional
@@ -395,6 +396,8 @@ def train_ensemble(
         backend = "numba" if dev.type == "cpu" else "torch"
     if backend == "numba" and dev.type != "cpu":
         raise InputError("backend 'numba' runs on device 'cpu' only")
+    if backend == "triton" and dev.type != "cuda":
+        raise InputError("backend 'triton' runs on device 'cuda' only")
     if not config.is_paper_case and backend != "numba":
         raise InputError(f"backend: the general path (trained_layers {config.trained_layers}, "
                          f"{config.depth} hidden layers) trains on device 'cpu' with backend "
@@ -415,7 +418,7 @@ def train_ensemble(
                                                                         replica_offset, n_seeds),
                              teacher_weights=teacher_weights, inputs=inputs,
                              student_init=student_init, t_start=t_start)
-    if dev.type == "cuda":
+    if dev.type == "cuda" and backend == "torch":
         chunk, need = _torch_chunk(config, math.prod(grid), dtype)
         free = torch.cuda.mem_get_info(dev)[0]
         if need > free:
@@ -438,6 +441,10 @@ def train_ensemble(
         from dysonsgd.train._numba.engine import run_numba
 
         out = run_numba(plan)
+    elif backend == "triton":
+        from dysonsgd.train._triton import run_triton  # checks its own device memory
+
+        out = run_triton(plan)
     else:
         out = train_torch(plan)
     t_total = time.perf_counter() - t_start
