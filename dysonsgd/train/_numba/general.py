@@ -229,6 +229,80 @@ def _act_store(H, Dp, off, code, scalar, L):
 
 
 @njit(inline="always")
+def _update_block(W, G, p, rs, L, nik, njk, g, mk, cn, upd, acc_g, zero):
+    """:func:`_update` of the ``nik x njk`` leading entries of the 4 x 4 block ``g`` (entry
+    ``(a, c)`` at ``p + a rs + c L``)."""
+    _update(W, G, p + 0 * rs + 0 * L, g[0], mk, cn, upd, acc_g, zero)
+    if njk > 1:
+        _update(W, G, p + 0 * rs + 1 * L, g[1], mk, cn, upd, acc_g, zero)
+    if njk > 2:
+        _update(W, G, p + 0 * rs + 2 * L, g[2], mk, cn, upd, acc_g, zero)
+    if njk > 3:
+        _update(W, G, p + 0 * rs + 3 * L, g[3], mk, cn, upd, acc_g, zero)
+    if nik > 1:
+        _update(W, G, p + 1 * rs + 0 * L, g[4], mk, cn, upd, acc_g, zero)
+    if nik > 1 and njk > 1:
+        _update(W, G, p + 1 * rs + 1 * L, g[5], mk, cn, upd, acc_g, zero)
+    if nik > 1 and njk > 2:
+        _update(W, G, p + 1 * rs + 2 * L, g[6], mk, cn, upd, acc_g, zero)
+    if nik > 1 and njk > 3:
+        _update(W, G, p + 1 * rs + 3 * L, g[7], mk, cn, upd, acc_g, zero)
+    if nik > 2:
+        _update(W, G, p + 2 * rs + 0 * L, g[8], mk, cn, upd, acc_g, zero)
+    if nik > 2 and njk > 1:
+        _update(W, G, p + 2 * rs + 1 * L, g[9], mk, cn, upd, acc_g, zero)
+    if nik > 2 and njk > 2:
+        _update(W, G, p + 2 * rs + 2 * L, g[10], mk, cn, upd, acc_g, zero)
+    if nik > 2 and njk > 3:
+        _update(W, G, p + 2 * rs + 3 * L, g[11], mk, cn, upd, acc_g, zero)
+    if nik > 3:
+        _update(W, G, p + 3 * rs + 0 * L, g[12], mk, cn, upd, acc_g, zero)
+    if nik > 3 and njk > 1:
+        _update(W, G, p + 3 * rs + 1 * L, g[13], mk, cn, upd, acc_g, zero)
+    if nik > 3 and njk > 2:
+        _update(W, G, p + 3 * rs + 2 * L, g[14], mk, cn, upd, acc_g, zero)
+    if nik > 3 and njk > 3:
+        _update(W, G, p + 3 * rs + 3 * L, g[15], mk, cn, upd, acc_g, zero)
+
+
+@njit(inline="always")
+def _store_block(H, o, ra, rc, na, nc, z):
+    """Store the ``na x nc`` leading entries of the 4 x 4 block ``z`` (entry ``(a, c)`` at
+    ``o + a ra + c rc``)."""
+    vstore(H, o + 0 * ra + 0 * rc, z[0])
+    if nc > 1:
+        vstore(H, o + 0 * ra + 1 * rc, z[1])
+    if nc > 2:
+        vstore(H, o + 0 * ra + 2 * rc, z[2])
+    if nc > 3:
+        vstore(H, o + 0 * ra + 3 * rc, z[3])
+    if na > 1:
+        vstore(H, o + 1 * ra + 0 * rc, z[4])
+    if na > 1 and nc > 1:
+        vstore(H, o + 1 * ra + 1 * rc, z[5])
+    if na > 1 and nc > 2:
+        vstore(H, o + 1 * ra + 2 * rc, z[6])
+    if na > 1 and nc > 3:
+        vstore(H, o + 1 * ra + 3 * rc, z[7])
+    if na > 2:
+        vstore(H, o + 2 * ra + 0 * rc, z[8])
+    if na > 2 and nc > 1:
+        vstore(H, o + 2 * ra + 1 * rc, z[9])
+    if na > 2 and nc > 2:
+        vstore(H, o + 2 * ra + 2 * rc, z[10])
+    if na > 2 and nc > 3:
+        vstore(H, o + 2 * ra + 3 * rc, z[11])
+    if na > 3:
+        vstore(H, o + 3 * ra + 0 * rc, z[12])
+    if na > 3 and nc > 1:
+        vstore(H, o + 3 * ra + 1 * rc, z[13])
+    if na > 3 and nc > 2:
+        vstore(H, o + 3 * ra + 2 * rc, z[14])
+    if na > 3 and nc > 3:
+        vstore(H, o + 3 * ra + 3 * rc, z[15])
+
+
+@njit(inline="always")
 def _update(W, G, p, g, mk, cn, upd, acc_g, zero):
     """``W[p] += cn g`` where the lane trains (``mk``), if ``upd``; ``G[p] += g`` there, if
     ``acc_g``."""
@@ -306,16 +380,18 @@ def train_kernel(code: int, exact: bool):
                                 z = _block(W, wo + (woff[m] + i * nin) * L, nin * L, nik, L,
                                            H, (b * htot + hoff[m]) * L, htot * L, nbk, L, nin,
                                            zero)
-                                for p in range(nik):
+                                o = (b * htot + hoff[m + 1] + i) * L
+                                if not last:
+                                    _store_block(H, o, L, htot * L, nik, nbk, z)
+                                    continue
+                                _store_block(De, o, L, htot * L, nik, nbk, z)
+                                for p in range(nik):  # the output error and the batch loss
                                     for c in range(nbk):
-                                        ho = ((b + c) * htot + hoff[m + 1] + i + p) * L
-                                        if last:
-                                            yo_ = yo + ((s * B + b + c) * nout + i + p) * L
-                                            e = vsub(z[4 * p + c], vload(Y, yo_))
-                                            vstore(De, ho, e)
-                                            lossv = vfma(e, e, lossv)
-                                        else:
-                                            vstore(H, ho, z[4 * p + c])
+                                        ho = o + (c * htot + p) * L
+                                        yo_ = yo + ((s * B + b + c) * nout + i + p) * L
+                                        e = vsub(vload(De, ho), vload(Y, yo_))
+                                        vstore(De, ho, e)
+                                        lossv = vfma(e, e, lossv)
                         if not last:  # h = phi(z), phi'(z) of the layer's pre-activations
                             for b in range(B):
                                 for i in range(nn):
@@ -331,10 +407,12 @@ def train_kernel(code: int, exact: bool):
                                 z = _block(W, wo + (woff[q] + j) * L, L, njk, nin * L,
                                            De, (b * htot + hoff[q + 1]) * L, htot * L, nbk, L,
                                            nn, zero)
-                                for p in range(njk):
+                                o = (b * htot + hoff[q] + j) * L
+                                _store_block(De, o, L, htot * L, njk, nbk, z)
+                                for p in range(njk):  # times phi'(z_q)
                                     for c in range(nbk):
-                                        o = ((b + c) * htot + hoff[q] + j + p) * L
-                                        vstore(De, o, vmul(z[4 * p + c], vload(Dp, o)))
+                                        oc = o + (c * htot + p) * L
+                                        vstore(De, oc, vmul(vload(De, oc), vload(Dp, oc)))
                     vstore(lb, 0, vmul(lossv, vsplat(lb, 0.5 / B)))
                     # divergence check before the update (the release's rule)
                     changed = False
@@ -377,10 +455,8 @@ def train_kernel(code: int, exact: bool):
                                 njk = min(4, nin - j)
                                 g = _block(De, (hoff[m + 1] + i) * L, L, nik, htot * L,
                                            H, (hoff[m] + j) * L, L, njk, htot * L, B, zero)
-                                for p in range(nik):
-                                    for c in range(njk):
-                                        _update(W, G, wm + ((i + p) * nin + j + c) * L,
-                                                g[4 * p + c], mk, cn, upd, acc_g, zero)
+                                _update_block(W, G, wm + (i * nin + j) * L, nin * L, L, nik,
+                                              njk, g, mk, cn, upd, acc_g, zero)
                 if record:
                     inv = 1.0 / (B * n_steps)
                     for ln in range(L):
