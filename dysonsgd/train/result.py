@@ -4,8 +4,9 @@
 The paper's run holds one trained matrix, ``W2`` (``w2``, ``grad``). A run of the general path
 (:mod:`dysonsgd.train.general`: other trained matrices, other depths) keeps ``W2`` there too and
 holds every other recorded matrix ``W_l`` (trained, or not started at the teacher's, see
-:attr:`~dysonsgd.model.config.TeacherStudentConfig.recorded_layers`) in :attr:`layer_w` and
-:attr:`layer_grad`; :meth:`EnsembleResult.student` gives the student's matrices at a snapshot.
+:attr:`~dysonsgd.model.config.TeacherStudentConfig.recorded_layers`) in
+:attr:`EnsembleResult.layer_w` and :attr:`EnsembleResult.layer_grad`;
+:meth:`EnsembleResult.student` gives the student's matrices at a snapshot.
 """
 
 from __future__ import annotations
