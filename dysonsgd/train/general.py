@@ -2,7 +2,8 @@
 
 A config that is not the paper's set-up (:attr:`TeacherStudentConfig.is_paper_case`: two hidden
 layers, ``W2`` alone trained, the other matrices the teacher's) trains here, on the general
-SIMD kernel of :mod:`dysonsgd.train._numba.general`. Everything else is as for the paper's
+SIMD kernel of :mod:`dysonsgd.train._numba.general` (driven by
+:mod:`dysonsgd.train._numba.general_engine`). Everything else is as for the paper's
 case: the same grid ``temperature x sigma_w x seed``, the same SGD (2.28) on every trained
 matrix at once (``W_l <- W_l - T sum_{a in B} dl(x_a)/dW_l``, all gradients at the step's start
 weights), the same snapshots, divergence rule and data orders, and the same common random
@@ -109,7 +110,7 @@ def train_general(config: TeacherStudentConfig, temps: np.ndarray, sigmas: np.nd
     -------
     EnsembleResult
     """
-    from dysonsgd.train._numba.general import LayerPlan, run_layers
+    from dysonsgd.train._numba.general_engine import LayerPlan, run_layers
 
     t_start = time.perf_counter() if t_start is None else t_start
     grid = (temps.size, sigmas.size, n_seeds)
