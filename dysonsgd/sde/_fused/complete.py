@@ -29,23 +29,19 @@ and of steps into blocks.
 
 from __future__ import annotations
 
-import itertools
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numba as nb
 import numpy as np
 
-from dysonsgd.sde._fused.complete_lanes import LANES, complete_lane_block
+from dysonsgd.sde._fused.complete_lanes import complete_lane_block
 from dysonsgd.sde._fused.complete_step import complete_block
+from dysonsgd.sde._fused.driver import WORK, chunk_edges, run_chunks
 from dysonsgd.sde._fused.philox import ZIGGURAT
 from dysonsgd.sde._fused.plan import FusedForm, FusedScheme
 from dysonsgd.sde._fused.step import SUB_STEPS
 
 __all__ = ["MomentKnots", "integrate_complete", "knot_moments"]
-
-#: target number of trajectory-steps per kernel call (as the Dyson Brownian motion driver)
-_WORK = 2**21
 
 
 class MomentKnots(NamedTuple):
@@ -129,34 +125,20 @@ def integrate_complete(x0: np.ndarray, times: np.ndarray, steps_per_interval: np
     x = np.array(x0, dtype=float, order="C")
     dead = np.full(n_paths, -1, dtype=np.int64)
     if block is None:
-        block = max(SUB_STEPS, _WORK // max(n_paths, 1))
+        block = max(SUB_STEPS, WORK // max(n_paths, 1))
     threads = max(1, min(nb.get_num_threads(), n_paths))
-    # L paths per vector (complete_lanes.py) for N >= 2; a few chunks per thread balance the
-    # paths that need implicit steps or die early, with edges on whole blocks of lanes
+    # L paths per vector (complete_lanes.py) for N >= 2, chunks of paths as the Dyson Brownian
+    # motion driver's
     kernel = complete_lane_block if n >= 2 else complete_block
-    n_chunks = min(-(-n_paths // LANES), 4 * threads) if threads > 1 else 1
-    edges = np.minimum(LANES * np.ceil(np.linspace(0, n_paths, n_chunks + 1) / LANES),
-                       n_paths).astype(np.int64)
+    edges = chunk_edges(n_paths, threads)
     ki, wi, fi = ZIGGURAT
     spans = np.diff(times)
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        for s0 in range(0, int(done[-1]), block):
-            s = np.arange(s0, min(s0 + block, int(done[-1])), dtype=np.int64)
-            k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
-            h = spans[k] / counts[k]
-            t = times[k] + (s - done[k]) * h  # as the general engine's clock
-            rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
-            tail = (x, dead, out, rec, s0, h, t, knots, moments, temperature, lr, keys, ki, wi,
-                    fi, scheme, form)
-            if pool is None:
-                kernel(0, n_paths, *tail)
-            else:
-                runs = [pool.submit(kernel, lo, hi, *tail)
-                        for lo, hi in itertools.pairwise(edges) if hi > lo]
-                for run in runs:
-                    run.result()
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    for s0 in range(0, int(done[-1]), block):
+        s = np.arange(s0, min(s0 + block, int(done[-1])), dtype=np.int64)
+        k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
+        h = spans[k] / counts[k]
+        t = times[k] + (s - done[k]) * h  # as the general engine's clock
+        rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
+        run_chunks(kernel, edges, threads, (x, dead, out, rec, s0, h, t, knots, moments,
+                                            temperature, lr, keys, ki, wi, fi, scheme, form))
     return out, dead, done

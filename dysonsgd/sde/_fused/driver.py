@@ -27,10 +27,39 @@ from dysonsgd.sde._fused.philox import ZIGGURAT
 from dysonsgd.sde._fused.plan import FusedPlan
 from dysonsgd.sde._fused.step import SUB_STEPS, fused_block
 
-__all__ = ["integrate_fused"]
+__all__ = ["WORK", "chunk_edges", "integrate_fused", "run_chunks"]
 
 #: target number of trajectory-steps per kernel call
-_WORK = 2**21
+WORK = 2**21
+
+
+#: worker threads, one pool per thread count, kept between calls (starting threads costs
+#: milliseconds per call)
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def chunk_edges(n_paths: int, threads: int) -> np.ndarray:
+    """Edges (n_chunks + 1,) of the chunks of paths that the threads share: many per thread
+    (they balance the paths that need implicit steps or die early, and the threads' shares of
+    a busy machine), on whole blocks of lanes (any split gives the same numbers)."""
+    n_chunks = min(-(-n_paths // LANES), 16 * threads) if threads > 1 else 1
+    return np.minimum(LANES * np.ceil(np.linspace(0, n_paths, n_chunks + 1) / LANES),
+                      n_paths).astype(np.int64)
+
+
+def run_chunks(kernel, edges: np.ndarray, threads: int, tail: tuple) -> None:
+    """``kernel(lo, hi, *tail)`` for each chunk [lo, hi) of ``edges``, on ``threads`` threads
+    (the kernels release the GIL)."""
+    chunks = [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
+    if threads <= 1 or len(chunks) <= 1:
+        for lo, hi in chunks:
+            kernel(lo, hi, *tail)
+        return
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS.setdefault(threads, ThreadPoolExecutor(threads, "dysonsgd-sde"))
+    for run in [pool.submit(kernel, lo, hi, *tail) for lo, hi in chunks]:
+        run.result()
 
 
 def _interpolation(knots: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,49 +114,33 @@ def integrate_fused(
     dead = np.full(n_paths, -1, dtype=np.int64)
     shared = kk.shape[1] == 1 and tv.shape[1] == 1 and knots.size > 1
     if block is None:
-        block = max(SUB_STEPS, _WORK // max(n_paths, 1))
+        block = max(SUB_STEPS, WORK // max(n_paths, 1))
         if shared:
             block = min(block, max(SUB_STEPS, 2**20 // (n * n)))
     threads = max(1, min(numba.get_num_threads(), n_paths))
     # the pairwise form steps L paths per vector (lanes.py); the spacing one path at a time
     kernel = fused_block if form.spacing or n < 2 else lane_block
-    # many chunks per thread balance the paths that need implicit steps or die early, and the
-    # threads' shares of a busy machine; chunk edges on whole blocks of lanes (any split gives
-    # the same numbers)
-    n_chunks = min(-(-n_paths // LANES), 16 * threads) if threads > 1 else 1
-    edges = np.minimum(LANES * np.ceil(np.linspace(0, n_paths, n_chunks + 1) / LANES),
-                       n_paths).astype(np.int64)
+    edges = chunk_edges(n_paths, threads)
     ki, wi, fi = ZIGGURAT
     gg = np.sqrt(dd)
     spans = np.diff(times)
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        for s0 in range(0, int(done[-1]), block):
-            s = np.arange(s0, min(s0 + block, int(done[-1])), dtype=np.int64)
-            k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
-            h = spans[k] / counts[k]
-            t = times[k] + (s - done[k]) * h
-            rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
-            ci, cw = _interpolation(knots, t)
-            if shared:  # the same coefficients for every path: interpolate once per step here
-                u, w = (1.0 - cw)[:, None, None], cw[:, None, None]
-                nxt = np.minimum(ci + 1, knots.size - 1)
-                bk = u * kk[ci] + w * kk[nxt]
-                bt = u[..., None] * tv[ci] + w[..., None] * tv[nxt]
-                bd = u * dd[ci] + w * dd[nxt]
-                args = (bk, bt, np.sqrt(bd), bd)
-                ci, cw = np.arange(s.size, dtype=np.int64), np.zeros(s.size)
-            else:
-                args = (kk, tv, gg, dd)
-            tail = (x, dead, out, rec, s0, h, ci, cw, *args, keys, ki, wi, fi, scheme, form)
-            if pool is None:
-                kernel(0, n_paths, *tail)
-            else:
-                chunks = itertools.pairwise(edges)
-                runs = [pool.submit(kernel, lo, hi, *tail) for lo, hi in chunks if hi > lo]
-                for run in runs:
-                    run.result()
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    for s0 in range(0, int(done[-1]), block):
+        s = np.arange(s0, min(s0 + block, int(done[-1])), dtype=np.int64)
+        k = np.searchsorted(done, s, side="right") - 1  # the interval of each step
+        h = spans[k] / counts[k]
+        t = times[k] + (s - done[k]) * h
+        rec = np.where(s + 1 == done[k + 1], k + 1, -1).astype(np.int64)
+        ci, cw = _interpolation(knots, t)
+        if shared:  # the same coefficients for every path: interpolate once per step here
+            u, w = (1.0 - cw)[:, None, None], cw[:, None, None]
+            nxt = np.minimum(ci + 1, knots.size - 1)
+            bk = u * kk[ci] + w * kk[nxt]
+            bt = u[..., None] * tv[ci] + w[..., None] * tv[nxt]
+            bd = u * dd[ci] + w * dd[nxt]
+            args = (bk, bt, np.sqrt(bd), bd)
+            ci, cw = np.arange(s.size, dtype=np.int64), np.zeros(s.size)
+        else:
+            args = (kk, tv, gg, dd)
+        run_chunks(kernel, edges, threads,
+                   (x, dead, out, rec, s0, h, ci, cw, *args, keys, ki, wi, fi, scheme, form))
     return out, dead, done
