@@ -163,7 +163,8 @@ def coherence_figure(data, numbers) -> Figure:
         axes[1].set_xscale("log", base=2)
         axes[1].set(xlabel=r"$T_b$ (mean-field units)", title="confirmatory run (declared)")
         axes[2].set(xlabel=rf"$(\log_2 T_b - {centre:.2f})\, n_2^{{\kappa}}$, "
-                           rf"$\kappa = {kappa:.2f}$", title="sharpening collapse")
+                           rf"$\kappa = {kappa:.2f}$", title="sharpening collapse",
+                    xlim=(-25, 25))
         for ax in axes[1:3]:
             ax.axhline(0.5, color="k", ls=":", lw=1)
             ax.legend(fontsize=7)
