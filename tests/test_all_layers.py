@@ -98,11 +98,16 @@ CASES = [  # widths, activation, trained layers, init per matrix
     ((3, 16, 8, 2), "relu", (1, 3), ("teacher", "grid", 0.7)),
     ((3, 12, 8, 6, 1), "tanh", (1, 2, 4), ("grid", "grid", "teacher", "teacher")),
     ((3, 12, 8, 6, 1), "relu", "all", None),
+    # the other activations of the registry: slow only for their kernels' first compilation
+    pytest.param((3, 8, 6, 1), "gelu", "all", None, marks=pytest.mark.slow),
+    pytest.param((3, 8, 6, 2), "identity", (1, 3), (1.5, "grid", "teacher"),
+                 marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize(("widths", "activation", "trained", "inits"), CASES,
-                         ids=[f"{c[1]}-depth{len(c[0]) - 2}-{c[2]}" for c in CASES])
+                         ids=[f"{c[1]}-depth{len(c[0]) - 2}-{c[2]}"
+                              for c in (getattr(c, "values", c) for c in CASES)])
 def test_float64_matches_autograd_loop_after_2000_steps(widths, activation, trained, inits):
     cfg = TeacherStudentConfig(widths=widths, activation=activation, trained_layers=trained,
                                sigma_w_layers=inits, n_data=400, batch_size=4)
