@@ -574,7 +574,7 @@ def no_allocation(monkeypatch):
         raise AssertionError("allocated before the memory check")
 
     for module, name in (("dysonsgd.train.ensemble", "_models"),
-                         ("dysonsgd.runs.sweep", "replica_draws"),
+                         ("dysonsgd.runs.sweep", "replica_layer_draws"),
                          ("dysonsgd.runs.sweep", "train_pack")):
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
