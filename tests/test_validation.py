@@ -163,3 +163,42 @@ def test_diagram_checks_on_a_synthetic_grid():
         parse_diagram_table({"loss_ratio": 100})
     with pytest.raises(ValueError, match="transition: must be"):
         parse_diagram_table({"transition": {"inv_sigma_w": 8, "between": [2, 1]}})
+
+
+def test_closed_loop_in_the_background_gives_the_forecast_computed_in_turn(monkeypatch):
+    """evaluate starts the closed-loop forecasts on a background thread (they need no
+    measurement); its checks equal, bitwise, those of the forecasts computed when scored."""
+    from dysonsgd.model.config import TeacherStudentConfig
+    from dysonsgd.train import train_ensemble
+
+    run = train_ensemble(TeacherStudentConfig(n_data=200, batch_size=4), temperature=[2.0],
+                         sigma_w=[0.125, 8.0], n_seeds=4, epochs=2, snapshots=3, seed=7,
+                         progress=False, dtype="float64")
+    options = spec.ValidationSpec.make(options={
+        "forecasts": ("closed-loop",), "controls": False, "closed_loop_steps": 10,
+        "closed_loop_paths": 3})
+    cells = {(0, 0): "high-temperature", (0, 1): "jamming"}
+    background = validation.evaluate(run, cells, options)
+
+    class InTurn:  # the executor's interface, running each forecast when its result is asked
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, *args):
+            class Later:
+                def result(self):
+                    return fn(*args)
+
+                def cancel(self):
+                    pass
+            return Later()
+
+        def shutdown(self, wait=True):
+            pass
+
+    monkeypatch.setattr(validation, "ThreadPoolExecutor", InTurn)
+    in_turn = validation.evaluate(run, cells, options)
+    got = [c.as_dict() for c in background.checks if c.forecast == "closed-loop"]
+    assert len(got) == 2 * 3  # two cells: calibration of S, of the levels, spacing_mean
+    # repr: NaN prints equal to NaN
+    assert repr(got) == repr([c.as_dict() for c in in_turn.checks if c.forecast == "closed-loop"])

@@ -36,6 +36,7 @@ Numbers only: configs are read by :mod:`dysonsgd.runs.validation_config`, the re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,14 +216,41 @@ def _forecast(name: str, result, run: RunMeasurements, cell, theory: Theory, opt
         return forecasts.replay(run.coeffs, cell, theory, **kw)
     if name == "cross-fitted":
         return forecasts.cross_fitted(run.coeffs, cell, theory, **kw)
+    return _closed_loop(result, cell, options, seed)
+
+
+def _closed_loop(result, cell, options, seed: int) -> forecasts.ForecastPaths:
+    """The closed-loop forecast of one cell: the run and the options alone (no measurement)."""
     from dysonsgd.analysis.closed_loop import closed_loop
 
-    keep = np.flatnonzero(~run.coeffs.diverged[cell])
+    keep = np.flatnonzero(~np.asarray(result.diverged, dtype=bool)[cell])
     models = keep[:options["closed_loop_models"]]
     out = closed_loop(result, cell, models=models, paths=options["closed_loop_paths"],
                       steps=options["closed_loop_steps"],
                       interval=options["closed_loop_interval"], seed=seed)
     return forecasts.from_closed_loop(out)
+
+
+def _closed_loop_started(result, expected_phases: ExpectedPhases, options) -> dict:
+    """The closed-loop forecasts of every checked cell, started on a background thread.
+
+    They need neither the measured coefficients nor any other forecast, so they run while the
+    run is measured and the eigenvalue SDEs are integrated (compiled kernels and LAPACK that
+    release the GIL), on the cores those leave idle; each path's numbers are those of a run
+    on its own (the paths do not depend on the threads, ``closed_loop``). Returns the futures
+    by cell (empty if the forecast is not wanted).
+    """
+    wanted = [f for f in FORECASTS if f in options["forecasts"]]
+    if "closed-loop" not in wanted:
+        return {}
+    k_f = wanted.index("closed-loop")
+    diverged = np.asarray(result.diverged, dtype=bool)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="closed-loop")
+    futures = {cell: pool.submit(_closed_loop, result, cell, options,
+                                 forecasts.stream_seed(options["seed"], *cell, k_f, 0))
+               for cell in expected_phases if (~diverged[cell]).any()}
+    pool.shutdown(wait=False)  # the thread ends after the last forecast
+    return futures
 
 
 def _score(fp, where, tolerances, seed, *, sde=None) -> list[scoring.Test]:
@@ -372,9 +400,15 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
         wrong one is how a user checks that validate can fail it.
     progress : callable, optional
         Called with a short message before each stage.
+
+    Notes
+    -----
+    The closed-loop forecasts need neither the measurement nor the other forecasts: they start
+    on a background thread at once and are scored in their turn (the same numbers as computed
+    then); while they run, torch's thread count is 1 (``closed_loop``), restored afterwards.
     """
     spec = ValidationSpec() if spec is None else spec
-    tol, options = spec.tolerances, spec.options
+    options = spec.options
     theory = Theory(name=options["variant"], variant=options["variant"]) if theory is None \
         else theory
     if not isinstance(theory, Theory):
@@ -388,6 +422,17 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
         if label not in PHASES:
             raise InputError(f"expected phase of cell {cell}: must be one of {PHASES}, got "
                              f"{label!r}")
+    background = _closed_loop_started(result, expected_phases, options)
+    try:
+        return _evaluate(result, expected_phases, spec, diagram, theory, say, background)
+    finally:
+        for future in background.values():
+            future.cancel()
+
+
+def _evaluate(result, expected_phases, spec, diagram, theory, say, background) -> Outcome:
+    """:func:`evaluate` with its arguments checked and the closed loop started."""
+    tol, options = spec.tolerances, spec.options
     run = measure(result, spec, say)
     checks: list[Check] = []
     infos: list[dict[str, Any]] = []
@@ -422,7 +467,8 @@ def evaluate(result, expected_phases: ExpectedPhases, spec: ValidationSpec | Non
                 continue
             say(f"{name} forecast at T = {where[0]:g}, 1/sigma_W = {where[1]:g}")
             seed = forecasts.stream_seed(options["seed"], *cell, k_f, 0)
-            fp = _forecast(name, result, run, cell, theory, options, seed)
+            fp = (background[cell].result() if name == "closed-loop" else
+                  _forecast(name, result, run, cell, theory, options, seed))
             sde = None
             if name == "replay":
                 series = _sde_paths(run.coeffs, cell, theory, options, seed)
