@@ -132,8 +132,8 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
                          f"{result.config.activation!r})")
     x = observables._test_x(result, x_test)
     k = observables._snap(result, snapshot)
-    w1 = result.teacher()[0]
-    return preactivation_ratio(x, w1, result.w2[..., k, :, :], result.sigma_w[None, :, None])
+    w1, w2, _ = observables._student(result, k)
+    return preactivation_ratio(x, w1, w2, result.sigma_w[None, :, None])
 
 
 def preactivation_ratio_monte_carlo(n_teachers: int = 2000, n_points: int = 128,

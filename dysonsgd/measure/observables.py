@@ -145,6 +145,17 @@ def _snap(result, snapshot: int, name: str = "snapshot") -> int:
     return check_index(name, snapshot, len(result.snapshot_epochs))
 
 
+def _student(result, snapshot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The student's ``(W1, W2, W3)`` at ``snapshot``: the recorded (trained) matrices' snapshots,
+    the teacher's elsewhere; for the paper's case (W2 alone trained) W1 and W3 are the
+    teacher's, as before. The observables of section 3.2 are those of two hidden layers."""
+    if result.config.n_layers != 3:
+        raise InputError(f"the observables of section 3.2 need two hidden layers (widths of 4 "
+                         f"entries), got widths {tuple(result.config.widths)}")
+    w1, w2, w3 = result.student(snapshot)
+    return w1, w2, w3
+
+
 def _test_x(result, x_test):
     if x_test is None:
         return test_inputs(128, result.config.widths[0], 42)
@@ -156,10 +167,14 @@ def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = 
     if convention not in ("release", "paper"):
         raise InputError(f"convention must be 'release' or 'paper', got {convention!r}")
     k = _snap(result, snapshot)
-    w1, w2t, w3 = result.teacher()
-    fn = test_loss_release if convention == "release" else test_loss_paper
-    return fn(_test_x(result, x_test), w1, result.w2[..., k, :, :], w2t, w3,
-              result.config.activation)
+    w1t, w2t, w3t = result.teacher()
+    w1, w2, w3 = _student(result, k)
+    x = _test_x(result, x_test)
+    act = result.config.activation
+    # the student's W1, W3 are the teacher's unless trained: then exactly test_loss_release
+    err = outputs(x, w1, w2, w3, act) - outputs(x, w1t, w2t, w3t, act)
+    loss = np.mean(np.sum(err * err, axis=-1), axis=-1)
+    return loss if convention == "release" else 0.5 * loss
 
 
 def result_gradient_norm(result, snapshot: int = -1) -> np.ndarray:
@@ -168,24 +183,25 @@ def result_gradient_norm(result, snapshot: int = -1) -> np.ndarray:
 
 
 def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x_test=None):
-    """``G(t_f, 0)`` summand (3.4) per model on the test set, (nT, nS, nR)."""
+    """``G(t_f, 0)`` summand (3.4) per model on the test set, (nT, nS, nR): the student's
+    features (2.5) at both times (with W1 at each time if W1 trains)."""
     x = _test_x(result, x_test)
-    w1 = result.teacher()[0]
     act = result.config.activation
-    phi_t = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
-    phi_0 = features(x, w1, result.w2[..., _snap(result, reference, "reference"), :, :], act)
-    return feature_correlation(phi_t, phi_0)
+    w1_t, w2_t, _ = _student(result, _snap(result, snapshot))
+    w1_0, w2_0, _ = _student(result, _snap(result, reference, "reference"))
+    return feature_correlation(features(x, w1_t, w2_t, act), features(x, w1_0, w2_0, act))
 
 
 def result_alignment(result, snapshot: int = -1, x_test=None, release: bool = False):
     """Alignment (3.5) per model, or the release's variant (divided by the number of points)."""
     x = _test_x(result, x_test)
-    w1, w2t, w3 = result.teacher()
+    w1t, w2t, w3t = result.teacher()
     act = result.config.activation
-    y = outputs(x, w1, w2t, w3, act)
-    phi = features(x, w1, result.w2[..., _snap(result, snapshot), :, :], act)
+    y = outputs(x, w1t, w2t, w3t, act)
+    w1, w2, w3 = _student(result, _snap(result, snapshot))
+    phi = features(x, w1, w2, act)
     fn = alignment_release if release else alignment
-    return fn(external_field(y, w3), phi)
+    return fn(external_field(y, w3), phi)  # h (2.25) with the student's readout W3
 
 
 def result_eigenvalues(result) -> np.ndarray:
