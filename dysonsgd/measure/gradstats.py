@@ -157,6 +157,16 @@ class GradientStatistics:
     moments: SingularMoments | None = None  # the complete SDE's moments (measure.moments)
 
 
+def _student_items(result, layer: int, snaps: list[int], teacher: np.ndarray,
+                   n_s: int) -> np.ndarray:
+    """The student's ``W_layer`` per (model, snapshot) item, model-major, float64: its snapshots
+    if recorded, else the teacher's (per model) repeated over the snapshots."""
+    if layer not in result.layer_w:
+        return np.repeat(teacher, n_s, axis=0)
+    w = np.asarray(result.layer_w[layer][..., snaps, :, :], dtype=float)
+    return w.reshape(-1, *w.shape[-2:])
+
+
 def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> GradientStatistics:
     """Measure K and V (4.4) on a trained ensemble at one snapshot, vectorised over models.
 
@@ -186,7 +196,9 @@ def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
     kernel of :mod:`dysonsgd.measure._fused` takes the means and variances sample by sample
     from the back-propagated errors (:func:`dysonsgd.model.network.backprop`), in the
     eigenbasis of X (:func:`dysonsgd.measure.spectrum.eigensystem`) and in the singular basis
-    of W2 (:func:`dysonsgd.measure.moments.singular_system`).
+    of W2 (:func:`dysonsgd.measure.moments.singular_system`). Where W1 or W3 train (an
+    all-layer run), the gradient of W2 is taken with the student's W1 and W3 at each
+    snapshot (layer-1 features per model and snapshot); else with the teacher's, once.
 
     Parameters
     ----------
@@ -230,30 +242,37 @@ def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
     n_models, n_s, n2 = w1.shape[0], len(snaps), w2.shape[-2]
     w2_items = w2.reshape(-1, *w2.shape[-2:])  # model-major items (model, snapshot)
     act = result.config.activation
-    # the teacher's targets and layer-1 features once for all snapshots
+    # the teacher's targets once for all snapshots
     y = outputs(x if x.ndim == 2 else x_flat, w1, w2t, w3, act, engine="torch")
-    phi1 = layer1_features(x if x.ndim == 2 else x_flat, w1, act, engine="native")
+    xs = x if x.ndim == 2 else x_flat
+    n_per = n_s  # items per unit: a unit shares W1, W3 (its layer-1 features and readout)
+    if {1, 3} & set(result.layer_w):  # W1 or W3 trained (or not the teacher's): the student's
+        w1, w3 = (_student_items(result, k, snaps, w, n_s) for k, w in ((1, w1), (3, w3)))
+        y, n_per = np.repeat(y, n_s, axis=0), 1  # each (model, snapshot) is its own unit
+        xs = xs if xs.ndim == 2 else np.repeat(xs, n_s, axis=0)
+    phi1 = layer1_features(xs, w1, act, engine="native")
+    n_units = w1.shape[0]
     n_items = n_models * n_s
     out = _fused.allocate_statistics(n_items, n2)
     eig, u, s, v_paper = (np.empty((n_items, n2, n2)[:k]) for k in (2, 3, 2, 3))
-    per = max(1, chunk // n_s)  # models per batch
+    per = max(1, chunk // n_per)  # units per batch
 
     def batch(b):  # every batch on its own thread: numpy, LAPACK and the kernels drop the GIL
-        bm = slice(b * per, min((b + 1) * per, n_models))
-        items = slice(bm.start * n_s, bm.stop * n_s)
+        bm = slice(b * per, min((b + 1) * per, n_units))
+        items = slice(bm.start * n_per, bm.stop * n_per)
         bw = w2_items[items]
         eig[items], u[items] = eigensystem(bw)
         s[items], us, vt = singular_system(bw, eigenvectors=u[items])
-        _, delta = backprop(phi1[bm, None], y[bm, None], bw.reshape(-1, n_s, *bw.shape[1:]),
+        _, delta = backprop(phi1[bm, None], y[bm, None], bw.reshape(-1, n_per, *bw.shape[1:]),
                             w3[bm, None], act)
-        model_of = np.repeat(np.arange(bm.start, bm.stop), n_s)
+        model_of = np.repeat(np.arange(bm.start, bm.stop), n_per)
         part = {name: arr[items] for name, arr in out.items()}
         _fused.fused_gradient_statistics(phi1, model_of, delta.reshape(-1, *delta.shape[-2:]),
                                          bw, u[items], us, vt, part)
         ub = u[items]
         v_paper[items] = _symmetric(np.swapaxes(ub, -1, -2) @ part["v_plain"] @ ub)
 
-    _fused.parallel_batches(-(-n_models // per), batch)
+    _fused.parallel_batches(-(-n_units // per), batch)
 
     def series(a):  # items -> (*grid, S, ...)
         return a.reshape(*grid, n_s, *a.shape[1:])

@@ -10,7 +10,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError
 
-__all__ = ["eigensystem", "eigenvalues", "mean_level_spacing", "spacings"]
+__all__ = ["eigensystem", "eigenvalues", "layer_eigenvalues", "mean_level_spacing", "spacings"]
 
 
 def eigenvalues(w: np.ndarray) -> np.ndarray:
@@ -27,6 +27,26 @@ def eigenvalues(w: np.ndarray) -> np.ndarray:
     """
     w = np.asarray(w, float)
     return np.linalg.eigvalsh(w @ np.swapaxes(w, -1, -2))
+
+
+def layer_eigenvalues(w: np.ndarray) -> np.ndarray:
+    """The ``min(n_l, n_{l-1})`` eigenvalues of ``X_l = W_l W_l^T`` that a rectangular matrix
+    can make non-zero (the squared singular values of ``W_l``), ascending.
+
+    For ``W2`` of the paper's widths (16 x 32) this is :func:`eigenvalues`; for a tall matrix
+    (``W1``, 32 x 3) the eigenvalues of ``W^T W`` (``X_1`` adds ``n_l - n_{l-1}`` exact zeros),
+    for a row (``W3``, 1 x 16) ``||W3||^2``.
+
+    Parameters
+    ----------
+    w : (..., n_l, n_{l-1}) array_like
+
+    Returns
+    -------
+    (..., min(n_l, n_{l-1})) float64
+    """
+    w = np.asarray(w, float)
+    return eigenvalues(w if w.shape[-2] <= w.shape[-1] else np.swapaxes(w, -1, -2))
 
 
 def eigensystem(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
