@@ -117,7 +117,8 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
     ----------
     result : dysonsgd.train.ensemble.EnsembleResult
     x_test : (P, n0), optional
-        Default the release's 128 test inputs (numpy seed 42).
+        Default the release's 128 test inputs (numpy seed 42); a task's held-out test set
+        for a run of a task (:mod:`dysonsgd.model.tasks`).
 
     Returns
     -------
@@ -459,7 +460,8 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
     ----------
     result : dysonsgd.train.ensemble.EnsembleResult
     x_test : (P, n0), optional
-        Default the release's 128 test inputs (numpy seed 42).
+        Default the release's 128 test inputs (numpy seed 42); a task's held-out test set
+        for a run of a task (:mod:`dysonsgd.model.tasks`).
 
     Returns
     -------
@@ -478,9 +480,8 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
     """
     ob = observables
     x = ob._test_x(result, x_test)
-    w1, w2t, w3 = result.teacher()
     act = result.config.activation
-    y = network.outputs(x, w1, w2t, w3, act)
+    y = ob.result_test_targets(result, x)  # the teacher's outputs, or a task's test labels
     n_snap = len(result.snapshot_epochs)
     grid = result.diverged.shape
     out: dict[str, np.ndarray] = {
@@ -491,7 +492,8 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         "test_loss": ob.result_test_loss(result, -1, x, convention="paper"),
         "test_loss_release": ob.result_test_loss(result, -1, x, convention="release"),
         "initial_test_loss": ob.result_test_loss(result, 0, x, convention="paper"),
-        "zero_predictor_loss": 0.5 * np.mean(np.sum(y * y, axis=-1), axis=-1),
+        "zero_predictor_loss": np.broadcast_to(0.5 * np.mean(np.sum(y * y, axis=-1), axis=-1),
+                                               grid).copy(),
         "feature_correlation": ob.result_feature_correlation(result, -1, 0, x),
         "initial_feature_correlation": ob.result_feature_correlation(result, 0, 0, x),
         "final_feature_correlation": ob.result_feature_correlation(result, -1, -1, x),

@@ -17,6 +17,20 @@ Conventions (see ``reference-notes.md``, Analysis):
   of test points, as the release's notebook (its colour scale 0.5e-3 .. 2.5e-3 comes from it).
 - eigenvalues of ``X = W2 W2^T`` (4.1) are in ascending order (the notebook's SVD gives them
   largest first).
+
+Fixed-data tasks (``config.task`` other than ``'teacher'``, :mod:`dysonsgd.model.tasks`): with
+no teacher the wrappers read the task's held-out test set (for ``'digits'``: 297 standardised
+images and their one-hot labels) and take its labels where a teacher's outputs stood:
+
+- test loss: (2.6) of the student's outputs against the held-out one-hot labels (the release
+  convention without the 1/2); predicting 0 scores 1 (1/2 with it);
+- alignment (3.5)-(3.6): the external field of section 2.5, ``h_{j alpha} = sum_i
+  y_i(x_alpha) W3_ij``, needs only targets and the readout, so it keeps its definition with
+  ``y`` the test labels (and the student's ``W3``);
+- ``G(t, t')`` (3.4), the gradient norm (3.3) and the rate (4.7) need no teacher and are
+  unchanged (``G`` on the held-out images).
+
+A task's test set is fixed: ``x_test`` must be None (or the task's own test inputs).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import numpy as np
 from dysonsgd._checks import InputError, check_array, check_index, check_int
 from dysonsgd.measure.spectrum import eigenvalues, mean_level_spacing
 from dysonsgd.model.network import features, outputs
+from dysonsgd.model.tasks import task_test_set
 
 __all__ = [
     "alignment",
@@ -41,6 +56,7 @@ __all__ = [
     "result_gradient_norm",
     "result_rate",
     "result_test_loss",
+    "result_test_targets",
     "test_inputs",
     "test_loss_paper",
     "test_loss_release",
@@ -157,9 +173,25 @@ def _student(result, snapshot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _test_x(result, x_test):
+    task = task_test_set(result.config)
+    if task is not None:
+        if x_test is not None and not np.array_equal(np.asarray(x_test), task[0]):
+            raise InputError(f"x_test: a run of the {result.config.task!r} task is measured on "
+                             "the task's held-out test set (its labels are the targets); pass "
+                             "none")
+        return task[0]
     if x_test is None:
         return test_inputs(128, result.config.widths[0], 42)
     return check_array("x_test", x_test, min_ndim=2, shape_tail=(None, result.config.widths[0]))
+
+
+def result_test_targets(result, x: np.ndarray) -> np.ndarray:
+    """The targets on the test inputs ``x`` (P, n0): the teacher's outputs (2.3) per model,
+    (nT, nS, nR, P, n3), or a task's held-out labels (P, n3) (``x`` its test inputs)."""
+    task = task_test_set(result.config)
+    if task is not None:
+        return task[1]
+    return outputs(x, *result.teacher(), result.config.activation)
 
 
 def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = "release"):
@@ -167,12 +199,11 @@ def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = 
     if convention not in ("release", "paper"):
         raise InputError(f"convention must be 'release' or 'paper', got {convention!r}")
     k = _snap(result, snapshot)
-    w1t, w2t, w3t = result.teacher()
     w1, w2, w3 = _student(result, k)
     x = _test_x(result, x_test)
     act = result.config.activation
     # the student's W1, W3 are the teacher's unless trained: then exactly test_loss_release
-    err = outputs(x, w1, w2, w3, act) - outputs(x, w1t, w2t, w3t, act)
+    err = outputs(x, w1, w2, w3, act) - result_test_targets(result, x)
     loss = np.mean(np.sum(err * err, axis=-1), axis=-1)
     return loss if convention == "release" else 0.5 * loss
 
@@ -195,9 +226,8 @@ def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x
 def result_alignment(result, snapshot: int = -1, x_test=None, release: bool = False):
     """Alignment (3.5) per model, or the release's variant (divided by the number of points)."""
     x = _test_x(result, x_test)
-    w1t, w2t, w3t = result.teacher()
     act = result.config.activation
-    y = outputs(x, w1t, w2t, w3t, act)
+    y = result_test_targets(result, x)  # a task's labels: h = y W3 with the held-out labels
     w1, w2, w3 = _student(result, _snap(result, snapshot))
     phi = features(x, w1, w2, act)
     fn = alignment_release if release else alignment

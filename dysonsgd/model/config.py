@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 from dysonsgd._checks import InputError, check_int
 from dysonsgd.model.activations import ACTIVATIONS, lookup
+from dysonsgd.model.tasks import TASKS, _check_task_config
 
-__all__ = ["ACTIVATIONS", "DATA_ORDERS", "INIT_RULES", "TeacherStudentConfig"]
+__all__ = ["ACTIVATIONS", "DATA_ORDERS", "INIT_RULES", "TASKS", "TeacherStudentConfig"]
 
 #: how the training data are visited each epoch
 DATA_ORDERS = ("fixed", "shuffled", "replacement")
@@ -69,6 +70,11 @@ class TeacherStudentConfig:
     divergence_threshold : float
         A model stops when a batch loss (batch mean of (2.6)) exceeds this (100, the release), or
         is NaN. ``math.inf`` disables the rule (NaN still stops a model).
+    task : {'teacher', 'digits'}
+        Where the data come from (:mod:`dysonsgd.model.tasks`): ``'teacher'`` (default) the
+        paper's teacher per replica; ``'digits'`` the standardised scikit-learn digits with
+        one-hot labels, the same for every model (needs ``widths = (64, ..., 10)`` and
+        ``n_data <= 1500``).
     """
 
     widths: tuple[int, ...] = (3, 32, 16, 1)
@@ -79,6 +85,7 @@ class TeacherStudentConfig:
     data_order: str = "fixed"
     divergence_threshold: float = 100.0
     sigma_w_layers: tuple[float | str, ...] | None = None
+    task: str = "teacher"
 
     def __post_init__(self) -> None:
         try:
@@ -107,6 +114,9 @@ class TeacherStudentConfig:
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not thr > 0:
             raise InputError(f"divergence_threshold must be > 0 (inf allowed), got {thr!r}")
         object.__setattr__(self, "divergence_threshold", float(thr))
+        if self.task not in TASKS:
+            raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
+        _check_task_config(self)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -34,6 +34,8 @@ checks, reading TOML)::
     data_order = "fixed"                # fixed | shuffled
     divergence_threshold = 100.0
     dtype = "float32"                   # float32 | float64
+    task = "teacher"                    # teacher | digits (fixed real data, dysonsgd.model.tasks:
+                                        # widths [64, ..., 10], n_data <= 1500)
 
     [expect]                            # validation: the cells to check (free-form for a sweep)
     phases = [{temperature = 0.03125, inv_sigma_w = 8.0, phase = "ordered"}]
@@ -73,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError
-from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TeacherStudentConfig
+from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TASKS, TeacherStudentConfig
 
 __all__ = [
     "ConfigError",
@@ -90,7 +92,8 @@ __all__ = [
 TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
 GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds", "batch_size")
 TRAINING_KEYS = ("epochs", "snapshots", "seed", "activation", "widths", "n_data", "batch_size",
-                 "data_order", "divergence_threshold", "dtype", "trained_layers", "sigma_w_layers")
+                 "data_order", "divergence_threshold", "dtype", "trained_layers", "sigma_w_layers",
+                 "task")
 DTYPES = ("float32", "float64")
 #: section label of top-level keys in messages
 TOP = "top level"
@@ -213,6 +216,8 @@ class SweepConfig:
             del model["sigma_w_layers"]
         else:
             model["sigma_w_layers"] = list(model["sigma_w_layers"])
+        if model["task"] == "teacher":  # the paper's data: fingerprints as before the key
+            del model["task"]
         axis = {"batch_size": list(self.batch_size)} if self.batch_size else {}
         return {
             **axis,
@@ -278,6 +283,8 @@ class SweepConfig:
             out["training"]["trained_layers"] = list(m.trained_layers)
         if m.sigma_w_layers is not None:
             out["training"]["sigma_w_layers"] = list(m.sigma_w_layers)
+        if m.task != "teacher":
+            out["training"]["task"] = m.task
         if self.batch_size:
             out["grid"]["batch_size"] = list(self.batch_size)
             del out["training"]["batch_size"]
@@ -390,6 +397,7 @@ def parse_config(mapping: Mapping[str, Any], *,
                          ACTIVATIONS)
     data_order = _choice(err, "training", "data_order", tr.get("data_order", defaults.data_order),
                          DATA_ORDERS)
+    task = _choice(err, "training", "task", tr.get("task", defaults.task), TASKS)
     widths = tr.get("widths", list(defaults.widths))
     if not isinstance(widths, list) or len(widths) < 3:
         raise err("training", "widths", f"must be a list of at least 3 layer sizes [n0, hidden "
@@ -420,9 +428,10 @@ def parse_config(mapping: Mapping[str, Any], *,
         model = TeacherStudentConfig(widths=widths, activation=activation, n_data=n_data,
                                      batch_size=batch_size, data_order=data_order,
                                      divergence_threshold=float(thr), trained_layers=trained,
-                                     sigma_w_layers=inits)
-    except InputError as exc:  # the layer keys' values; every other field is checked above
-        key = next((k for k in ("trained_layers", "sigma_w_layers") if k in str(exc)), "model")
+                                     sigma_w_layers=inits, task=task)
+    except InputError as exc:  # the layer keys' values and what a task needs (widths, n_data)
+        key = next((k for k in ("trained_layers", "sigma_w_layers", "widths", "n_data")
+                    if str(exc).startswith(k)), "model")
         raise err("training", key, str(exc)) from None
     expect = dict(mapping.get("expect", {}))
     validate = dict(mapping.get("validate", {}))

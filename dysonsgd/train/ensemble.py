@@ -47,6 +47,15 @@ The network, its activations and the draws live in :mod:`dysonsgd.model` (``netw
 ``activations``, ``draws``); this module resolves the arguments into a
 :class:`~dysonsgd.train.plan.TrainPlan` and assembles the :class:`EnsembleResult`.
 
+Fixed data (tasks)
+------------------
+``data=(x, y)``, or a config whose ``task`` is not ``'teacher'`` (``task='digits'``, see
+:mod:`dysonsgd.model.tasks`), trains every model on the same fixed inputs ``x`` (n_data, n0) and
+targets ``y`` (n_data, n_L) instead of its teacher's: the replica's draws are unchanged (the
+stream above), the drawn ``W1`` and ``W3`` become the student's fixed (W2-only) or starting
+(all-layer) matrices, the drawn ``W2*`` and inputs go unused. Both paths and all backends take
+it; the fused W2 kernels take any ``n3`` (the digits' ten outputs included).
+
 Backends
 --------
 ``'numba'`` (CPU default) runs the fused kernels of :mod:`dysonsgd.train._numba`: SIMD lanes
@@ -76,6 +85,7 @@ from dysonsgd._checks import InputError, check_int, check_positive
 from dysonsgd.model import network
 from dysonsgd.model.config import TeacherStudentConfig
 from dysonsgd.model.draws import epoch_order, replica_draws
+from dysonsgd.model.tasks import check_data, task_data
 from dysonsgd.train._torch import train_torch
 from dysonsgd.train.general import general_memory_bytes, train_general
 from dysonsgd.train.general import per_model as _per_model
@@ -311,6 +321,7 @@ def train_ensemble(
     backend: str = "auto",
     replica_offset: int = 0,
     batch_size=None,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EnsembleResult | BatchResults:
     """Train the grid ``temperature x sigma_w x seed`` of teacher-student models in one run.
 
@@ -355,6 +366,11 @@ def train_ensemble(
         ``|B|``, each >= 1 and dividing ``n_data`` (default ``config.batch_size``). A sequence
         is a grid axis: the grid is trained once per ``|B|`` at the same temperatures (so
         ``lr = T |B|`` varies) and seeds, and the result is a :class:`BatchResults`.
+    data : (x, y), optional
+        Fixed training data for every model instead of the teacher's: ``x`` (n_data, n0) and
+        ``y`` (n_data, n_L), finite (see "Fixed data" in the module docstring). Default: the
+        data of ``config.task`` (:func:`~dysonsgd.model.tasks.task_data`; none for the
+        teacher). Not together with ``inputs``.
 
     Returns
     -------
@@ -372,7 +388,7 @@ def train_ensemble(
         kwargs = dict(n_seeds=n_seeds, epochs=epochs, snapshots=snapshots, seed=seed,
                       device=device, dtype=dtype, progress=progress,
                       teacher_weights=teacher_weights, inputs=inputs, student_init=student_init,
-                      backend=backend, replica_offset=replica_offset)
+                      backend=backend, replica_offset=replica_offset, data=data)
         return BatchResults([(b, train_ensemble(config, temperature, sigma_w, batch_size=b,
                                                 **kwargs)) for b in sizes])
     if batch_size is not None:
@@ -388,6 +404,13 @@ def train_ensemble(
     seed = check_int("seed", seed, minimum=0)
     replica_offset = check_int("replica_offset", replica_offset, minimum=0)
     snaps = _resolve_snapshots(snapshots, epochs)
+    if data is None:
+        data = task_data(config)
+    if data is not None:
+        if inputs is not None:
+            raise InputError("inputs: not together with fixed data (data=, or a config task "
+                             "other than 'teacher'), which gives the inputs of every model")
+        data = check_data(data, config.n_data, config.widths[0], config.widths[-1])
     dev = _resolve_device(device)
     dtype = _resolve_dtype(dtype)
     if backend not in BACKENDS:
@@ -417,7 +440,7 @@ def train_ensemble(
                              progress=progress, orders=_shuffled_orders(config, seed,
                                                                         replica_offset, n_seeds),
                              teacher_weights=teacher_weights, inputs=inputs,
-                             student_init=student_init, t_start=t_start)
+                             student_init=student_init, t_start=t_start, data=data)
     if dev.type == "cuda" and backend == "torch":
         chunk, need = _torch_chunk(config, math.prod(grid), dtype)
         free = torch.cuda.mem_get_info(dev)[0]
@@ -428,9 +451,13 @@ def train_ensemble(
     _, n1, n2, _ = config.widths
     w1, w2t, w3, x, group, w2_init = _models(config, sigmas, grid, seed, replica_offset,
                                              teacher_weights, inputs, student_init)
+    if data is None:
+        y = network.outputs(x, w1, w2t, w3, config.activation, engine="torch")
+    else:  # the same fixed data for every group
+        x = np.broadcast_to(data[0], x.shape).copy()
+        y = np.broadcast_to(data[1], (x.shape[0], *data[1].shape)).copy()
     plan = TrainPlan(
-        config=config, x=x, w1=w1, w3=w3,
-        y=network.outputs(x, w1, w2t, w3, config.activation, engine="torch"),
+        config=config, x=x, w1=w1, w3=w3, y=y,
         group=group, w2_init=w2_init, temperature=np.repeat(temps, sigmas.size * n_seeds),
         epochs=epochs, snapshots=snaps, orders=_shuffled_orders(config, seed, replica_offset,
                                                                 n_seeds),

@@ -83,7 +83,8 @@ def train_general(config: TeacherStudentConfig, temps: np.ndarray, sigmas: np.nd
                   dtype: str, progress: bool, orders: Callable | None,
                   teacher_weights: Sequence[np.ndarray] | None = None,
                   inputs: np.ndarray | None = None, student_init: np.ndarray | None = None,
-                  t_start: float | None = None) -> EnsembleResult:
+                  t_start: float | None = None,
+                  data: tuple[np.ndarray, np.ndarray] | None = None) -> EnsembleResult:
     """Train the grid on the general path (arguments resolved by ``train_ensemble``).
 
     Parameters
@@ -105,6 +106,9 @@ def train_general(config: TeacherStudentConfig, temps: np.ndarray, sigmas: np.nd
         ``W2(0)`` itself (trailing ``(n2, n1)``); ``sigma_w`` then only labels the cells.
     t_start : float, optional
         ``time.perf_counter()`` at the call's start (for the wall time).
+    data : (x, y), optional
+        Fixed inputs (n_data, n0) and targets (n_data, n_L), checked, for every model instead
+        of the teacher's (``train_ensemble``'s ``data``).
 
     Returns
     -------
@@ -156,7 +160,11 @@ def train_general(config: TeacherStudentConfig, temps: np.ndarray, sigmas: np.nd
         scale = sigma_of_model[models] if rule == "grid" else np.full(len(models), float(rule))
         return scale[:, None, None] * z / math.sqrt(widths[layer - 1])
 
-    y = layers.outputs(x, [t for t in teacher], config.activation)
+    if data is None:
+        y = layers.outputs(x, [t for t in teacher], config.activation)
+    else:  # the same fixed data for every group
+        x = np.broadcast_to(data[0], x.shape).copy()
+        y = np.broadcast_to(data[1], (x.shape[0], *data[1].shape)).copy()
     plan = LayerPlan(
         widths=widths, activation=config.activation, trained=config.trained_layers,
         recorded=config.recorded_layers, x=x, y=y, group=group, init=init,
