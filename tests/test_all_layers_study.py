@@ -81,3 +81,34 @@ def test_all_layer_gradient_statistics_use_the_students_w1_w3(run) -> None:
     k_wrong, _ = gradstats.drift_and_noise(wrong[1], g_wrong[2], basis=eigensystem(wrong[1])[1])
     assert not np.allclose(np.einsum("...ii->...i", stats.k),
                            np.einsum("...ii->...i", k_wrong), rtol=1e-6)
+
+
+def test_layer_figures_draw_the_arrays(tmp_path) -> None:
+    from matplotlib.collections import QuadMesh
+
+    from dysonsgd.plots import layers as lp
+    from dysonsgd.plots.figures import save_figure
+
+    rng = np.random.default_rng(1)
+    temps, sig = np.array([0.5, 0.03125]), np.array([0.125, 4.0, 256.0])
+    med = {k: rng.uniform(0.1, 0.9, (2, 3)) for k in lp.OBSERVABLES}
+    diff = {k: rng.uniform(-1, 1, (2, 3)) for k in lp.OBSERVABLES}
+    fig = lp.diagram_comparison({"a": med, "b": med}, temps, sig, 100.0, diff)
+    meshes = [c for ax in fig.axes[:12] for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(meshes) == 12
+    # rows in ascending T (the grid's rows reversed), columns in ascending 1/sigma_W (reversed)
+    np.testing.assert_array_equal(meshes[1].get_array(), med["feature_correlation"][::-1, ::-1])
+    last = meshes[-1]
+    assert last.norm.vmin == -last.norm.vmax == -np.max(np.abs(diff["rate"]))
+    eig = rng.uniform(1, 2, (4, 5, 3))  # 4 models, 5 snapshots, 3 levels
+    fig = lp.layer_spectra(np.arange(5), [[{"a": eig, "b": 2 * eig}]], ["cell"], ["W1"],
+                           [[np.ones((4, 3))]])
+    lines = fig.axes[0].get_lines()
+    np.testing.assert_array_equal(lines[0].get_ydata(), eig[0, :, 0])
+    np.testing.assert_array_equal(lines[12].get_ydata(), 2 * eig[0, :, 0])
+    assert len(lines) == 24 + 12  # 2 runs x 12 level paths, 12 target lines
+    m, s = rng.standard_normal(5), rng.uniform(0, 1, 5)
+    fig = lp.layer_spacing(np.arange(5), [{"W1, a": (m, s), "W2, a": (m, s)}], ["cell"])
+    np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_ydata(), m)
+    paths = save_figure(fig, tmp_path, "spacing")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size for p in paths)
