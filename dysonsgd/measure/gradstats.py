@@ -36,6 +36,7 @@ from dysonsgd.measure.observables import test_inputs
 from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import replica_draws
 from dysonsgd.model.network import backprop, layer1_features, outputs
+from dysonsgd.model.tasks import task_test_set
 from dysonsgd.theory import rmt
 
 __all__ = [
@@ -128,6 +129,10 @@ def training_inputs(result, n_points: int | None = None) -> np.ndarray:
     -------
     ndarray, shape (1, 1, nR, n_points, n0): pass as ``x`` to :func:`measure`.
     """
+    if result.config.task != "teacher":
+        raise InputError(f"result: a run of the {result.config.task!r} task has fixed data "
+                         "(dysonsgd.model.tasks.task_data), no per-replica draws; its gradient "
+                         "statistics are measured on the task's held-out set (x=None)")
     n_data = result.config.n_data
     n_points = n_data if n_points is None else check_int("n_points", n_points, minimum=1)
     if n_points > n_data:
@@ -179,7 +184,9 @@ def measure(result, snapshot: int = -1, *, x=None, chunk: int = 256) -> Gradient
         Snapshot index (negative counts from the end).
     x : array_like, shape (D, n0) or (nT, nS, nR, D, n0) (or broadcastable), optional
         Data for the expectation, shared or per model (e.g. :func:`training_inputs`); default
-        the release's 128 test inputs (numpy seed 42).
+        the release's 128 test inputs (numpy seed 42). A run of a fixed-data task
+        (:mod:`dysonsgd.model.tasks`): the task's held-out images with their one-hot labels as
+        the targets (no teacher), and ``x`` must be None.
     chunk : int
         Model-snapshots per batch (bounds the memory of the back-propagated errors).
     """
@@ -223,8 +230,12 @@ def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
     if not snaps:
         raise InputError("snapshots must name at least one snapshot")
     widths = result.config.widths
+    task = task_test_set(result.config)  # a fixed-data task: its held-out images and labels
+    if task is not None and x is not None and not np.array_equal(np.asarray(x), task[0]):
+        raise InputError(f"x: a run of the {result.config.task!r} task is measured on the "
+                         "task's held-out test set (its labels are the targets); pass none")
     x = (
-        test_inputs(128, widths[0], 42)
+        (test_inputs(128, widths[0], 42) if task is None else task[0])
         if x is None
         else check_array("x", x, min_ndim=2, shape_tail=(None, widths[0]))
     )
@@ -243,7 +254,8 @@ def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
     w2_items = w2.reshape(-1, *w2.shape[-2:])  # model-major items (model, snapshot)
     act = result.config.activation
     # the teacher's targets once for all snapshots
-    y = outputs(x if x.ndim == 2 else x_flat, w1, w2t, w3, act, engine="torch")
+    y = (outputs(x if x.ndim == 2 else x_flat, w1, w2t, w3, act, engine="torch")
+         if task is None else np.broadcast_to(task[1], (n_models, *task[1].shape)).copy())
     xs = x if x.ndim == 2 else x_flat
     n_per = n_s  # items per unit: a unit shares W1, W3 (its layer-1 features and readout)
     if {1, 3} & set(result.layer_w):  # W1 or W3 trained (or not the teacher's): the student's
