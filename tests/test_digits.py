@@ -222,3 +222,32 @@ def test_bundled_digits_config():
     cfg = load_config(bundled_config("digits"))
     assert cfg.model.task == "digits" and cfg.model.widths[0] == 64
     assert cfg.model.widths[-1] == 10
+
+
+def test_gradient_statistics_on_the_held_out_labels():
+    """K and V (4.4) of a digits run against per-sample gradients taken by torch autograd on the
+    held-out images with their labels as targets."""
+    from dysonsgd.measure import gradstats
+    from dysonsgd.measure.spectrum import eigensystem
+
+    config = _config()
+    res = train_ensemble(config, 0.1, 1.0, n_seeds=2, epochs=2, snapshots=3,
+                         dtype=torch.float64, progress=False)
+    stats = gradstats.measure(res, -1)
+    xt, yt = (torch.tensor(a) for a in tasks.task_test_set(config))
+    w1, w2, w3 = res.student(-1)
+    for r in range(2):
+        w = torch.tensor(w2[0, 0, r], requires_grad=True)
+        grads = []
+        for a in range(xt.shape[0]):
+            out = torch.tensor(w3[0, 0, r]) @ torch.tanh(
+                w @ torch.tanh(torch.tensor(w1[0, 0, r]) @ xt[a]))
+            grads.append(torch.autograd.grad(0.5 * ((yt[a] - out) ** 2).sum(), w)[0].numpy())
+        _, u = eigensystem(w2[0, 0, r])
+        k, v = gradstats.drift_and_noise(w2[0, 0, r], np.stack(grads), basis=u)
+        np.testing.assert_allclose(stats.k[0, 0, r], k, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(stats.v[0, 0, r], v, rtol=1e-8, atol=1e-12)
+    with pytest.raises(InputError, match="x"):
+        gradstats.measure(res, -1, x=np.zeros((5, 64)))
+    with pytest.raises(InputError, match="result"):
+        gradstats.training_inputs(res)
