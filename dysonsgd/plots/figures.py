@@ -188,11 +188,13 @@ def figure1(sigma_z2: Sequence[float] = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
     return fig
 
 
-def figure2(loss_mean, temperature, sigma_w) -> Figure:
-    """Figure 2: mean final test loss (3.2) in the T - 1/sigma_W plane."""
+def figure2(loss_mean, temperature, sigma_w, loss_range: tuple[float, float] = LOSS_RANGE
+            ) -> Figure:
+    """Figure 2: mean final test loss (3.2) in the T - 1/sigma_W plane (colour range
+    ``loss_range``, the paper's by default)."""
     fig = Figure(figsize=(5.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    grid_heatmap(ax, loss_mean, temperature, sigma_w, colors.LogNorm(*LOSS_RANGE),
+    grid_heatmap(ax, loss_mean, temperature, sigma_w, colors.LogNorm(*loss_range),
                  r"$\mathbb{E}_\mathcal{S}[\mathcal{L}]$")
     ax.set_title("mean test loss")
     return fig
@@ -369,7 +371,8 @@ def figure8(fraction, temperature, sigma_w, g_mean, alignment_mean,
 
 def figure9(loss_mean, g_mean, alignment_mean, rate_mean, fraction, temperature, sigma_w,
             epochs: float, line: boundaries.SymmetryBreakingLine | None = None,
-            level: float | None = None) -> Figure:
+            level: float | None = None,
+            loss_range: tuple[float, float] = LOSS_RANGE) -> Figure:
     """Figure 9: loss, G(t_f, 0), alignment and rate with the two phase boundaries.
 
     Dashed vertical: the symmetry-breaking line at 1/sigma_W = sqrt(2) (the paper); dotted:
@@ -381,7 +384,7 @@ def figure9(loss_mean, g_mean, alignment_mean, rate_mean, fraction, temperature,
     fig = Figure(figsize=(11, 9), layout="constrained")
     axes = fig.subplots(2, 2)
     panels = [
-        (loss_mean, colors.LogNorm(*LOSS_RANGE), "final test loss"),
+        (loss_mean, colors.LogNorm(*loss_range), "final test loss"),
         (g_mean, colors.Normalize(*G_RANGE), r"$G(t_f, 0)$"),
         (alignment_mean, colors.Normalize(*ALIGNMENT_RANGE), "feature alignment (3.5)"),
         (rate_mean, colors.Normalize(*rate_range(epochs)), r"$\bar\lambda(t_f)$ per epoch"),

@@ -132,6 +132,7 @@ def paper_figures(result, out_dir: str | Path, *, figures: Iterable[int] = ALL_F
                                                            level).tolist()
                 for level in boundaries.sigma_levels()},
         }
+    loss_range = _loss_range(result, mean["test_loss"]) if needs_run else plots.LOSS_RANGE
     for n in which:
         say(f"figure {n}")
         if n == 1:
@@ -140,7 +141,7 @@ def paper_figures(result, out_dir: str | Path, *, figures: Iterable[int] = ALL_F
             skipped[f"figure{n}"] = (f"needs at least 2 temperatures and 2 sigma_W (the run has "
                                      f"{n_t} x {n_s})")
         elif n == 2:
-            save(2, plots.figure2(mean["test_loss"], temps, sig))
+            save(2, plots.figure2(mean["test_loss"], temps, sig, loss_range))
         elif n == 3:
             if n_t < 2:
                 skipped["figure3"] = "needs at least 2 temperatures"
@@ -181,5 +182,17 @@ def paper_figures(result, out_dir: str | Path, *, figures: Iterable[int] = ALL_F
         elif n == 9:
             save(9, plots.figure9(mean["test_loss"], mean["feature_correlation"],
                                   mean["alignment"], mean["rate"], frac, temps, sig,
-                                  result.epochs, line))
+                                  result.epochs, line, loss_range=loss_range))
     return {**info, "out": str(out_dir), "written": written, "skipped": skipped}
+
+
+def _loss_range(result, loss_mean: np.ndarray) -> tuple[float, float]:
+    """The colour range of the test loss: the paper's (1e-7, 1e-1) for the teacher; for a
+    fixed-data task (whose loss against labels stays far above the paper's scale) the decades
+    spanning the finite cell means."""
+    finite = np.asarray(loss_mean, float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if result.config.task == "teacher" or finite.size == 0:
+        return plots.LOSS_RANGE
+    lo, hi = np.floor(np.log10(finite.min())), np.ceil(np.log10(finite.max()))
+    return float(10.0**lo), float(10.0 ** max(hi, lo + 1))
