@@ -129,13 +129,14 @@ def layer_dynamics(runs: dict, inv_sigma: float) -> Figure:
             if np.mean(np.isnan(v[:, -1])) >= 0.5:
                 continue
             ax.plot(res.snapshot_epochs, np.nanmedian(v, axis=0),
-                    color=cmap(i / max(1, len(res.temperature) - 1)),
+                    color=cmap((math.log2(t) + 7) / 11),  # T = 2^-7 .. 2^4 in both runs
                     label=f"T = 2^{round(math.log2(t))}")
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel(r"$S(t)/S(0)$")
         ax.set_title(f"{title}, 1/sigma_W = {inv_sigma:g}", fontsize=9)
-    axes[0].legend(fontsize=6, ncol=2)
+    for ax in axes:
+        ax.legend(fontsize=6, ncol=2)
     return fig
 
 
