@@ -251,3 +251,16 @@ def test_gradient_statistics_on_the_held_out_labels():
         gradstats.measure(res, -1, x=np.zeros((5, 64)))
     with pytest.raises(InputError, match="result"):
         gradstats.training_inputs(res)
+
+
+def test_task_survives_the_run_file(tmp_path):
+    """A digits run written and read back keeps its task (its observables stay the labels')."""
+    from dysonsgd.runs.files import load_result, save_result
+
+    res = train_ensemble(_config(), 0.1, 1.0, n_seeds=2, epochs=1, snapshots=2,
+                         dtype=torch.float64, progress=False)
+    path = tmp_path / "digits.nc"
+    save_result(res, path)
+    back = load_result(path)
+    assert back.config == res.config and back.config.task == "digits"
+    np.testing.assert_array_equal(ob.result_test_loss(back), ob.result_test_loss(res))
