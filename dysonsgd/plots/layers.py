@@ -123,12 +123,15 @@ def layer_spectra(epochs, spectra: Sequence[Sequence[Mapping[str, np.ndarray]]],
         for c, runs in enumerate(row):
             ax = axes[r, c]
             shown = []
-            for (run, eig), colour in zip(runs.items(), RUN_COLOURS, strict=False):
+            for n, ((run, eig), colour) in enumerate(zip(runs.items(), RUN_COLOURS,
+                                                         strict=False)):
                 x = np.asarray(eig, dtype=float)
                 lines = np.moveaxis(x, -1, 1).reshape(-1, x.shape[1])  # (nR k, n_snap)
-                for i, y in enumerate(lines):
-                    ax.plot(e, y, "-", lw=0.5, alpha=0.45, color=colour,
+                for i, y in enumerate(lines):  # the first run on top
+                    ax.plot(e, y, "-", lw=0.5, alpha=0.45, color=colour, zorder=3 + len(runs) - n,
                             label=run if i == 0 else None)
+                if not lines.size:
+                    ax.plot([], [], "-", color=colour, label=f"{run} (none: all diverged)")
                 shown.append(x)
             tgt = None if targets is None else targets[r][c]
             if tgt is not None:
@@ -139,7 +142,7 @@ def layer_spectra(epochs, spectra: Sequence[Sequence[Mapping[str, np.ndarray]]],
             ax.set_ylabel(f"eigenvalues of {name}")
             if r == 0:
                 ax.set_title(titles[c], fontsize=9)
-            if r == 0 and c == 0:
+            if (r == 0 and c == 0) or not all(np.size(v) for v in runs.values()):
                 ax.legend(fontsize=7)
     return fig
 
