@@ -112,3 +112,27 @@ def test_layer_figures_draw_the_arrays(tmp_path) -> None:
     np.testing.assert_array_equal(fig.axes[0].get_lines()[0].get_ydata(), m)
     paths = save_figure(fig, tmp_path, "spacing")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size for p in paths)
+
+
+def test_figures_command_on_an_all_layer_run(run, tmp_path, capsys) -> None:
+    import json
+
+    from dysonsgd.analysis.phase import classify_phases
+    from dysonsgd.cli import main
+    from dysonsgd.runs.files import save_result
+
+    path = save_result(run, tmp_path / "all.nc")
+    assert main(["figures", str(path), "--out", str(tmp_path / "f"), "--format", "png", "--dpi",
+                 "30", "--figures", "2", "5", "8", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert sorted(payload["written"]) == ["figure2", "figure5", "figure8"]
+    # the labels from the oracle's loss and G(t_f, 0) (the whole student, model.layers)
+    x = ob.test_inputs(128, 3, 42)
+    teacher = [np.asarray(a, float) for a in run.teacher_matrices()]
+    student = [np.asarray(a, float) for a in run.student(-1)]
+    loss = 0.5 * np.mean(np.sum((layers.outputs(x, student, "tanh")
+                                 - layers.outputs(x, teacher, "tanh")) ** 2, axis=-1), axis=-1)
+    h_f, _ = layers.forward(x, student, "tanh")
+    h_0, _ = layers.forward(x, [np.asarray(a, float) for a in run.student(0)], "tanh")
+    g = np.mean(h_f[2] * h_0[2], axis=(-2, -1))
+    assert payload["phases"]["labels"] == classify_phases(loss, g, run.diverged).tolist()
