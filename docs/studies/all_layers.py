@@ -181,6 +181,38 @@ def analyse(res_by, obs, lay) -> dict:
     return out
 
 
+def readout_curvature_along(res) -> np.ndarray:
+    """lambda_max(E[phi phi^T]) at every snapshot, (nT, nS, nR, n_snap) (as below, any time)."""
+    x = ob.test_inputs(128, res.config.widths[0], 42)
+    teacher_w1 = res.teacher()[0]
+    out = np.empty(res.w2.shape[:4])
+    for i, j in np.ndindex(*res.w2.shape[:2]):  # one cell at a time (memory)
+        w1 = np.asarray(teacher_w1[i, j], float)[:, None, :, :]
+        phi = network.features(x, w1, np.asarray(res.w2[i, j], float), res.config.activation)
+        cov = np.nan_to_num(np.swapaxes(phi, -1, -2) @ phi / phi.shape[-2])
+        out[i, j] = np.linalg.eigvalsh(cov)[..., -1]
+    return out
+
+
+def noise_growth_test(res_w2, div_all) -> dict:
+    """Would W3 have been stable on the features W2 alone reaches? Per model: the readout bound
+    lr max_t lambda_max(E[phi(t) phi(t)^T]) > 2 on the W2-only run's features, against the
+    paired all-layer model's divergence."""
+    lam = readout_curvature_along(res_w2)  # (nT, nS, nR, n_snap)
+    lr = np.asarray(res_w2.learning_rate)[:, None, None]
+    at0 = lr * lam[..., 0] > 2.0
+    ever = lr * lam.max(axis=-1) > 2.0
+    def table(pred):
+        return {"predicted_and_diverged": int((pred & div_all).sum()),
+                "predicted_not_diverged": int((pred & ~div_all).sum()),
+                "not_predicted_and_diverged": int((~pred & div_all).sum()),
+                "not_predicted_not_diverged": int((~pred & ~div_all).sum())}
+    return {"at_t0": table(at0), "at_any_snapshot_of_w2_alone": table(ever),
+            "inv_sigma_w_8_lambda_max_tf_w2_alone_by_temperature": [
+                mean_se(lam[i, int(np.argmin(res_w2.sigma_w)), :, -1])
+                for i in range(lam.shape[0])]}
+
+
 def readout_curvature(res) -> np.ndarray:
     """lambda_max of the loss's Hessian block in W3 at t = 0, per model (nT, nS, nR).
 
@@ -264,6 +296,7 @@ def main() -> None:
     numbers = analyse(res_by, obs, lay)
     numbers["observables_s"] = t_obs
     numbers["divergence"] = divergence(a, obs[RUNS[0]])
+    numbers["divergence"]["noise_growth"] = noise_growth_test(b, obs[RUNS[0]]["diverged"])
     t0 = time.perf_counter()
     numbers["threshold_control"] = threshold_control(ROOT / "validation" / "all-layers.toml")
     numbers["threshold_control_s"] = time.perf_counter() - t0
