@@ -14,6 +14,12 @@ layer_eigenvalues: the min(n_l, n_{l-1}) squared singular values: 3 for W1, 16 f
 W3), the mean level spacing S_l (4.5) (W3: its single level ||W3||^2) and the relative
 displacement ||W_l(t_f) - W_l(0)||_F / ||W_l(0)||_F.
 
+Divergence: per model, the readout bound lr lambda_max(E[phi phi^T]) > 2 (the Hessian block of
+the loss in W3 is E[phi phi^T] exactly; a principal block bounds the Hessian from below) at t = 0,
+and on the paired W2-alone model's features at every snapshot (what the noise does to W2 when W3
+does not train), against the all-layer model's divergence; and a control at T = 1/2 with no
+divergence threshold.
+
 Statistics: seeds are independent models; every number is a mean +- standard error over the 16
 seeds of one cell, of a per-seed quantity (a paired difference is taken per seed first), never
 pooling two cells of one seed. Diverged models are left out (the count is given).
