@@ -27,10 +27,14 @@ from dysonsgd._checks import InputError, check_int
 from dysonsgd.model.activations import ACTIVATIONS, lookup
 from dysonsgd.model.tasks import TASKS, _check_task_config
 
-__all__ = ["ACTIVATIONS", "DATA_ORDERS", "INIT_RULES", "TASKS", "TeacherStudentConfig"]
+__all__ = ["ACTIVATIONS", "DATA_ORDERS", "INIT_RULES", "PARAMETRISATIONS", "TASKS",
+           "TeacherStudentConfig"]
 
 #: how the training data are visited each epoch
 DATA_ORDERS = ("fixed", "shuffled", "replacement")
+
+#: how the output matrix scales with width (:class:`TeacherStudentConfig`)
+PARAMETRISATIONS = ("standard", "mean-field")
 
 #: the named entries of ``sigma_w_layers`` (besides a number > 0)
 INIT_RULES = ("grid", "teacher")
@@ -75,6 +79,13 @@ class TeacherStudentConfig:
         paper's teacher per replica; ``'digits'`` the standardised scikit-learn digits with
         one-hot labels, the same for every model (needs ``widths = (64, ..., 10)`` and
         ``n_data <= 1500``).
+    parametrisation : {'standard', 'mean-field'}
+        ``'standard'`` (default, the paper): every matrix ``N(0, 1/fan_in)``. ``'mean-field'``:
+        the 1/n readout of the mean-field limit (muP's scaling of the output matrix for SGD):
+        the replica's output matrix ``W_L`` (teacher and student) is the standard draw divided
+        once more by ``sqrt(n_{L-1})``, ``W_L ~ N(0, 1/n_{L-1}^2)``; every other draw and
+        ``lr = T |B|`` unchanged (docs/beyond.md, "Width scaling": SGD at ``T`` in it is the
+        standard parametrisation's at ``T / n_{L-1}``, losses divided by ``n_{L-1}``).
     """
 
     widths: tuple[int, ...] = (3, 32, 16, 1)
@@ -86,6 +97,7 @@ class TeacherStudentConfig:
     divergence_threshold: float = 100.0
     sigma_w_layers: tuple[float | str, ...] | None = None
     task: str = "teacher"
+    parametrisation: str = "standard"
 
     def __post_init__(self) -> None:
         try:
@@ -117,6 +129,14 @@ class TeacherStudentConfig:
         if self.task not in TASKS:
             raise InputError(f"task must be one of {TASKS}, got {self.task!r}")
         _check_task_config(self)
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise InputError(f"parametrisation must be one of {PARAMETRISATIONS}, got "
+                             f"{self.parametrisation!r}")
+
+    def output_divisor(self) -> float:
+        """The output matrix's draw is divided by this once more: 1 (standard),
+        ``sqrt(n_{L-1})`` (mean-field)."""
+        return 1.0 if self.parametrisation == "standard" else math.sqrt(self.widths[-2])
 
     @property
     def steps_per_epoch(self) -> int:

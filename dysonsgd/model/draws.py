@@ -35,13 +35,16 @@ def replica_draws(config: TeacherStudentConfig, seed: int, replica: int) -> dict
     dict
         ``w1`` (n1, n0), ``w2_teacher`` (n2, n1), ``w3`` (n3, n2), ``x`` (n_data, n0) and ``z``
         (n2, n1), drawn in that order from ``SeedSequence(seed, spawn_key=(replica,))``; the
-        student of cell ``sigma_W`` starts at ``sigma_W * z / sqrt(n1)``.
+        student of cell ``sigma_W`` starts at ``sigma_W * z / sqrt(n1)``. With
+        ``config.parametrisation == 'mean-field'``, ``w3`` is divided once more by ``sqrt(n2)``.
     """
     n0, n1, n2, n3 = config.widths
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(replica,))))
     w1 = rng.standard_normal((n1, n0)) / math.sqrt(n0)
     w2t = rng.standard_normal((n2, n1)) / math.sqrt(n1)
     w3 = rng.standard_normal((n3, n2)) / math.sqrt(n2)
+    if config.parametrisation != "standard":  # the mean-field readout: N(0, 1/n2^2)
+        w3 = w3 / config.output_divisor()
     x = rng.standard_normal((config.n_data, n0))
     z = rng.standard_normal((n2, n1))
     return {"w1": w1, "w2_teacher": w2t, "w3": w3, "x": x, "z": z}

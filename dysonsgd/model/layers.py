@@ -78,8 +78,11 @@ def replica_layer_draws(config: TeacherStudentConfig, seed: int,
     """
     widths = config.widths
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(replica,))))
-    teacher = tuple(rng.standard_normal((widths[k], widths[k - 1])) / math.sqrt(widths[k - 1])
-                    for k in range(1, config.n_layers + 1))
+    teacher = [rng.standard_normal((widths[k], widths[k - 1])) / math.sqrt(widths[k - 1])
+               for k in range(1, config.n_layers + 1)]
+    if config.parametrisation != "standard":  # the mean-field readout: N(0, 1/n_{L-1}^2)
+        teacher[-1] = teacher[-1] / config.output_divisor()
+    teacher = tuple(teacher)
     x = rng.standard_normal((config.n_data, widths[0]))
     order = [GRID_LAYER] + [k for k in range(1, config.n_layers + 1) if k != GRID_LAYER]
     z = {k: rng.standard_normal(config.layer_shape(k)) for k in order}
@@ -91,12 +94,16 @@ def student_init(config: TeacherStudentConfig, draws: dict[str, Any], sigma_w: f
     """``W_layer(0)`` of the student of the cell ``sigma_w`` (2.11), float64 (n_l, n_{l-1}).
 
     ``'grid'``: ``sigma_w Z_l / sqrt(n_{l-1})``; ``'teacher'``: the teacher's ``W_l``; a
-    number ``s``: ``s Z_l / sqrt(n_{l-1})``. ``draws`` is :func:`replica_layer_draws`' dict.
+    number ``s``: ``s Z_l / sqrt(n_{l-1})``, divided by ``config.output_divisor()`` for the output
+    matrix (the mean-field readout). ``draws`` is :func:`replica_layer_draws`' dict.
     """
     rule = config.init_rule(layer)
     if rule == "teacher":
         return draws["teacher"][layer - 1]
     scale = sigma_w if rule == "grid" else float(rule)
+    if layer == config.n_layers:  # the output matrix of the mean-field readout: 1/n_{L-1}^2
+        return scale * draws["z"][layer] / math.sqrt(config.widths[layer - 1]) / \
+            config.output_divisor()
     return scale * draws["z"][layer] / math.sqrt(config.widths[layer - 1])
 
 

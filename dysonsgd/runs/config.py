@@ -36,6 +36,8 @@ checks, reading TOML)::
     dtype = "float32"                   # float32 | float64
     task = "teacher"                    # teacher | digits (fixed real data, dysonsgd.model.tasks:
                                         # widths [64, ..., 10], n_data <= 1500)
+    parametrisation = "standard"        # standard | mean-field (the output matrix, teacher's
+                                        # and student's, divided once more by sqrt(n_{L-1}))
 
     [expect]                            # validation: the cells to check (free-form for a sweep)
     phases = [{temperature = 0.03125, inv_sigma_w = 8.0, phase = "ordered"}]
@@ -75,7 +77,13 @@ from typing import Any
 import numpy as np
 
 from dysonsgd._checks import InputError
-from dysonsgd.model.config import ACTIVATIONS, DATA_ORDERS, TASKS, TeacherStudentConfig
+from dysonsgd.model.config import (
+    ACTIVATIONS,
+    DATA_ORDERS,
+    PARAMETRISATIONS,
+    TASKS,
+    TeacherStudentConfig,
+)
 
 __all__ = [
     "ConfigError",
@@ -93,7 +101,7 @@ TOP_LEVEL = ("name", "description", "grid", "training", "expect", "validate")
 GRID_KEYS = ("temperature", "inv_sigma_w", "sigma_w", "seeds", "batch_size")
 TRAINING_KEYS = ("epochs", "snapshots", "seed", "activation", "widths", "n_data", "batch_size",
                  "data_order", "divergence_threshold", "dtype", "trained_layers", "sigma_w_layers",
-                 "task")
+                 "task", "parametrisation")
 DTYPES = ("float32", "float64")
 #: section label of top-level keys in messages
 TOP = "top level"
@@ -218,6 +226,8 @@ class SweepConfig:
             model["sigma_w_layers"] = list(model["sigma_w_layers"])
         if model["task"] == "teacher":  # the paper's data: fingerprints as before the key
             del model["task"]
+        if model["parametrisation"] == "standard":  # as before the key
+            del model["parametrisation"]
         axis = {"batch_size": list(self.batch_size)} if self.batch_size else {}
         return {
             **axis,
@@ -285,6 +295,8 @@ class SweepConfig:
             out["training"]["sigma_w_layers"] = list(m.sigma_w_layers)
         if m.task != "teacher":
             out["training"]["task"] = m.task
+        if m.parametrisation != "standard":
+            out["training"]["parametrisation"] = m.parametrisation
         if self.batch_size:
             out["grid"]["batch_size"] = list(self.batch_size)
             del out["training"]["batch_size"]
@@ -398,6 +410,9 @@ def parse_config(mapping: Mapping[str, Any], *,
     data_order = _choice(err, "training", "data_order", tr.get("data_order", defaults.data_order),
                          DATA_ORDERS)
     task = _choice(err, "training", "task", tr.get("task", defaults.task), TASKS)
+    parametrisation = _choice(err, "training", "parametrisation",
+                              tr.get("parametrisation", defaults.parametrisation),
+                              PARAMETRISATIONS)
     widths = tr.get("widths", list(defaults.widths))
     if not isinstance(widths, list) or len(widths) < 3:
         raise err("training", "widths", f"must be a list of at least 3 layer sizes [n0, hidden "
@@ -428,7 +443,8 @@ def parse_config(mapping: Mapping[str, Any], *,
         model = TeacherStudentConfig(widths=widths, activation=activation, n_data=n_data,
                                      batch_size=batch_size, data_order=data_order,
                                      divergence_threshold=float(thr), trained_layers=trained,
-                                     sigma_w_layers=inits, task=task)
+                                     sigma_w_layers=inits, task=task,
+                                     parametrisation=parametrisation)
     except InputError as exc:  # the layer keys' values and what a task needs (widths, n_data)
         key = next((k for k in ("trained_layers", "sigma_w_layers", "widths", "n_data")
                     if str(exc).startswith(k)), "model")
