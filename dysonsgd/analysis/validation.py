@@ -175,8 +175,10 @@ def measure(result, spec: ValidationSpec, progress: Callable[[str], None] | None
     coeffs = predict.measure_run(result, drift=spec.options["drift"])
     say("classifying phases")
     summary = phase.phase_summary(result)
-    labels = phase.classify_phases(summary["test_loss"], summary["feature_correlation"],
-                                   summary["diverged"])
+    # the rule derived for the run's activation and depth (the paper's for tanh at depth 2)
+    rule = phase.PhaseThresholds.for_activation(result.config.activation,
+                                                depth=len(result.config.widths) - 2)
+    labels = phase.classify_summary(summary, rule)
     temps, sigma_w = coeffs.temperature, coeffs.sigma_w
     converged = convergence_criterion(coeffs.k_s[..., -1], coeffs.v_s[..., -1],
                                       temps[:, None, None], sigma_w[None, :, None],
