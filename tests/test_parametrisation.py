@@ -72,3 +72,19 @@ def test_parametrisation_refused_and_parsed():
     assert parse_config(mapping("standard")).fingerprint() != cfg.fingerprint()
     with pytest.raises(InputError, match="parametrisation"):
         parse_config(mapping("meanfield"))
+
+
+def test_mean_field_key_replays_the_width_study_bitwise():
+    # docs/studies/width_scaling.py trained (b) from the standard replica's draws with W3
+    # divided by sqrt(n2) given as teacher_weights; the config key must give those numbers
+    n2 = 8
+    std = TeacherStudentConfig(widths=(3, 2 * n2, n2, 1), n_data=200)
+    mf = TeacherStudentConfig(widths=(3, 2 * n2, n2, 1), n_data=200, parametrisation="mean-field")
+    draws = [replica_draws(std, 3, r) for r in range(2)]
+    teacher = (np.stack([d["w1"] for d in draws]), np.stack([d["w2_teacher"] for d in draws]),
+               np.stack([d["w3"] for d in draws]) / math.sqrt(n2))
+    kw = {**KW, "dtype": torch.float32}
+    by_key = train_ensemble(mf, temperature=2.0, **kw)
+    by_weights = train_ensemble(std, temperature=2.0, teacher_weights=teacher, **kw)
+    np.testing.assert_array_equal(by_key.w2, by_weights.w2)
+    np.testing.assert_array_equal(by_key.loss, by_weights.loss)
