@@ -100,3 +100,18 @@ def test_classify_summary_reads_the_statistic_the_rule_names():
     assert phase.classify_summary(summary, activation="relu")[0, 0] == "jamming"
     with pytest.raises(InputError, match="activation"):
         phase.classify_summary(summary)
+
+
+def test_no_phase_rule_is_transplanted_to_real_data():
+    # the digits' labels: the ordered level is a fraction of a teacher's zero-predictor loss
+    with pytest.raises(InputError, match="task"):
+        phase.PhaseThresholds.for_activation("tanh", task="digits")
+    from dysonsgd.runs.validation_config import parse_validation_config
+
+    mapping = {"name": "d", "grid": {"temperature": [0.5], "inv_sigma_w": [8.0], "seeds": 2},
+               "training": {"epochs": 2, "task": "digits", "widths": [64, 32, 16, 10],
+                            "n_data": 1500, "batch_size": 4},
+               "expect": {"phases": [{"temperature": 0.5, "inv_sigma_w": 8.0,
+                                      "phase": "ordered"}]}}
+    with pytest.raises(InputError, match="task"):
+        parse_validation_config(mapping)

@@ -177,7 +177,8 @@ def measure(result, spec: ValidationSpec, progress: Callable[[str], None] | None
     summary = phase.phase_summary(result)
     # the rule derived for the run's activation and depth (the paper's for tanh at depth 2)
     rule = phase.PhaseThresholds.for_activation(result.config.activation,
-                                                depth=len(result.config.widths) - 2)
+                                                depth=len(result.config.widths) - 2,
+                                                task=result.config.task)
     labels = phase.classify_summary(summary, rule)
     temps, sigma_w = coeffs.temperature, coeffs.sigma_w
     converged = convergence_criterion(coeffs.k_s[..., -1], coeffs.v_s[..., -1],

@@ -112,12 +112,16 @@ def paper_figures(result, out_dir: str | Path, *, figures: Iterable[int] = ALL_F
             "tanh" else None
         line = boundaries.symmetry_breaking_line(result.config.widths, measured_ratio=rho)
         info["symmetry_breaking"] = line.to_dict()
-        rule = phase.PhaseThresholds.for_activation(result.config.activation,
-                                                    depth=len(result.config.widths) - 2)
-        labels = phase.classify_summary(s, rule)
-        info["phases"] = {"temperature": temps.tolist(), "inv_sigma_w": (1 / sig).tolist(),
-                          "labels": labels.tolist(), "thresholds": rule.to_dict(),
-                          "activation": result.config.activation}
+        if result.config.task == "teacher":
+            rule = phase.PhaseThresholds.for_activation(result.config.activation,
+                                                        depth=len(result.config.widths) - 2)
+            labels = phase.classify_summary(s, rule)
+            info["phases"] = {"temperature": temps.tolist(), "inv_sigma_w": (1 / sig).tolist(),
+                              "labels": labels.tolist(), "thresholds": rule.to_dict(),
+                              "activation": result.config.activation}
+        else:  # the teacher's thresholds are never applied to real labels
+            info["phases"] = {"labels": None, "task": result.config.task,
+                              "reason": "no phase rule is derived for this task (docs/beyond.md)"}
     grid_ok = n_t >= 2 and n_s >= 2
     frac = None
     if {8, 9} & set(which) and grid_ok:

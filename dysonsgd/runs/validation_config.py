@@ -109,6 +109,11 @@ def parse_validation_config(mapping: Mapping[str, Any], *,
         raise err("grid", "batch_size", f"validate checks one batch size, got "
                                         f"{list(sweep.batch_sizes)} (sweep them with `dysonsgd "
                                         "sweep`, or validate one: SweepConfig.for_batch_size)")
+    if sweep.model.task != "teacher":
+        raise err("training", "task", f"validate checks the teacher-student task (its phase rule "
+                                      f"and forecasts are derived for a teacher), got "
+                                      f"{sweep.model.task!r}; use `dysonsgd sweep` and "
+                                      f"`dysonsgd figures` for it")
     phases = parse_expect_phases(sweep.expect, sweep.temperature, sweep.sigma_w, source=source)
     if not phases:
         raise err("expect", "phases", "no cells to check")
