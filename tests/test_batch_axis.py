@@ -63,7 +63,11 @@ def test_batch_size_one_of_the_axis_is_plain_sgd(axis):
     t, sigma = GRID["temperature"][1], GRID["sigma_w"][0]
     ref = train_single(d["x"], d["w1"], d["w2_teacher"], d["w3"], sigma * d["z"] / np.sqrt(32),
                        lr=t * 1, epochs=3, batch_size=1, snapshot_epochs=[0, 1, 2, 3])
-    np.testing.assert_allclose(axis[1].w2[1, 0, 1], ref["w2"], rtol=0, atol=1e-12)
+    # float64, two implementations (the fused kernel's tanh and sums in another order):
+    # the project's float64 path-agreement level, 1e-10 of the largest weight (issue 16);
+    # the machines' SIMD families differ by about 1e-12 here
+    w2 = axis[1].w2[1, 0, 1]
+    np.testing.assert_allclose(w2, ref["w2"], rtol=0, atol=1e-10 * np.abs(ref["w2"]).max())
     np.testing.assert_allclose(axis[1].loss[1, 0, 1], ref["loss"], rtol=1e-11)
 
 

@@ -205,7 +205,12 @@ def test_paper_variant_reproduces_the_numbers_before_the_complete_equation():
     """Regression: predict's variant='paper' against numbers recorded at 206b0e7.
 
     The fused engine's reductions are not bit-reproducible run to run (differences up to
-    ~1e-13 relative were seen), hence rtol 1e-12 rather than equality.
+    ~1e-13 relative were seen), hence rtol 1e-12 rather than equality. The pin holds in the
+    cell at T = 0.25 only: at T = 2 (lr = 8) float64 SGD amplifies rounding to order one
+    within two epochs (the numba and torch backends of the same algorithm differ there by
+    0.03-0.7 of the largest weight after 2 epochs, by 1e-13 at T = 0.25), so the recorded
+    numbers of those cells are one CPU's realisation of the rounding (they moved by up to
+    100% per path on a host without AVX-512); they keep the structural check below.
     """
     import torch
 
@@ -221,13 +226,17 @@ def test_paper_variant_reproduces_the_numbers_before_the_complete_equation():
         _, x, _ = predict.predict_eigenvalues(coeffs, cell, **kw)
         _, s, _ = predict.predict_spacing(coeffs, cell, **kw)
         ref = reference[str(cell)]
+        # the same variant on the same coefficients: positive, finite paths in every cell
+        assert np.all(np.isfinite(np.ma.filled(x, 1.0))) and np.all(np.ma.filled(s, 1.0) > 0)
+        # the complete variant runs on the same coefficients and keeps every path positive
+        _, xc, _ = predict.predict_eigenvalues(coeffs, cell, **{**kw, "variant": "complete"})
+        assert np.all(np.ma.filled(xc[-1, :, 0], 1.0) > 0)
+        if cell != (0, 0):  # the T = 2 cells: rounding-amplified realisations (docstring)
+            continue
         np.testing.assert_allclose(float(np.ma.sum(x)), ref["x_sum"], rtol=1e-12)
         np.testing.assert_allclose(np.ma.filled(x[-1, :, [0, -1]], np.nan).ravel(),
                                    ref["x_last"], rtol=1e-12)
         np.testing.assert_allclose(np.ma.filled(s[-1, :, 0], np.nan), ref["s_last"], rtol=1e-12)
-        # the complete variant runs on the same coefficients and keeps every path positive
-        _, xc, _ = predict.predict_eigenvalues(coeffs, cell, **{**kw, "variant": "complete"})
-        assert np.all(np.ma.filled(xc[-1, :, 0], 1.0) > 0)
 
 
 def test_bad_input_is_refused():
