@@ -131,7 +131,7 @@ def measured_preactivation_ratio(result, x_test=None, snapshot: int = 0) -> np.n
     if result.config.activation != "tanh":
         raise InputError("the symmetry-breaking argument needs tanh (the run's activation is "
                          f"{result.config.activation!r})")
-    x = observables._test_x(result, x_test)
+    x = observables.result_test_inputs(result, x_test)
     k = observables._snap(result, snapshot)
     w1, w2, _ = observables._student(result, k)
     return preactivation_ratio(x, w1, w2, result.sigma_w[None, :, None])
@@ -494,7 +494,7 @@ def phase_summary(result, x_test=None) -> dict[str, np.ndarray]:
         ``diverged_fraction`` (nT, nS).
     """
     ob = observables
-    x = ob._test_x(result, x_test)
+    x = ob.result_test_inputs(result, x_test)
     act = result.config.activation
     y = ob.result_test_targets(result, x)  # the teacher's outputs, or a task's test labels
     n_snap = len(result.snapshot_epochs)

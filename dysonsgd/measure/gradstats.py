@@ -32,7 +32,7 @@ import numpy as np
 
 from dysonsgd._checks import InputError, check_array, check_index, check_int
 from dysonsgd.measure.moments import SingularMoments, singular_system
-from dysonsgd.measure.observables import test_inputs
+from dysonsgd.measure.observables import result_test_inputs
 from dysonsgd.measure.spectrum import eigensystem
 from dysonsgd.model.draws import replica_draws
 from dysonsgd.model.network import backprop, layer1_features, outputs
@@ -231,14 +231,7 @@ def measure_series(result, snapshots=None, *, x=None, chunk: int = 256
         raise InputError("snapshots must name at least one snapshot")
     widths = result.config.widths
     task = task_test_set(result.config)  # a fixed-data task: its held-out images and labels
-    if task is not None and x is not None and not np.array_equal(np.asarray(x), task[0]):
-        raise InputError(f"x: a run of the {result.config.task!r} task is measured on the "
-                         "task's held-out test set (its labels are the targets); pass none")
-    x = (
-        (test_inputs(128, widths[0], 42) if task is None else task[0])
-        if x is None
-        else check_array("x", x, min_ndim=2, shape_tail=(None, widths[0]))
-    )
+    x = result_test_inputs(result, x, name="x")
     w1, w2t, w3 = (np.asarray(a, dtype=float) for a in result.teacher())
     w2 = np.asarray(result.w2[..., snaps, :, :], dtype=float)  # (*grid, S, n2, n1)
     grid = w2.shape[:-3]

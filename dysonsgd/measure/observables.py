@@ -55,6 +55,7 @@ __all__ = [
     "result_feature_correlation",
     "result_gradient_norm",
     "result_rate",
+    "result_test_inputs",
     "result_test_loss",
     "result_test_targets",
     "test_inputs",
@@ -168,21 +169,23 @@ def _student(result, snapshot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if result.config.n_layers != 3:
         raise InputError(f"the observables of section 3.2 need two hidden layers (widths of 4 "
                          f"entries), got widths {tuple(result.config.widths)}")
-    w1, w2, w3 = result.student(snapshot)
-    return w1, w2, w3
+    return result.student(snapshot)
 
 
-def _test_x(result, x_test):
+def result_test_inputs(result, x_test=None, *, name: str = "x_test") -> np.ndarray:
+    """The test inputs of a run's observables: ``x_test`` checked (``(..., P, n0)``), default
+    the release's 128 test inputs (numpy seed 42); a fixed-data task's held-out inputs, which
+    ``x_test`` must then be or leave out. ``name`` is the parameter named in errors."""
     task = task_test_set(result.config)
     if task is not None:
         if x_test is not None and not np.array_equal(np.asarray(x_test), task[0]):
-            raise InputError(f"x_test: a run of the {result.config.task!r} task is measured on "
+            raise InputError(f"{name}: a run of the {result.config.task!r} task is measured on "
                              "the task's held-out test set (its labels are the targets); pass "
                              "none")
         return task[0]
     if x_test is None:
         return test_inputs(128, result.config.widths[0], 42)
-    return check_array("x_test", x_test, min_ndim=2, shape_tail=(None, result.config.widths[0]))
+    return check_array(name, x_test, min_ndim=2, shape_tail=(None, result.config.widths[0]))
 
 
 def result_test_targets(result, x: np.ndarray) -> np.ndarray:
@@ -200,7 +203,7 @@ def result_test_loss(result, snapshot: int = -1, x_test=None, convention: str = 
         raise InputError(f"convention must be 'release' or 'paper', got {convention!r}")
     k = _snap(result, snapshot)
     w1, w2, w3 = _student(result, k)
-    x = _test_x(result, x_test)
+    x = result_test_inputs(result, x_test)
     act = result.config.activation
     # the student's W1, W3 are the teacher's unless trained: then exactly test_loss_release
     err = outputs(x, w1, w2, w3, act) - result_test_targets(result, x)
@@ -216,7 +219,7 @@ def result_gradient_norm(result, snapshot: int = -1) -> np.ndarray:
 def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x_test=None):
     """``G(t_f, 0)`` summand (3.4) per model on the test set, (nT, nS, nR): the student's
     features (2.5) at both times (with W1 at each time if W1 trains)."""
-    x = _test_x(result, x_test)
+    x = result_test_inputs(result, x_test)
     act = result.config.activation
     w1_t, w2_t, _ = _student(result, _snap(result, snapshot))
     w1_0, w2_0, _ = _student(result, _snap(result, reference, "reference"))
@@ -225,7 +228,7 @@ def result_feature_correlation(result, snapshot: int = -1, reference: int = 0, x
 
 def result_alignment(result, snapshot: int = -1, x_test=None, release: bool = False):
     """Alignment (3.5) per model, or the release's variant (divided by the number of points)."""
-    x = _test_x(result, x_test)
+    x = result_test_inputs(result, x_test)
     act = result.config.activation
     y = result_test_targets(result, x)  # a task's labels: h = y W3 with the held-out labels
     w1, w2, w3 = _student(result, _snap(result, snapshot))
