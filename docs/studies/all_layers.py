@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dysonsgd.analysis.describe import mean_se
 from dysonsgd.analysis.phase import PhaseThresholds, classify_summary, phase_summary
 from dysonsgd.measure import observables as ob
 from dysonsgd.measure.spectrum import layer_eigenvalues, mean_level_spacing
@@ -62,16 +63,6 @@ RUNS = ("all layers", "W2 only")
 KEYS = ("test_loss", "feature_correlation", "alignment", "rate")
 #: cells reported in the table beyond figure 6's three: the transition row and the boundary
 EXTRA_CELLS = ((0.5, 8.0), (2.0, 8.0), (2.0**-5, 1.0), (2.0**-5, 0.25))
-
-
-def mean_se(values) -> dict:
-    """Mean, standard error and count of the finite values (independent seeds)."""
-    v = np.asarray(values, float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return {"mean": float(v.mean()) if v.size else math.nan, "se": math.nan, "n": int(v.size)}
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size)),
-            "n": int(v.size)}
 
 
 def observe(res) -> dict[str, np.ndarray]:

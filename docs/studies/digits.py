@@ -33,6 +33,7 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
+from dysonsgd.analysis.describe import mean_se
 from dysonsgd.analysis.phase import phase_summary
 from dysonsgd.measure.spectrum import eigenvalues, mean_level_spacing
 from dysonsgd.model import layers, tasks
@@ -77,16 +78,6 @@ def median(v: np.ndarray) -> np.ndarray:
         m = np.nanmedian(v, axis=2)
         m[np.mean(np.isnan(v), axis=2) >= 0.5] = np.nan
     return m
-
-
-def mean_se(values) -> dict:
-    """Mean, standard error and count of the finite values."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return {"mean": float(v.mean()) if v.size else math.nan, "se": math.nan, "n": int(v.size)}
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size)),
-            "n": int(v.size)}
 
 
 def diagram(runs: dict) -> Figure:

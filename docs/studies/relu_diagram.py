@@ -48,6 +48,7 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
+from dysonsgd.analysis.describe import mean_se
 from dysonsgd.analysis.phase import phase_summary
 from dysonsgd.measure import observables as ob
 from dysonsgd.model import network
@@ -63,16 +64,6 @@ CONFIG = ROOT / "validation" / "relu-small.toml"
 THRESHOLD = 100.0  # the release's divergence threshold (the config's default)
 SCALING_SIGMA_W = (2.0, 4.0, 8.0, 16.0)
 CONTROL_SIGMA_W = (16.0, 64.0, 256.0)
-
-
-def mean_se(values) -> dict:
-    """Mean, standard error and count of the finite values (independent seeds)."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return {"mean": float(v.mean()) if v.size else math.nan, "se": math.nan, "n": int(v.size)}
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size)),
-            "n": int(v.size)}
 
 
 def observe(res) -> dict[str, np.ndarray]:

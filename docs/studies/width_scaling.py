@@ -64,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dysonsgd.analysis.describe import mean_se
 from dysonsgd.measure import observables as ob
 from dysonsgd.model import network
 from dysonsgd.model.draws import replica_draws
@@ -240,16 +241,6 @@ def fit_collapse(curves, log2_n, exponents=COLLAPSE_EXPONENTS, band=COLLAPSE_BAN
     if not np.any(np.isfinite(costs)):
         return math.nan, costs
     return float(exponents[int(np.nanargmin(costs))]), costs
-
-
-def mean_se(values) -> dict:
-    """Mean, standard error and count of the finite values (independent seeds)."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return {"mean": float(v.mean()) if v.size else math.nan, "se": math.nan, "n": int(v.size)}
-    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size)),
-            "n": int(v.size)}
 
 
 # ------------------------------------------------------------------------------------------------

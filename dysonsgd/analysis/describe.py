@@ -9,6 +9,7 @@ of one model are not independent draws of the ensemble).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,24 @@ from scipy import stats
 from dysonsgd.analysis import calibration as cal
 from dysonsgd.analysis.forecasts import ForecastPaths
 
-__all__ = ["describe_cell", "spacing_traces"]
+__all__ = ["describe_cell", "mean_se", "spacing_traces"]
+
+
+def mean_se(values) -> dict[str, float | int]:
+    """Mean, standard error (ddof 1) and count of the finite entries of ``values``, any shape,
+    each entry one independent unit (a seed, a model; never several paths of one model).
+
+    Returns
+    -------
+    dict
+        ``mean``, ``se`` (NaN below two entries; ``mean`` NaN with none) and ``n``.
+    """
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return {"mean": float(v.mean()) if v.size else math.nan, "se": math.nan, "n": int(v.size)}
+    return {"mean": float(v.mean()), "se": float(v.std(ddof=1) / math.sqrt(v.size)),
+            "n": int(v.size)}
 
 
 def _one_path(s: np.ma.MaskedArray) -> np.ndarray:
