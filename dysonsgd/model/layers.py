@@ -101,10 +101,9 @@ def student_init(config: TeacherStudentConfig, draws: dict[str, Any], sigma_w: f
     if rule == "teacher":
         return draws["teacher"][layer - 1]
     scale = sigma_w if rule == "grid" else float(rule)
-    if layer == config.n_layers:  # the output matrix of the mean-field readout: 1/n_{L-1}^2
-        return scale * draws["z"][layer] / math.sqrt(config.widths[layer - 1]) / \
-            config.output_divisor()
-    return scale * draws["z"][layer] / math.sqrt(config.widths[layer - 1])
+    w = scale * draws["z"][layer] / math.sqrt(config.widths[layer - 1])
+    # the output matrix of the mean-field readout: 1/n_{L-1}^2 (standard: an exact / 1.0)
+    return w / config.output_divisor() if layer == config.n_layers else w
 
 
 def check_weights(weights: Sequence, widths: Sequence[int], name: str = "weights") -> None:
